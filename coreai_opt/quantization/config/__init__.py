@@ -1,0 +1,29 @@
+"""Quantization configs: what to quantize (modules, ops, tensors) and how.
+
+Public: ``ExecutionMode``, ``ModuleQuantizerConfig``, ``OpQuantizerConfig``,
+``QATSchedule``, ``QuantizerConfig``. The resolution functions used by both execution
+modes live in :mod:`coreai_opt.quantization.config.resolution`.
+"""
+
+from coreai_opt.quantization.config._config import (
+    ExecutionMode,
+    ModuleQuantizerConfig,
+    OpQuantizerConfig,
+    QuantizerConfig,
+)
+from coreai_opt.quantization.config._presets import (
+    _ModuleQuantizerConfigPresets,
+    _QuantizerConfigPresets,
+)
+from coreai_opt.quantization.config._schedule import QATSchedule
+
+ModuleQuantizerConfig.presets = _ModuleQuantizerConfigPresets(owner_cls=ModuleQuantizerConfig)
+QuantizerConfig.presets = _QuantizerConfigPresets(owner_cls=QuantizerConfig)
+
+__all__ = [
+    "ExecutionMode",
+    "ModuleQuantizerConfig",
+    "OpQuantizerConfig",
+    "QATSchedule",
+    "QuantizerConfig",
+]
