@@ -1,0 +1,64 @@
+// CPU kernel entry points. Every file in csrc/cpu/kernels is compiled once per ISA
+// (DEFAULT, AVX2, AVX512) inside namespace coreai_opt::cpu::<ISA>, so at::vec::Vectorized
+// is real SIMD in each; dispatch.cpp picks a table with at::get_cpu_capability().
+//
+// Kernels take contiguous tensors and float32 qparam arrays already checked by the caller
+// (cpu/ops_cpu.cpp); they never allocate full-size temporaries and never sync.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include "formats/float_format.h"
+#include "formats/qparam_layout.h"
+
+namespace coreai_opt::cpu {
+
+using formats::QParamLayout;
+
+// Integer fake-quantize in its generic form: q = clamp(round((x - f) / s) + o, qmin, qmax),
+// y = (q - o) * s + f. The zp form has f = 0, o = zp; the minval form f = minval, o = qmin.
+struct IntParams {
+  const float* scale;
+  const float* quant_offset;  // o, one per qparam
+  const float* float_offset;  // f, one per qparam
+  float qmin;
+  float qmax;
+};
+
+struct FloatParams {
+  const float* scale;
+  formats::FloatFormat format;
+};
+
+struct KernelTable {
+  // y = fake_quantize(x); x, y contiguous, same dtype and shape.
+  void (*fake_quantize_int)(const at::Tensor& x, const at::Tensor& y, const QParamLayout&,
+                            const IntParams&);
+  // gx = grad * in-range mask of x.
+  void (*fake_quantize_int_backward)(const at::Tensor& grad, const at::Tensor& x,
+                                     const at::Tensor& gx, const QParamLayout&, const IntParams&);
+  void (*fake_quantize_float)(const at::Tensor& x, const at::Tensor& y, const QParamLayout&,
+                              const FloatParams&);
+  void (*fake_quantize_float_backward)(const at::Tensor& grad, const at::Tensor& x,
+                                       const at::Tensor& gx, const QParamLayout&,
+                                       const FloatParams&);
+  // min / max of x per qparam into float arrays of layout.qnumel entries (NaN propagates).
+  void (*minmax)(const at::Tensor& x, const QParamLayout&, float* min_out, float* max_out);
+  // LSQ backward (zp form, offsets already rounded): gx elementwise, and per qparam the
+  // sums of d(y)/d(scale) * grad and d(y)/d(zero_point) * grad (before grad_factor).
+  void (*lsq_backward)(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& gx,
+                       const QParamLayout&, const IntParams&, double* dscale, double* dzero_point);
+};
+
+// One table per compiled ISA (kernel_table.cpp, named by token pasting CPU_CAPABILITY).
+const KernelTable& kernel_table_DEFAULT();
+const KernelTable& kernel_table_AVX2();
+const KernelTable& kernel_table_AVX512();
+
+// The table for this machine (the best ISA the build has and at::get_cpu_capability()
+// allows; ATEN_CPU_CAPABILITY=default forces the scalar path).
+const KernelTable& kernels();
+// Name of the chosen table: "DEFAULT", "AVX2" or "AVX512".
+const char* kernel_isa();
+
+}  // namespace coreai_opt::cpu

@@ -1,0 +1,59 @@
+// Loads and stores that convert float16 / bfloat16 to float32 in registers, two float
+// vectors at a time (one 16-bit vector holds as many elements as two float vectors), so no
+// kernel ever makes a full-size float32 copy. float64 takes the scalar path.
+#pragma once
+
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <type_traits>
+
+namespace coreai_opt::cpu {
+inline namespace CPU_CAPABILITY {
+
+using fVec = at::vec::Vectorized<float>;
+constexpr int64_t kF = fVec::size();
+constexpr int64_t kStep = 2 * kF;
+
+template <typename T>
+constexpr bool kVectorizable = !std::is_same_v<T, double>;
+
+template <typename T>
+inline void load2(const T* p, fVec& a, fVec& b) {
+  if constexpr (std::is_same_v<T, float>) {
+    a = fVec::loadu(p);
+    b = fVec::loadu(p + kF);
+  } else {
+    auto v = at::vec::Vectorized<T>::loadu(p);
+    std::tie(a, b) = at::vec::convert_to_float<T>(v);
+  }
+}
+
+template <typename T>
+inline void store2(T* p, const fVec& a, const fVec& b) {
+  if constexpr (std::is_same_v<T, float>) {
+    a.store(p);
+    b.store(p + kF);
+  } else {
+    at::vec::convert_from_float<T>(a, b).store(p);
+  }
+}
+
+// NaN-propagating clamp (torch.clamp semantics).
+inline fVec clamp_nan(const fVec& v, const fVec& lo, const fVec& hi) {
+  return at::vec::minimum(at::vec::maximum(v, lo), hi);
+}
+
+inline float clamp_nan(float v, float lo, float hi) {
+  if (v != v) return v;
+  return v < lo ? lo : (v > hi ? hi : v);
+}
+
+inline float min_nan(float a, float b) { return (a < b || a != a) ? a : b; }
+inline float max_nan(float a, float b) { return (a > b || a != a) ? a : b; }
+
+// 1.0f where the mask lane is set, else 0.0f.
+inline fVec mask_to_one(const fVec& mask) { return mask & fVec(1.0f); }
+
+}  // namespace CPU_CAPABILITY
+}  // namespace coreai_opt::cpu

@@ -1,0 +1,130 @@
+// CPU pack / unpack of sub-byte formats (lower index in the lower bits).
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <c10/util/Exception.h>
+#include <torch/library.h>
+
+#include "formats/float_format.h"
+#include "formats/int_range.h"
+#include "ops/checks.h"
+#include "ops/pack_shape.h"
+
+namespace coreai_opt::cpu {
+
+namespace {
+
+at::Tensor pack(const at::Tensor& q, c10::ScalarType dtype) {
+  const char* op = "pack";
+  const auto fmt = ops::packable_format_of(dtype, op);
+  const auto out_sizes = ops::packed_sizes(q.sizes(), fmt, op);
+  const int per_byte = 8 / fmt.bits;
+  const auto qc = q.contiguous();
+  auto out = at::empty(out_sizes, q.options().dtype(at::kByte));
+  uint8_t* dst = out.mutable_data_ptr<uint8_t>();
+  const int64_t n_out = out.numel();
+  const uint32_t mask = (1u << fmt.bits) - 1u;
+  if (fmt.is_float) {
+    TORCH_CHECK_TYPE(at::isFloatingType(q.scalar_type()),
+                     "coreai_opt.pack: FP4 values must be a "
+                     "floating-point tensor; got ",
+                     q.scalar_type());
+    const auto info = formats::float_format_info(fmt.float_format);
+    const auto qf = qc.to(at::kFloat);
+    const float* src = qf.const_data_ptr<float>();
+    for (int64_t i = 0; i < qf.numel(); ++i) {
+      TORCH_CHECK_VALUE(src[i] == src[i],
+                        "coreai_opt.pack: FP4 has no NaN code; found NaN at "
+                        "flat index ",
+                        i);
+    }
+    at::parallel_for(0, n_out, 4096, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        uint32_t byte = 0;
+        for (int k = 0; k < per_byte; ++k) {
+          byte |= (formats::encode_float_format(src[i * per_byte + k], info) & mask)
+                  << (k * fmt.bits);
+        }
+        dst[i] = static_cast<uint8_t>(byte);
+      }
+    });
+    return out;
+  }
+  TORCH_CHECK_TYPE(!at::isFloatingType(q.scalar_type()) && q.scalar_type() != at::kBool &&
+                       !at::isComplexType(q.scalar_type()),
+                   "coreai_opt.pack: integer formats take an integer tensor of codes; got ",
+                   q.scalar_type());
+  const auto r = formats::int_range(fmt.bits, fmt.is_signed, false);
+  const auto q64 = qc.to(at::kLong);
+  const int64_t* src = q64.const_data_ptr<int64_t>();
+  for (int64_t i = 0; i < q64.numel(); ++i) {
+    TORCH_CHECK_VALUE(src[i] >= r.qmin && src[i] <= r.qmax, "coreai_opt.pack: value ", src[i],
+                      " at flat index ", i, " does not fit ", dtype, ", whose range is [", r.qmin,
+                      ", ", r.qmax, "]");
+  }
+  at::parallel_for(0, n_out, 4096, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      uint32_t byte = 0;
+      for (int k = 0; k < per_byte; ++k) {
+        byte |= (static_cast<uint32_t>(src[i * per_byte + k]) & mask) << (k * fmt.bits);
+      }
+      dst[i] = static_cast<uint8_t>(byte);
+    }
+  });
+  return out;
+}
+
+at::Tensor unpack(const at::Tensor& packed, c10::ScalarType dtype) {
+  const char* op = "unpack";
+  const auto fmt = ops::packable_format_of(dtype, op);
+  TORCH_CHECK_TYPE(packed.scalar_type() == at::kByte,
+                   "coreai_opt.unpack: packed must be "
+                   "torch.uint8; got ",
+                   packed.scalar_type());
+  const auto out_sizes = ops::unpacked_sizes(packed.sizes(), fmt);
+  const int per_byte = 8 / fmt.bits;
+  const auto pc = packed.contiguous();
+  const uint8_t* src = pc.const_data_ptr<uint8_t>();
+  const int64_t n = pc.numel();
+  const uint32_t mask = (1u << fmt.bits) - 1u;
+  if (fmt.is_float) {
+    const auto info = formats::float_format_info(fmt.float_format);
+    auto out = at::empty(out_sizes, packed.options().dtype(at::kFloat));
+    float* dst = out.mutable_data_ptr<float>();
+    at::parallel_for(0, n, 4096, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        for (int k = 0; k < per_byte; ++k) {
+          dst[i * per_byte + k] =
+              formats::decode_float_format((src[i] >> (k * fmt.bits)) & mask, info);
+        }
+      }
+    });
+    return out;
+  }
+  auto out = at::empty(out_sizes, packed.options().dtype(fmt.is_signed ? at::kChar : at::kByte));
+  AT_DISPATCH_INTEGRAL_TYPES(out.scalar_type(), "unpack", [&] {
+    scalar_t* dst = out.mutable_data_ptr<scalar_t>();
+    const int shift = 32 - fmt.bits;
+    at::parallel_for(0, n, 4096, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) {
+        for (int k = 0; k < per_byte; ++k) {
+          const uint32_t code = (src[i] >> (k * fmt.bits)) & mask;
+          // Sign-extend signed codes through the top of a 32-bit word.
+          const int32_t v = fmt.is_signed ? (static_cast<int32_t>(code << shift) >> shift)
+                                          : static_cast<int32_t>(code);
+          dst[i * per_byte + k] = static_cast<scalar_t>(v);
+        }
+      }
+    });
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(coreai_opt, CPU, m) {
+  m.impl("pack", &pack);
+  m.impl("unpack", &unpack);
+}
+
+}  // namespace coreai_opt::cpu

@@ -1,0 +1,33 @@
+// Float32 views of small qparam tensors for the CPU kernels: the tensor's own memory when it
+// already is contiguous float32, else a converted copy; or one value repeated. Kept apart
+// from the kernels so their inner loops only ever see `const float*`.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <vector>
+
+namespace coreai_opt::cpu {
+
+class QParamBuffer {
+ public:
+  // Values of t (any real dtype, float8_e8m0fnu included) as float32.
+  static QParamBuffer of(const at::Tensor& t);
+  // n copies of v.
+  static QParamBuffer constant(float v, int64_t n);
+
+  const float* data() const { return ptr_; }
+
+ private:
+  at::Tensor keep_;
+  std::vector<float> storage_;
+  const float* ptr_ = nullptr;
+};
+
+// Every scale must be positive and not NaN (read from CPU memory: no sync involved).
+void check_scales_positive(const QParamBuffer& scale, int64_t n, const char* op);
+
+// Reads a one-element switch tensor (bool or any number type) as a bool.
+bool read_switch(const at::Tensor& flag, const char* op, const char* arg);
+
+}  // namespace coreai_opt::cpu

@@ -1,0 +1,30 @@
+// Integer fake-quantize schemas.
+//
+// The shape of `scale` (and of zero_point / minval, which must match it) encodes the
+// granularity: it has x's rank and each dimension is 1 (shared), x.size(d) (one per index)
+// or x.size(d) / block (one per block along d). A 0-d scale means per-tensor.
+#include "ops/schemas.h"
+
+namespace coreai_opt::ops {
+
+void define_fake_quantize_int(torch::Library& m) {
+  // fake_quantize_int(x, scale, zero_point?, minval?, quant_min, quant_max) -> y
+  //   zp form (minval None):  q = clamp(round(x / s) + zp, qmin, qmax);        y = (q - zp) * s
+  //   minval form:            q = clamp(round((x - m) / s) + qmin, qmin, qmax); y = (q - qmin) * s
+  //   + m zero_point None in the zp form means 0; passing both offsets is an error. round = half to
+  //   even; float32 arithmetic; y has x's dtype. NaN in x gives NaN, +-inf saturates to the range's
+  //   ends.
+  m.def(
+      "fake_quantize_int(Tensor x, Tensor scale, Tensor? zero_point, Tensor? minval, "
+      "int quant_min, int quant_max) -> Tensor",
+      {at::Tag::pt2_compliant_tag});
+  // fake_quantize_int_backward(grad, x, ...) -> grad_x
+  //   Straight-through estimator with the clipping mask, recomputed from x:
+  //   grad_x = grad * [qmin <= pre-clamp q <= qmax] (pre-clamp q = round(...) + offset).
+  m.def(
+      "fake_quantize_int_backward(Tensor grad, Tensor x, Tensor scale, Tensor? zero_point, "
+      "Tensor? minval, int quant_min, int quant_max) -> Tensor",
+      {at::Tag::pt2_compliant_tag});
+}
+
+}  // namespace coreai_opt::ops

@@ -1,0 +1,40 @@
+// Range observation and qparam calculation schemas.
+//
+// block_size has x's rank: block_size[d] == x.size(d) reduces dimension d entirely,
+// 1 keeps it, anything between must divide x.size(d) and reduces blocks of that length.
+// The results have shape [x.size(d) / block_size[d]].
+#include "ops/schemas.h"
+
+namespace coreai_opt::ops {
+
+void define_observe(torch::Library& m) {
+  // minmax(x, block_size) -> (min, max), in x's dtype. NaN propagates as in torch.amin.
+  m.def("minmax(Tensor x, SymInt[] block_size) -> (Tensor, Tensor)", {at::Tag::pt2_compliant_tag});
+  // update_range(x, running_min!, running_max!, block_size, method, averaging_constant)
+  //   method "static":         running = this batch's range
+  //          "moving_average": running = batch where running is +-inf (uninitialised),
+  //                            else c * batch + (1 - c) * running
+  //          "global_minmax":  running_min = min(running_min, batch min), likewise max
+  //   running_* are float32 tensors of the reduced shape; +inf / -inf mean "no data yet".
+  m.def(
+      "update_range(Tensor x, Tensor(a!) running_min, Tensor(b!) running_max, "
+      "SymInt[] block_size, str method, float averaging_constant=0.01) -> ()",
+      {at::Tag::pt2_compliant_tag});
+  // choose_qparams_int(min, max, quant_min, quant_max, symmetric, range_min?, range_max?)
+  //   -> (scale, zero_point, minval); formulas in csrc/formats/qparams.h. range_min /
+  //   range_max (float_range) replace the widened observed ends when given. scale and
+  //   minval come back in min's dtype, zero_point as int32.
+  m.def(
+      "choose_qparams_int(Tensor min, Tensor max, int quant_min, int quant_max, bool symmetric, "
+      "float? range_min=None, float? range_max=None) -> (Tensor, Tensor, Tensor)",
+      {at::Tag::pt2_compliant_tag});
+  // choose_qparams_float(min, max, dtype, e8m0, range_min?, range_max?) -> scale
+  //   e8m0 False: scale = max_abs / max(dtype) >= eps; True: the OCP MX FLOOR rule
+  //   (csrc/formats/e8m0.h). scale comes back in min's dtype (float32 values for E8M0).
+  m.def(
+      "choose_qparams_float(Tensor min, Tensor max, ScalarType dtype, bool e8m0, "
+      "float? range_min=None, float? range_max=None) -> Tensor",
+      {at::Tag::pt2_compliant_tag});
+}
+
+}  // namespace coreai_opt::ops
