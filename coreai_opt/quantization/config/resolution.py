@@ -75,17 +75,19 @@ class ResolvedModuleConfig:
         level: where it came from.
         key: the matching ``module_name_configs`` regex or type name (None for global).
         owner: path of the module that matched (itself or an ancestor; None for global).
+        path: path of the module this result is for.
     """
 
     config: ModuleQuantizerConfig
     level: ConfigLevel
     key: str | None
     owner: str | None
+    path: str = ""
 
     @property
     def inherited(self) -> bool:
         """True when the config was matched on an ancestor (or is the global one)."""
-        return self.level is ConfigLevel.GLOBAL or self.owner is None or self.key is None
+        return self.level is ConfigLevel.GLOBAL or self.owner != self.path
 
 
 def _type_name(module_type: type | str | None) -> str | None:
@@ -154,8 +156,8 @@ def resolve_module_config(
         if best is not None:
             key, cfg, owner = best
             effective = cfg if owner == path else cfg.without_module_specs()
-            return ResolvedModuleConfig(effective, level, key, owner)
-    return ResolvedModuleConfig(config.global_config, ConfigLevel.GLOBAL, None, None)
+            return ResolvedModuleConfig(effective, level, key, owner, path)
+    return ResolvedModuleConfig(config.global_config, ConfigLevel.GLOBAL, None, None, path)
 
 
 def build_module_config_dict(
