@@ -1,0 +1,89 @@
+"""Test inputs shared by the op tests: granularities, ranges, dtypes and data generators."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+import torch
+from reference import INT_DTYPES, int_range
+
+INPUT_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
+"""Every input dtype the ops accept."""
+
+# (x shape, qparam shape); a qparam dim is 1, the input's size or size / block.
+GRANULARITIES: list = [
+    pytest.param((13, 7), (), id="tensor-0d"),
+    pytest.param((13, 7), (1, 1), id="tensor-ones"),
+    pytest.param((1037,), (1,), id="tensor-1d-tail"),
+    pytest.param((33, 7), (33, 1), id="channel-dim0"),
+    pytest.param((5, 33), (1, 33), id="channel-last"),
+    pytest.param((2, 3, 5, 7), (1, 3, 1, 1), id="channel-middle"),
+    pytest.param((64, 128), (64, 4), id="block-last"),
+    pytest.param((64, 24), (2, 1), id="block-dim0"),
+    pytest.param((64, 24), (2, 24), id="block-dim0-channel-last"),
+    pytest.param((8, 12, 6), (2, 3, 1), id="block-tuple"),
+    pytest.param((3, 33), (3, 11), id="block-odd"),
+    pytest.param((7,), (7,), id="elementwise-odd"),
+    pytest.param((300, 257), (1, 1), id="tensor-parallel"),
+    pytest.param((300, 257), (300, 1), id="channel-dim0-parallel"),
+    pytest.param((257, 300), (1, 300), id="channel-last-parallel"),
+    pytest.param((96, 520), (96, 13), id="block-last-parallel"),
+]
+"""Granularities by scale shape, including odd sizes (vector tails) and parallel sizes."""
+
+
+def int_ranges() -> list:
+    """Every (quant_min, quant_max) of int2..int8 / uint2..uint8, plus the narrow signed ones."""
+    out = []
+    for dtype, (bits, signed) in INT_DTYPES.items():
+        name = str(dtype).removeprefix("torch.")
+        out.append(pytest.param(*int_range(bits, signed), id=name))
+        if signed:
+            out.append(pytest.param(*int_range(bits, signed, narrow=True), id=f"{name}-narrow"))
+    return out
+
+
+def random_scale(shape: Sequence[int], lo: float = 0.01, hi: float = 0.1) -> torch.Tensor:
+    """Positive float32 scales in [lo, hi)."""
+    return torch.rand(tuple(shape)) * (hi - lo) + lo
+
+
+def block_size_of(x_shape: Sequence[int], q_shape: Sequence[int]) -> list[int]:
+    """The block size that gives q_shape (a 0-d / ones q_shape reduces every dim)."""
+    q = list(q_shape) if len(q_shape) else [1] * len(x_shape)
+    return [xs // qs for xs, qs in zip(x_shape, q, strict=True)]
+
+
+def sprinkle_specials(
+    x: torch.Tensor, scale_full: torch.Tensor, quant_span: float, rounding_ties: bool = True
+) -> torch.Tensor:
+    """Puts exact rounding ties, out-of-range values, ±inf, NaN and ±0 into float32 x."""
+    flat = x.reshape(-1).clone()
+    s = scale_full.reshape(-1)
+    n = flat.numel()
+    if rounding_ties and n > 8:
+        # Multiples of s/2: exact ties k + 0.5 for power-of-two scales, near-ties otherwise.
+        k = torch.arange(n // 4) - n // 8
+        flat[: n // 4] = (k.to(torch.float32) + 0.5) * s[: n // 4]
+    if n > 16:
+        flat[-1] = float("nan")
+        flat[-2] = float("inf")
+        flat[-3] = -float("inf")
+        flat[-4] = 3 * quant_span * s[-4]
+        flat[-5] = -3 * quant_span * s[-5]
+        flat[-6] = 0.0
+        flat[-7] = -0.0
+    return flat.reshape(x.shape)
+
+
+def int_input(
+    x_shape: Sequence[int], scale: torch.Tensor, quant_min: int, quant_max: int
+) -> torch.Tensor:
+    """float32 x spanning a bit more than the quantization range, with specials."""
+    from reference import expand_qparam
+
+    s = expand_qparam(scale, x_shape)
+    span = float(quant_max - quant_min)
+    x = (torch.rand(tuple(x_shape)) - 0.5) * 1.4 * span * s
+    return sprinkle_specials(x, s, span)
