@@ -1,4 +1,5 @@
 // Format table lookups, so Python reads ranges from the same table as the kernels.
+#include "cpu/kernels/kernels.h"
 #include "formats/float_format.h"
 #include "formats/int_range.h"
 #include "ops/checks.h"
@@ -25,6 +26,9 @@ void define_formats(torch::Library& m) {
   //   Integer dtypes: the quantization range ([-qmax, qmax] for signed when narrow, the
   //   symmetric_with_clipping range). Float formats: [-max, max] (narrow has no effect).
   m.def("format_range(ScalarType dtype, bool narrow=False) -> float[]", &format_range,
+        {at::Tag::pt2_compliant_tag});
+  // cpu_kernel_isa() -> "DEFAULT" | "AVX2" | "AVX512": the CPU kernel table in use.
+  m.def("cpu_kernel_isa() -> str", [] { return std::string(cpu::kernel_isa()); },
         {at::Tag::pt2_compliant_tag});
 }
 

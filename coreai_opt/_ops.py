@@ -1,0 +1,116 @@
+"""Typed Python wrappers over ``torch.ops.coreai_opt.*``.
+
+Each function is a direct call of one C++ dispatcher op (CPU kernel, Meta kernel, autograd
+and a CompositeExplicitAutograd reference for other devices); the schemas and their formulas
+are documented in ``csrc/ops/*.cpp``. Qparam tensors (scale, zero_point, minval) have the
+input's rank and encode the granularity by their shape: each dimension is 1 (shared), the
+input's size (per index) or size / block (per block); a 0-d tensor means per-tensor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+_ops = torch.ops.coreai_opt
+
+
+def fake_quantize_int(
+    x: torch.Tensor,
+    scale: torch.Tensor,
+    zero_point: torch.Tensor | None = None,
+    minval: torch.Tensor | None = None,
+    *,
+    quant_min: int,
+    quant_max: int,
+) -> torch.Tensor:
+    """Integer fake-quantize; zp form unless ``minval`` is given (then the minval form)."""
+    return _ops.fake_quantize_int(x, scale, zero_point, minval, quant_min, quant_max)
+
+
+def fake_quantize_float(x: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Fake-quantize onto float8_e4m3fn / float8_e5m2 / float4_e2m1fn_x2 (saturating, RNE)."""
+    return _ops.fake_quantize_float(x, scale, dtype)
+
+
+def fake_quantize_lsq(
+    x: torch.Tensor,
+    scale: torch.Tensor,
+    zero_point: torch.Tensor,
+    *,
+    quant_min: int,
+    quant_max: int,
+    grad_factor: float = 1.0,
+) -> torch.Tensor:
+    """Fake-quantize with a learnable scale and zero point (gradients reach both)."""
+    return _ops.fake_quantize_lsq(x, scale, zero_point, quant_min, quant_max, grad_factor)
+
+
+def minmax(x: torch.Tensor, block_size: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-block minimum and maximum of ``x`` (``block_size[d] == x.size(d)`` reduces d)."""
+    return _ops.minmax(x, list(block_size))
+
+
+def update_range(
+    x: torch.Tensor,
+    running_min: torch.Tensor,
+    running_max: torch.Tensor,
+    block_size: Sequence[int],
+    method: str,
+    averaging_constant: float = 0.01,
+) -> None:
+    """Folds this batch's range into running_min / running_max in place.
+
+    ``method`` is ``"static"``, ``"moving_average"`` or ``"global_minmax"``; +inf / -inf in
+    the running tensors mean "nothing observed yet".
+    """
+    _ops.update_range(x, running_min, running_max, list(block_size), method, averaging_constant)
+
+
+def choose_qparams_int(
+    min_val: torch.Tensor,
+    max_val: torch.Tensor,
+    *,
+    quant_min: int,
+    quant_max: int,
+    symmetric: bool,
+    float_range: tuple[float | None, float | None] = (None, None),
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(scale, zero_point, minval) for an integer range from an observed range."""
+    return _ops.choose_qparams_int(
+        min_val, max_val, quant_min, quant_max, symmetric, float_range[0], float_range[1]
+    )
+
+
+def choose_qparams_float(
+    min_val: torch.Tensor,
+    max_val: torch.Tensor,
+    dtype: torch.dtype,
+    *,
+    e8m0: bool,
+    float_range: tuple[float | None, float | None] = (None, None),
+) -> torch.Tensor:
+    """Scale for a float format: max_abs / max, or a power of two by the OCP MX rule."""
+    return _ops.choose_qparams_float(min_val, max_val, dtype, e8m0, float_range[0], float_range[1])
+
+
+def pack(q: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Packs int4/uint4/fp4 (2 a byte) or int2/uint2 (4 a byte) along the last dimension."""
+    return _ops.pack(q, dtype)
+
+
+def unpack(packed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Inverse of :func:`pack`: int8 / uint8 codes, or float32 values for FP4."""
+    return _ops.unpack(packed, dtype)
+
+
+def format_range(dtype: torch.dtype, narrow: bool = False) -> tuple[float, float]:
+    """(min, max) of a quantization dtype from the C++ format table."""
+    lo, hi = _ops.format_range(dtype, narrow)
+    return lo, hi
+
+
+def kernel_isa() -> str:
+    """Name of the CPU kernel table in use ("DEFAULT", "AVX2" or "AVX512")."""
+    return torch.ops.coreai_opt.cpu_kernel_isa()
