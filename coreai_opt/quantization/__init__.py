@@ -1,9 +1,9 @@
 """Quantization (PTQ and QAT) of PyTorch models.
 
 Public: ``ExecutionMode``, ``ModuleQuantizerConfig``, ``QuantizationSpec``,
-``QuantizerConfig`` (``Quantizer`` is added by the module that implements it). The
-submodules ``fake_quantize``, ``qparams_calculator`` and ``range_calculator`` of
-:mod:`coreai_opt.quantization.spec` are bound here as attributes.
+``Quantizer``, ``QuantizerConfig``. The submodules ``fake_quantize``,
+``qparams_calculator`` and ``range_calculator`` of :mod:`coreai_opt.quantization.spec`
+are bound here as attributes.
 """
 
 from coreai_opt.quantization import config, spec
@@ -12,6 +12,7 @@ from coreai_opt.quantization.config import (
     ModuleQuantizerConfig,
     QuantizerConfig,
 )
+from coreai_opt.quantization.quantizer import Quantizer
 from coreai_opt.quantization.spec import (
     QuantizationSpec,
     fake_quantize,
@@ -23,6 +24,7 @@ __all__ = [
     "ExecutionMode",
     "ModuleQuantizerConfig",
     "QuantizationSpec",
+    "Quantizer",
     "QuantizerConfig",
 ]
 

@@ -1,14 +1,17 @@
-"""Quantization spec layer: ``QuantizationSpec``, granularities and component registries.
+"""Quantization spec layer: ``QuantizationSpec``, granularities, calculators, fake-quantizers.
 
-``__all__`` lists what exists in this package today. The working calculators
-(``StaticQParamsCalculator``, ``MovingAverageQParamsCalculator``,
-``GlobalMinMaxQParamsCalculator``, ``MinMaxRangeCalculator``, ``RunningRangeMixin``)
-and ``QuantizationComponentFactory`` are added to it by the modules that implement
-them; until then specs may already name their registry keys (``"static"``,
-``"moving_average"``, ``"global_minmax"``, ``"minmax"``, ``"default"``).
+The working modules (calculators, :class:`~.fake_quantize.FakeQuantize`, the component
+factory) live here too and are shared by both execution modes.
 """
 
-from coreai_opt.quantization.spec import fake_quantize, qparams_calculator, range_calculator
+from coreai_opt.quantization.spec import (
+    factory,
+    fake_quantize,
+    qformulation,
+    qparams_calculator,
+    range_calculator,
+)
+from coreai_opt.quantization.spec.factory import QuantizationComponentFactory
 from coreai_opt.quantization.spec.granularity import (
     PerBlockGranularity,
     PerChannelGranularity,
@@ -16,9 +19,18 @@ from coreai_opt.quantization.spec.granularity import (
     QuantizationGranularity,
 )
 from coreai_opt.quantization.spec.qformulation import QuantizationFormulation
-from coreai_opt.quantization.spec.qparams_calculator import QParamsCalculatorBase
+from coreai_opt.quantization.spec.qparams_calculator import (
+    GlobalMinMaxQParamsCalculator,
+    MovingAverageQParamsCalculator,
+    QParamsCalculatorBase,
+    RunningRangeMixin,
+    StaticQParamsCalculator,
+)
 from coreai_opt.quantization.spec.qscheme import QuantizationScheme
-from coreai_opt.quantization.spec.range_calculator import RangeCalculatorBase
+from coreai_opt.quantization.spec.range_calculator import (
+    MinMaxRangeCalculator,
+    RangeCalculatorBase,
+)
 from coreai_opt.quantization.spec.spec import (
     QuantizationSpec,
     default_activation_quantization_spec,
@@ -26,17 +38,23 @@ from coreai_opt.quantization.spec.spec import (
 )
 
 __all__ = [
+    "GlobalMinMaxQParamsCalculator",
+    "MinMaxRangeCalculator",
+    "MovingAverageQParamsCalculator",
     "PerBlockGranularity",
     "PerChannelGranularity",
     "PerTensorGranularity",
     "QParamsCalculatorBase",
+    "QuantizationComponentFactory",
     "QuantizationFormulation",
     "QuantizationGranularity",
     "QuantizationScheme",
     "QuantizationSpec",
     "RangeCalculatorBase",
+    "RunningRangeMixin",
+    "StaticQParamsCalculator",
     "default_activation_quantization_spec",
     "default_weight_quantization_spec",
 ]
 
-_SUBMODULES = (fake_quantize, qparams_calculator, range_calculator)
+_SUBMODULES = (factory, fake_quantize, qformulation, qparams_calculator, range_calculator)

@@ -74,23 +74,25 @@ class RegistryMixin:
     def resolve(cls, value: Any, field: str = "value") -> type | str:
         """Validate a registry reference: a key (str) or a registered class.
 
-        Returns the registered class, or the key itself for a built-in key whose class
-        is not registered yet. Unknown keys and unregistered classes raise
+        Built-in keys (and classes registered under them) come back as the key, so a
+        spec names built-in components by key whichever way it was given; other
+        registered keys come back as their class. Unknown keys and unregistered classes raise
         ``ValueError``; other types ``TypeError``.
         """
         root = cls._registry_root()
         if isinstance(value, str):
-            if value in root.REGISTRY:
-                return root.REGISTRY[value]
             if value in root.BUILTIN_KEYS:
                 return value
+            if value in root.REGISTRY:
+                return root.REGISTRY[value]
             raise ValueError(
                 f"{field}: no class is registered with key {value!r} in the "
                 f"{root.__name__} registry; available keys: {root.available_keys()}"
             )
         if isinstance(value, type):
             if value in root.REGISTRY.values():
-                return value
+                key = cls.key_of(value)
+                return key if key in root.BUILTIN_KEYS else value
             raise ValueError(
                 f"{field}: class {value.__qualname__} is not registered in the "
                 f"{root.__name__} registry (register it with @{root.__name__}.register('key')); "

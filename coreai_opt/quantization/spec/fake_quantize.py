@@ -1,35 +1,466 @@
-"""Fake-quantize implementations: base class and registry.
+"""Fake-quantize modules: base class, registry and the built-in implementations.
 
-The working implementation (key ``"default"``) is registered by the module that
-defines it; a spec may name ``"default"`` before that (see ``BUILTIN_KEYS``).
-Register custom implementations with ``@FakeQuantizeImplBase.register("key")``.
+* ``"default"`` — :class:`FakeQuantize`: observes with its qparam calculator and
+  quantizes/dequantizes with a straight-through gradient. With a built-in calculator
+  and range calculator its forward is one call of ``torch.ops.coreai_opt.
+  fused_fake_quantize`` (no Python branch on tensor values, so it compiles and exports
+  as a single node); with a user-registered calculator it calls that calculator and
+  then ``fake_quantize_int`` / ``fake_quantize_float``.
+* ``"lsq"`` — :class:`LearnableFakeQuantize`: scale and zero point are
+  ``nn.Parameter`` s (initialised from the first observation) trained through
+  ``torch.ops.coreai_opt.fake_quantize_lsq``.
+
+Every implementation carries the switches ``observer_enabled`` / ``fake_quant_enabled``
+(uint8 buffers of one element, 1 = on) and a ``_disabled`` flag (set when the
+granularity's block size does not fit the tensor; the module is then an identity).
+The module-level functions :func:`enable_observer`, :func:`disable_observer`,
+:func:`enable_fake_quant` and :func:`disable_fake_quant` toggle them and work with
+``model.apply``. Register custom implementations with
+``@FakeQuantizeImplBase.register("key")``.
 """
 
 from __future__ import annotations
 
 import abc
+import functools
+import logging
+import math
 from collections import OrderedDict
-from typing import ClassVar
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 import torch
 
-from coreai_opt.config.spec import CompressionSimulatorBase, CompressionType
+from coreai_opt.config.spec import (
+    CompressionSimulatorBase,
+    CompressionTargetTensor,
+    CompressionType,
+)
+from coreai_opt.quantization.spec._dtype_table import format_info
 from coreai_opt.quantization.spec._registry import RegistryMixin
+from coreai_opt.quantization.spec.errors import _BlockSizeMismatchError
+from coreai_opt.quantization.spec.granularity import (
+    PerBlockGranularity,
+    PerChannelGranularity,
+    PerTensorGranularity,
+    QuantizationGranularity,
+)
+from coreai_opt.quantization.spec.qformulation import QuantizationFormulation
+from coreai_opt.quantization.spec.qparams_calculator import QParams, QParamsCalculatorBase
+from coreai_opt.quantization.spec.qscheme import QuantizationScheme
 
 __all__ = ["FakeQuantizeImplBase"]
+
+logger = logging.getLogger(__name__)
+
+_FULL = -1
+"""Block-pattern entry meaning "the whole dimension, whatever its size"."""
 
 
 class FakeQuantizeImplBase(RegistryMixin, CompressionSimulatorBase):
     """Base of the ``nn.Module`` that quantizes and dequantizes a tensor in forward.
 
     Built-in keys: ``"default"`` (integer and float formats, straight-through
-    gradient) and ``"lsq"`` (learnable scale / zero point).
+    gradient) and ``"lsq"`` (learnable scale / zero point). The base registers the
+    switch buffers ``fake_quant_enabled`` / ``observer_enabled`` (uint8, shape [1],
+    both on) and the ``_disabled`` flag; subclasses call ``super().__init__()``.
     """
 
     REGISTRY: ClassVar[OrderedDict[str, type]] = OrderedDict()
     BUILTIN_KEYS: ClassVar[frozenset[str]] = frozenset({"default", "lsq"})
     compression_type: ClassVar[CompressionType] = CompressionType.QUANTIZATION
 
+    def __init__(self) -> None:
+        """Register the observer / fake-quant switches (both on)."""
+        super().__init__()
+        self.register_buffer("fake_quant_enabled", torch.ones(1, dtype=torch.uint8))
+        self.register_buffer("observer_enabled", torch.ones(1, dtype=torch.uint8))
+        self._disabled = False
+
+    def enable_fake_quant(self, enabled: bool = True) -> FakeQuantizeImplBase:
+        """Switch fake quantization on (or off with ``enabled=False``)."""
+        self.fake_quant_enabled[0] = 1 if enabled else 0
+        return self
+
+    def disable_fake_quant(self) -> FakeQuantizeImplBase:
+        """Switch fake quantization off (forward passes the tensor through)."""
+        return self.enable_fake_quant(False)
+
+    def enable_observer(self, enabled: bool = True) -> FakeQuantizeImplBase:
+        """Switch observation on (or off with ``enabled=False``)."""
+        self.observer_enabled[0] = 1 if enabled else 0
+        return self
+
+    def disable_observer(self) -> FakeQuantizeImplBase:
+        """Switch observation off (the stored qparams are used)."""
+        return self.enable_observer(False)
+
+    def is_disabled(self) -> bool:
+        """True when the module was disabled (block size mismatch) and is an identity."""
+        return bool(self._disabled)
+
     @abc.abstractmethod
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return the fake-quantized *x* (same shape and dtype)."""
+
+
+def enable_observer(module: torch.nn.Module) -> None:
+    """Turn the observer of *module* on if it is a fake-quantizer (for ``model.apply``)."""
+    if isinstance(module, FakeQuantizeImplBase):
+        module.enable_observer()
+
+
+def disable_observer(module: torch.nn.Module) -> None:
+    """Turn the observer of *module* off if it is a fake-quantizer (for ``model.apply``)."""
+    if isinstance(module, FakeQuantizeImplBase):
+        module.disable_observer()
+
+
+def enable_fake_quant(module: torch.nn.Module) -> None:
+    """Turn fake quantization of *module* on if it is a fake-quantizer (for ``model.apply``)."""
+    if isinstance(module, FakeQuantizeImplBase):
+        module.enable_fake_quant()
+
+
+def disable_fake_quant(module: torch.nn.Module) -> None:
+    """Turn fake quantization of *module* off if it is a fake-quantizer (for ``model.apply``)."""
+    if isinstance(module, FakeQuantizeImplBase):
+        module.disable_fake_quant()
+
+
+def _block_pattern(
+    granularity: QuantizationGranularity, shape: Sequence[int], block: Sequence[int]
+) -> tuple[int, ...]:
+    """Block size per dimension with ``_FULL`` where the block spans the whole dimension.
+
+    Lets forward recompute the block size for a new batch size without calling into
+    pydantic (so it traces cleanly). Unknown granularities keep the first block size.
+    """
+    rank = len(shape)
+    if isinstance(granularity, PerTensorGranularity):
+        return (_FULL,) * rank
+    if isinstance(granularity, PerChannelGranularity):
+        axis = granularity.resolved_axis(rank)
+        return tuple(1 if d == axis else _FULL for d in range(rank))
+    if isinstance(granularity, PerBlockGranularity):
+        if isinstance(granularity.block_size, tuple):
+            return tuple(_FULL if b == -1 else b for b in granularity.block_size)
+        axis = granularity.axis
+        return tuple(
+            granularity.block_size if d == axis else (1 if d == 1 - axis else _FULL)
+            for d in range(rank)
+        )
+    return tuple(int(b) for b in block)
+
+
+class _QuantizerCommon(FakeQuantizeImplBase):
+    """Constructor, granularity handling and API shared by the built-in implementations."""
+
+    def __init__(
+        self,
+        dtype: torch.dtype,
+        qscheme: QuantizationScheme | str,
+        qformulation: QuantizationFormulation | str,
+        granularity: QuantizationGranularity,
+        target_dtype: torch.dtype,
+        quant_min: float,
+        quant_max: float,
+        qparams_calculator: QParamsCalculatorBase,
+        quantization_target: CompressionTargetTensor | str,
+        n_bits: int | None = None,
+    ) -> None:
+        """Build a fake-quantizer.
+
+        Args:
+            dtype: quantization dtype (see ``QuantizationSpec.SUPPORTED_DTYPES``).
+            qscheme: symmetric / asymmetric / symmetric_with_clipping.
+            qformulation: ``zp`` or ``minval`` (integer offset form).
+            granularity: block layout of the qparams.
+            target_dtype: dtype holding one unpacked code.
+            quant_min, quant_max: code range.
+            qparams_calculator: the calculator module (owns the qparam state).
+            quantization_target: ``weight``, ``activation`` or ``lut``.
+            n_bits: bits per code (derived from *dtype* when None).
+        """
+        super().__init__()
+        info = format_info(dtype)
+        if not isinstance(qparams_calculator, QParamsCalculatorBase):
+            raise TypeError(
+                f"qparams_calculator must be a QParamsCalculatorBase module, got "
+                f"{type(qparams_calculator).__name__}"
+            )
+        self.dtype = dtype
+        self.qscheme = QuantizationScheme(qscheme)
+        self.qformulation = QuantizationFormulation(qformulation)
+        if info.is_float and self.qformulation is not QuantizationFormulation.ZP:
+            raise ValueError(
+                f"qformulation={self.qformulation.value!r} is not supported with float dtype "
+                f"{dtype}; allowed: 'zp'"
+            )
+        self.target_dtype = target_dtype
+        self.quant_min = quant_min
+        self.quant_max = quant_max
+        self.n_bits = info.n_bits if n_bits is None else n_bits
+        self.is_float = info.is_float
+        self.quantization_target = CompressionTargetTensor(quantization_target)
+        self.qparams_calculator = qparams_calculator
+        self._granularity = granularity
+        if qparams_calculator.granularity != granularity and not qparams_calculator.initialized:
+            qparams_calculator.granularity = granularity
+        self._export_mode = False
+        self._pattern: tuple[int, ...] | None = None
+
+    @property
+    def granularity(self) -> QuantizationGranularity:
+        """Block layout; setting it updates the calculators (before the first forward only)."""
+        return self._granularity
+
+    @granularity.setter
+    def granularity(self, value: QuantizationGranularity) -> None:
+        self.qparams_calculator.granularity = value
+        self._granularity = value
+        self._pattern = None
+
+    @property
+    def use_minval(self) -> bool:
+        """True for the minval formulation."""
+        return self.qformulation is QuantizationFormulation.MINVAL
+
+    @classmethod
+    def with_args(cls, **kwargs: Any) -> Callable[..., FakeQuantizeImplBase]:
+        """A constructor with *kwargs* bound (call it with the remaining arguments)."""
+        return functools.partial(cls, **kwargs)
+
+    def convert(self, *args: Any, **kwargs: Any) -> None:
+        """No-op: the module stays in place through graph conversion passes."""
+
+    def set_export_mode(self, enabled: bool = True) -> None:
+        """In export mode forward uses the stored qparams and never observes."""
+        self._export_mode = bool(enabled)
+        self.qparams_calculator.set_export_mode(enabled)
+
+    def calculate_qparams(self) -> QParams:
+        """Stored ``(scale, zero_point, minval)`` (None entries for float formats)."""
+        return self.qparams_calculator.get_qparams()
+
+    def _first_observation(self, x: torch.Tensor) -> bool:
+        """Size the state for *x*; False (and disabled) when the block size does not fit."""
+        try:
+            block = self._granularity.get_block_size(x.shape)
+        except _BlockSizeMismatchError as err:
+            logger.warning(
+                "Disabling %s for a tensor of shape %s: %s",
+                type(self).__name__,
+                tuple(x.shape),
+                err,
+            )
+            self._disabled = True
+            return False
+        qshape = tuple(s // b for s, b in zip(x.shape, block, strict=True))
+        self.qparams_calculator.initialize_state(qshape, x.dtype, x.dim())
+        self._pattern = _block_pattern(self._granularity, x.shape, block)
+        self._size_extra_state(qshape)
+        return True
+
+    def _size_extra_state(self, qshape: tuple[int, ...]) -> None:
+        """Hook for subclasses with state of the qparam shape."""
+
+    def _block_size(self, shape: Sequence[int]) -> list[int]:
+        pattern = self._pattern
+        assert pattern is not None
+        return [s if p == _FULL else p for s, p in zip(shape, pattern, strict=True)]
+
+    def _switch_text(self) -> str:
+        obs = "on" if int(self.observer_enabled[0]) else "off"
+        fq = "on" if int(self.fake_quant_enabled[0]) else "off"
+        return f"observer={obs}, fake_quant={fq}"
+
+    def extra_repr(self) -> str:
+        """Format, offset form and switch states."""
+        return (
+            f"dtype={self.dtype}, qscheme={self.qscheme.value}, "
+            f"qformulation={self.qformulation.value}, granularity={self._granularity!r}, "
+            f"{self._switch_text()}" + (", disabled" if self._disabled else "")
+        )
+
+
+@FakeQuantizeImplBase.register("default")
+class FakeQuantize(_QuantizerCommon):
+    """The default fake-quantizer: observe, compute qparams, quantize-dequantize.
+
+    Forward:
+
+    * disabled (block size mismatch on the first forward) → identity;
+    * built-in calculator: ``fused_fake_quantize(x, observer_enabled,
+      fake_quant_enabled, <calculator state>, ...)`` — the op reads the switches, so
+      there is no Python branch on tensor values; the gradient is the clipped
+      straight-through estimator and no gradient reaches the qparams;
+    * user-registered calculator or range calculator: the calculator module is called
+      (under ``no_grad``) when the observer is on, its qparams are stored in its
+      buffers and ``fake_quantize_int`` / ``fake_quantize_float`` applies them.
+
+    The qparam state (``running_min`` / ``running_max`` / ``scale`` / ``zero_point`` /
+    ``minval``) lives in the calculator submodule and is sized on the first forward;
+    ``load_state_dict`` resizes it to the stored shapes. For float formats the
+    calculator has no ``zero_point`` / ``minval``; the fused op receives unused
+    non-persistent placeholders instead. Qparams are float32 whatever the input dtype.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Same arguments as the common constructor (see ``_QuantizerCommon.__init__``)."""
+        super().__init__(*args, **kwargs)
+        self._method = self.qparams_calculator.fused_method()
+        self.register_buffer("_observer_off", torch.zeros(1, dtype=torch.uint8), persistent=False)
+        self.register_buffer(
+            "_unused_zero_point", torch.empty(0, dtype=torch.int32), persistent=False
+        )
+        self.register_buffer("_unused_minval", torch.empty(0), persistent=False)
+
+    def _size_extra_state(self, qshape: tuple[int, ...]) -> None:
+        if self.is_float:
+            device = self.qparams_calculator.scale.device
+            self._unused_zero_point = torch.zeros(qshape, dtype=torch.int32, device=device)
+            self._unused_minval = torch.zeros(qshape, device=device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Fake-quantize *x* (see the class docstring)."""
+        if self._disabled:
+            return x
+        if self._pattern is None and not self._first_observation(x):
+            return x
+        calc = self.qparams_calculator
+        if self._method is None:
+            return self._forward_python(x)
+        zero_point = self._unused_zero_point if self.is_float else calc.zero_point
+        minval = self._unused_minval if self.is_float else calc.minval
+        observer_on = self._observer_off if self._export_mode else self.observer_enabled
+        lo, hi = calc.float_range
+        return torch.ops.coreai_opt.fused_fake_quantize(
+            x,
+            observer_on,
+            self.fake_quant_enabled,
+            calc.running_min,
+            calc.running_max,
+            calc.scale,
+            zero_point,
+            minval,
+            self._block_size(x.shape),
+            self.dtype,
+            0 if self.is_float else int(self.quant_min),
+            0 if self.is_float else int(self.quant_max),
+            calc.symmetric,
+            self.use_minval,
+            calc.e8m0,
+            self._method,
+            calc.averaging_constant_value,
+            lo,
+            hi,
+        )
+
+    def _forward_python(self, x: torch.Tensor) -> torch.Tensor:
+        calc = self.qparams_calculator
+        if bool(self.observer_enabled[0]) and not self._export_mode:
+            with torch.no_grad():
+                calc._store_qparams(calc(x))
+        if not bool(self.fake_quant_enabled[0]):
+            return x
+        if self.is_float:
+            return torch.ops.coreai_opt.fake_quantize_float(x, calc.scale, self.dtype)
+        qmin, qmax = int(self.quant_min), int(self.quant_max)
+        if self.use_minval:
+            return torch.ops.coreai_opt.fake_quantize_int(
+                x, calc.scale, None, calc.minval, qmin, qmax
+            )
+        return torch.ops.coreai_opt.fake_quantize_int(
+            x, calc.scale, calc.zero_point, None, qmin, qmax
+        )
+
+
+_DefaultFakeQuantizeImpl = FakeQuantize
+"""The reference's name of the default implementation."""
+
+
+@FakeQuantizeImplBase.register("lsq")
+class LearnableFakeQuantize(_QuantizerCommon):
+    """Fake-quantizer with learnable scale and zero point (LSQ), integer ``zp`` form only.
+
+    ``scale`` and ``zero_point`` are float ``nn.Parameter`` s of the qparam shape,
+    initialised from the calculator's qparams on the first forward. While the observer
+    is on, each forward re-initialises them from the calculator (switch it off, e.g.
+    with a ``QATSchedule``, to let training move them); with fake quantization on the
+    forward is ``torch.ops.coreai_opt.fake_quantize_lsq`` (gradients reach the input,
+    the scale and the zero point). ``grad_factor`` scales the qparam gradients; the
+    default ``None`` uses ``1 / sqrt(elements per scale * quant_max)``. This
+    implementation reads its switches on the host, so it is meant for eager training.
+    """
+
+    def __init__(self, *args: Any, grad_factor: float | None = None, **kwargs: Any) -> None:
+        """Common constructor arguments plus ``grad_factor``."""
+        super().__init__(*args, **kwargs)
+        if self.is_float or self.use_minval:
+            raise ValueError(
+                f"fake_quantize_cls='lsq' supports integer dtypes with qformulation='zp'; got "
+                f"dtype={self.dtype}, qformulation={self.qformulation.value!r}"
+            )
+        self.grad_factor = grad_factor
+        self.scale = torch.nn.Parameter(torch.empty(0))
+        self.zero_point = torch.nn.Parameter(torch.empty(0))
+        self._lsq_initialized = False
+
+    def _size_extra_state(self, qshape: tuple[int, ...]) -> None:
+        if tuple(self.scale.shape) != qshape:
+            device = self.scale.device
+            self.scale.data = torch.ones(qshape, device=device)
+            self.zero_point.data = torch.zeros(qshape, device=device)
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        for name in ("scale", "zero_point"):
+            key = prefix + name
+            param = getattr(self, name)
+            if key in state_dict and param.shape != state_dict[key].shape:
+                param.data = torch.empty(state_dict[key].shape, device=param.device)
+        if (prefix + "scale") in state_dict:
+            self._lsq_initialized = state_dict[prefix + "scale"].numel() > 0
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+    def _observe_into_params(self, x: torch.Tensor) -> None:
+        with torch.no_grad():
+            scale, zp, _ = self.qparams_calculator(x)
+            self.scale.copy_(scale)
+            self.zero_point.copy_(zp)
+        self._lsq_initialized = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Fake-quantize *x* with the learnable qparams (see the class docstring)."""
+        if self._disabled:
+            return x
+        if self._pattern is None and not self._first_observation(x):
+            return x
+        observe = bool(self.observer_enabled[0]) and not self._export_mode
+        if observe or not self._lsq_initialized:
+            self._observe_into_params(x)
+        if not bool(self.fake_quant_enabled[0]):
+            return x
+        factor = self.grad_factor
+        if factor is None:
+            per_scale = max(x.numel() // max(self.scale.numel(), 1), 1)
+            factor = 1.0 / math.sqrt(per_scale * max(int(self.quant_max), 1))
+        return torch.ops.coreai_opt.fake_quantize_lsq(
+            x, self.scale, self.zero_point, int(self.quant_min), int(self.quant_max), factor
+        )
+
+    def calculate_qparams(self) -> QParams:
+        """``(scale, zero_point, None)`` from the parameters (zero point rounded, int32)."""
+        zp = torch.round(self.zero_point.detach().clamp(self.quant_min, self.quant_max))
+        return self.scale.detach().clone(), zp.to(torch.int32), None

@@ -1,35 +1,576 @@
-"""Qparam calculators: base class and registry.
+"""Qparam calculators: base class, registry and the built-in calculators.
 
-Built-in keys (``BUILTIN_KEYS``): ``"default"`` (a marker resolved per target:
-static for weights/LUTs, moving average for activations), ``"static"``,
-``"moving_average"`` and ``"global_minmax"``. Their classes are registered by the
-module that implements them; a spec may name the keys before that. Register custom
-calculators with ``@QParamsCalculatorBase.register("key")``.
+A qparam calculator observes a tensor through its range calculator, folds the range
+into its state and returns ``(scale, zero_point, minval)`` (``zero_point`` / ``minval``
+are None for float formats). Built-in keys (``BUILTIN_KEYS``):
+
+* ``"static"`` (:class:`StaticQParamsCalculator`): qparams of the current tensor only.
+* ``"moving_average"`` (:class:`MovingAverageQParamsCalculator`): exponential moving
+  average of the range, ``r <- c * batch + (1 - c) * r`` (the first batch sets ``r``).
+* ``"global_minmax"`` (:class:`GlobalMinMaxQParamsCalculator`): running min of the
+  minima and max of the maxima.
+* ``"default"``: a marker resolved by the component factory (static for weights and
+  LUTs, moving average for activations); constructing it directly is an error.
+
+State (buffers, float32 except ``zero_point`` int32, shape = the qparam shape of the
+input, sized on the first forward): ``running_min`` / ``running_max`` (start at +inf /
+-inf: "nothing observed"), ``scale``, ``zero_point``, ``minval``. The numbers come from
+the C++ ops ``update_range`` / ``choose_qparams_int`` / ``choose_qparams_float``; when the
+input requires grad (and grad mode is on) the same formulas run as differentiable torch
+ops so that the returned qparams carry autograd history. Returned qparams have the
+input's dtype; the stored buffers stay float32.
+
+Register custom calculators with ``@QParamsCalculatorBase.register("key")``; they are
+built with the keyword arguments of :meth:`QParamsCalculatorBase.__init__`.
 """
 
 from __future__ import annotations
 
 import abc
+import math
+import warnings
 from collections import OrderedDict
-from typing import ClassVar
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import torch
 
+from coreai_opt.quantization.spec._dtype_table import format_info, quant_range
 from coreai_opt.quantization.spec._registry import RegistryMixin
+from coreai_opt.quantization.spec.granularity import (
+    PerChannelGranularity,
+    QuantizationGranularity,
+)
+from coreai_opt.quantization.spec.qscheme import QuantizationScheme
+from coreai_opt.quantization.spec.range_calculator import (
+    MinMaxRangeCalculator,
+    RangeCalculatorBase,
+)
 
-__all__ = ["QParamsCalculatorBase"]
+__all__ = [
+    "GlobalMinMaxQParamsCalculator",
+    "MovingAverageQParamsCalculator",
+    "QParamsCalculatorBase",
+    "RunningRangeMixin",
+    "StaticQParamsCalculator",
+]
+
+_E8M0 = torch.float8_e8m0fnu
+_EPS = float(torch.finfo(torch.float32).eps)
+QParams = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]
+
+# Buffers resized to the qparam shape on the first forward (and on load_state_dict).
+_STATE_BUFFERS = ("running_min", "running_max", "scale", "zero_point", "minval")
+
+
+def _f32(value: float) -> float:
+    """*value* rounded to float32 (as the C++ kernels see it)."""
+    return float(torch.tensor(value, dtype=torch.float32))
+
+
+def _check_float_range(value: Sequence[float | None]) -> tuple[float | None, float | None]:
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ValueError(f"float_range must be [min, max] (numbers or None), got {value!r}")
+    lo, hi = (None if v is None else float(v) for v in value)
+    if lo is not None and lo > 0:
+        raise ValueError(f"float_range min={lo} must be <= 0")
+    if hi is not None and hi < 0:
+        raise ValueError(f"float_range max={hi} must be >= 0")
+    if lo is not None and hi is not None and not lo < hi:
+        raise ValueError(f"float_range {list(value)!r}: min must be < max")
+    return lo, hi
 
 
 class QParamsCalculatorBase(RegistryMixin, torch.nn.Module, abc.ABC):
-    """Base of the ``nn.Module`` that turns observed ranges into scale/zero-point/minval."""
+    """Base of the ``nn.Module`` that turns observed ranges into scale/zero-point/minval.
+
+    Subclasses implement :meth:`forward`; the built-ins call :meth:`_observe`, which
+    uses :meth:`update_running_range` to fold a batch range into the state. See the
+    module docstring for the state and numerics.
+    """
 
     REGISTRY: ClassVar[OrderedDict[str, type]] = OrderedDict()
     BUILTIN_KEYS: ClassVar[frozenset[str]] = frozenset(
         {"default", "static", "moving_average", "global_minmax"}
     )
+    _range_method: ClassVar[str | None] = None
+    """Name of the range fold in ``torch.ops.coreai_opt.update_range`` (built-ins only)."""
+
+    def __init__(
+        self,
+        dtype: torch.dtype,
+        qscheme: QuantizationScheme | str,
+        granularity: QuantizationGranularity,
+        target_dtype: torch.dtype | None = None,
+        quant_min: float | None = None,
+        quant_max: float | None = None,
+        range_calculator: RangeCalculatorBase | None = None,
+        float_range: Sequence[float | None] = (None, None),
+        scale_dtype: torch.dtype | None = None,
+        n_bits: int | None = None,
+    ) -> None:
+        """Build a calculator for one quantized tensor.
+
+        Args:
+            dtype: quantization dtype (int2..int8, uint2..uint8, float8_e4m3fn,
+                float8_e5m2, float4_e2m1fn_x2).
+            qscheme: symmetric / asymmetric / symmetric_with_clipping.
+            granularity: block layout of the qparams.
+            target_dtype: dtype holding one code (informational).
+            quant_min, quant_max: code range (default: the dtype's range under
+                *qscheme*).
+            range_calculator: computes per-block ``(min, max)``; default
+                :class:`MinMaxRangeCalculator` with *granularity*.
+            float_range: fixed ``[min, max]`` ends replacing the observed ones; with
+                both set the qparams are frozen after the first forward.
+            scale_dtype: None (float32 scales) or ``torch.float8_e8m0fnu`` (power-of-two
+                scales; float formats only).
+            n_bits: bits per code (informational; derived from *dtype* when None).
+        """
+        super().__init__()
+        info = format_info(dtype)
+        if not isinstance(granularity, QuantizationGranularity):
+            raise TypeError(
+                f"granularity must be a QuantizationGranularity, got "
+                f"{type(granularity).__name__}: {granularity!r}"[:300]
+            )
+        self.dtype = dtype
+        self.qscheme = QuantizationScheme(qscheme)
+        self.is_float = info.is_float
+        lo_default, hi_default = _default_quant_range(dtype, self.qscheme)
+        self.quant_min = lo_default if quant_min is None else quant_min
+        self.quant_max = hi_default if quant_max is None else quant_max
+        if not self.quant_min < self.quant_max:
+            raise ValueError(
+                f"quant_min={self.quant_min} must be < quant_max={self.quant_max} for {dtype}"
+            )
+        self.target_dtype = target_dtype
+        self.n_bits = info.n_bits if n_bits is None else n_bits
+        if scale_dtype is not None and scale_dtype != _E8M0:
+            raise ValueError(
+                f"scale_dtype={scale_dtype} is not supported; allowed: None or torch.float8_e8m0fnu"
+            )
+        if scale_dtype == _E8M0 and not self.is_float:
+            raise ValueError(
+                f"scale_dtype=float8_e8m0fnu needs a float dtype, got {dtype}; allowed "
+                f"scale_dtype for integer dtypes: None"
+            )
+        self.scale_dtype = scale_dtype
+        self.float_range = _check_float_range(float_range)
+        if range_calculator is None:
+            range_calculator = MinMaxRangeCalculator(granularity)
+        if not isinstance(range_calculator, RangeCalculatorBase):
+            raise TypeError(
+                f"range_calculator must be a RangeCalculatorBase module, got "
+                f"{type(range_calculator).__name__}"
+            )
+        self.range_calculator = range_calculator
+        self._granularity = granularity
+        self.range_calculator.granularity = granularity
+        self._initialized = False
+        self._export_mode = False
+        self._compute_dtype_for_export: torch.dtype | None = None
+        self._input_rank: int | None = None
+        # Empty until the first observation (or load_state_dict) gives them their shape.
+        self.register_buffer("running_min", torch.empty(0))
+        self.register_buffer("running_max", torch.empty(0))
+        self.register_buffer("scale", torch.empty(0))
+        if self.is_float:
+            self.register_buffer("zero_point", None)
+            self.register_buffer("minval", None)
+        else:
+            self.register_buffer("zero_point", torch.empty(0, dtype=torch.int32))
+            self.register_buffer("minval", torch.empty(0))
+
+    # -- properties ---------------------------------------------------------------------
+
+    @property
+    def granularity(self) -> QuantizationGranularity:
+        """Block layout of the qparams (settable only before the first forward)."""
+        return self._granularity
+
+    @granularity.setter
+    def granularity(self, value: QuantizationGranularity) -> None:
+        if self._initialized:
+            raise RuntimeError(
+                f"{type(self).__name__}.granularity cannot change after the first forward "
+                f"(qparams already have shape {tuple(self.scale.shape)}); set it before "
+                f"observing data"
+            )
+        if not isinstance(value, QuantizationGranularity):
+            raise TypeError(
+                f"granularity must be a QuantizationGranularity, got {type(value).__name__}"
+            )
+        self._granularity = value
+        self.range_calculator.granularity = value
+
+    @property
+    def symmetric(self) -> bool:
+        """True for the symmetric and symmetric-with-clipping schemes."""
+        return self.qscheme is not QuantizationScheme.ASYMMETRIC
+
+    @property
+    def e8m0(self) -> bool:
+        """True when scales are powers of two (``scale_dtype=float8_e8m0fnu``)."""
+        return self.scale_dtype == _E8M0
+
+    @property
+    def fixed_range(self) -> bool:
+        """True when both ``float_range`` ends are set (qparams never change)."""
+        return self.float_range[0] is not None and self.float_range[1] is not None
+
+    @property
+    def initialized(self) -> bool:
+        """True once the state has been sized (first forward or load_state_dict)."""
+        return self._initialized
+
+    @property
+    def _resolved_axis(self) -> int | None:
+        """Non-negative per-channel axis (None for other granularities or before data)."""
+        gran = self._granularity
+        if not isinstance(gran, PerChannelGranularity) or gran.axis is None:
+            return None
+        if self._input_rank is None:
+            return gran.axis if gran.axis >= 0 else None
+        return gran.resolved_axis(self._input_rank)
+
+    def fused_method(self) -> str | None:
+        """The ``update_range`` method of this calculator when the fused op can run it.
+
+        Only the built-in calculators (exact classes) with the built-in min/max range
+        calculator qualify; anything else returns None (a Python path is used).
+        """
+        if type(self) not in _FUSABLE or type(self.range_calculator) is not MinMaxRangeCalculator:
+            return None
+        return self._range_method
+
+    @property
+    def averaging_constant_value(self) -> float:
+        """Averaging constant passed to the range fold (0.01 unless overridden)."""
+        return float(getattr(self, "averaging_constant", 0.01))
+
+    # -- state --------------------------------------------------------------------------
+
+    def qparams_shape(self, shape: Sequence[int]) -> tuple[int, ...]:
+        """Qparam shape for an input of *shape* (raises on a block size that does not fit)."""
+        block = self._granularity.get_block_size(shape)
+        return tuple(s // b for s, b in zip(shape, block, strict=True))
+
+    def initialize_state(self, qshape: Sequence[int], dtype: torch.dtype, rank: int) -> None:
+        """Size the state buffers for qparams of *qshape* (first observation only)."""
+        qshape = tuple(int(d) for d in qshape)
+        if self._initialized:
+            if tuple(self.scale.shape) != qshape:
+                raise ValueError(
+                    f"{type(self).__name__}: input gives qparams of shape {qshape} but the "
+                    f"state has shape {tuple(self.scale.shape)} (fixed by the first "
+                    f"observation); the quantized tensor's layout must not change"
+                )
+            return
+        device = self.scale.device
+        self.running_min = torch.full(qshape, math.inf, device=device)
+        self.running_max = torch.full(qshape, -math.inf, device=device)
+        self.scale = torch.ones(qshape, device=device)
+        if not self.is_float:
+            self.zero_point = torch.zeros(qshape, dtype=torch.int32, device=device)
+            self.minval = torch.zeros(qshape, device=device)
+        self._initialized = True
+        self._compute_dtype_for_export = dtype
+        self._input_rank = rank
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        for name in _STATE_BUFFERS:
+            key = prefix + name
+            own = getattr(self, name)
+            if key in state_dict and own is not None and own.shape != state_dict[key].shape:
+                new = torch.empty(state_dict[key].shape, dtype=own.dtype, device=own.device)
+                setattr(self, name, new)
+        if (prefix + "scale") in state_dict:
+            self._initialized = self.scale.numel() > 0
+            if self._initialized:
+                self._input_rank = self.scale.dim()
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+    def set_export_mode(self, enabled: bool = True) -> None:
+        """In export mode forward returns the stored qparams without observing."""
+        self._export_mode = bool(enabled)
+
+    def get_qparams(self) -> QParams:
+        """Stored ``(scale, zero_point, minval)`` (float32 / int32; None for float formats).
+
+        Warns (``UserWarning``) when nothing has been observed yet: the values are then
+        placeholders.
+        """
+        if not self._initialized:
+            warnings.warn(
+                f"{type(self).__name__}.get_qparams() called before any forward: the "
+                f"qparams are placeholders, run data through the calculator first",
+                UserWarning,
+                stacklevel=2,
+            )
+        return self.scale, self.zero_point, self.minval
+
+    def _stored(self, dtype: torch.dtype) -> QParams:
+        zp = None if self.zero_point is None else self.zero_point.clone()
+        minval = None if self.minval is None else self.minval.to(dtype, copy=True)
+        return self.scale.to(dtype, copy=True), zp, minval
+
+    # -- the range fold -----------------------------------------------------------------
+
+    def update_running_range(
+        self, min_val: torch.Tensor, max_val: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fold a batch range into ``running_min`` / ``running_max``.
+
+        Returns the new range as float32 tensors (differentiable when the inputs are);
+        the buffers receive detached copies. The base class keeps the batch range.
+        """
+        lo, hi = min_val.float(), max_val.float()
+        self._store_running(lo, hi)
+        return lo, hi
+
+    def _store_running(self, lo: torch.Tensor, hi: torch.Tensor) -> None:
+        with torch.no_grad():
+            self.running_min.copy_(lo)
+            self.running_max.copy_(hi)
+
+    # -- qparams ------------------------------------------------------------------------
+
+    def _qparams_op(self, lo: torch.Tensor, hi: torch.Tensor) -> QParams:
+        lo_fix, hi_fix = self.float_range
+        if self.is_float:
+            scale = torch.ops.coreai_opt.choose_qparams_float(
+                lo, hi, self.dtype, self.e8m0, lo_fix, hi_fix
+            )
+            return scale, None, None
+        scale, zp, minval = torch.ops.coreai_opt.choose_qparams_int(
+            lo, hi, int(self.quant_min), int(self.quant_max), self.symmetric, lo_fix, hi_fix
+        )
+        return scale, zp, minval
+
+    def _qparams_torch(self, lo: torch.Tensor, hi: torch.Tensor) -> QParams:
+        """The qparam formulas with differentiable torch ops (float32 in and out)."""
+        lo_fix, hi_fix = self.float_range
+        lo = torch.full_like(lo, lo_fix) if lo_fix is not None else torch.clamp(lo, max=0.0)
+        hi = torch.full_like(hi, hi_fix) if hi_fix is not None else torch.clamp(hi, min=0.0)
+        max_abs = torch.maximum(-lo, hi)
+        if self.is_float:
+            if self.e8m0:
+                scale = torch.ops.coreai_opt.choose_qparams_float(
+                    lo.detach(), hi.detach(), self.dtype, True, None, None
+                )
+                return scale, None, None
+            return torch.clamp(max_abs / format_info(self.dtype).max_abs, min=_EPS), None, None
+        qmin, qmax = int(self.quant_min), int(self.quant_max)
+        if self.symmetric:
+            scale = torch.clamp(max_abs / _f32((qmax - qmin) / 2.0), min=_EPS)
+            zp_value = int(_f32(qmax + qmin + 1) / 2.0)
+            zp = torch.full(scale.shape, zp_value, dtype=torch.int32, device=scale.device)
+            return scale, zp, -max_abs
+        scale = torch.clamp((hi - lo) / float(qmax - qmin), min=_EPS)
+        with torch.no_grad():
+            zp_f = torch.clamp(qmin - torch.round(lo / scale), qmin, qmax)
+            zp = torch.where(torch.isnan(zp_f), torch.full_like(zp_f, qmin), zp_f)
+        return scale, zp.to(torch.int32), lo
+
+    def _store_qparams(self, qparams: QParams) -> None:
+        scale, zp, minval = qparams
+        with torch.no_grad():
+            self.scale.copy_(scale)
+            if zp is not None and self.zero_point is not None:
+                self.zero_point.copy_(zp)
+            if minval is not None and self.minval is not None:
+                self.minval.copy_(minval)
+
+    def _observe(self, x: torch.Tensor) -> QParams:
+        """Observe *x*, update the state and return qparams in *x*'s dtype."""
+        if self._export_mode or (self.fixed_range and self._initialized):
+            return self._stored(x.dtype)
+        block = self._granularity.get_block_size(x.shape)
+        qshape = tuple(s // b for s, b in zip(x.shape, block, strict=True))
+        self.initialize_state(qshape, x.dtype, x.dim())
+        differentiable = x.requires_grad and torch.is_grad_enabled()
+        method = self.fused_method()
+        if self.fixed_range:
+            lo, hi = self.running_min, self.running_max
+        elif method is not None and not differentiable:
+            torch.ops.coreai_opt.update_range(
+                x,
+                self.running_min,
+                self.running_max,
+                list(block),
+                method,
+                self.averaging_constant_value,
+            )
+            lo, hi = self.running_min, self.running_max
+        else:
+            batch_lo, batch_hi = self.range_calculator(x)
+            lo, hi = self.update_running_range(batch_lo, batch_hi)
+        if differentiable:
+            qparams = self._qparams_torch(lo, hi)
+        else:
+            qparams = self._qparams_op(lo.detach(), hi.detach())
+        self._store_qparams(qparams)
+        scale, zp, minval = qparams
+        return (
+            scale.to(x.dtype),
+            zp,
+            None if minval is None else minval.to(x.dtype),
+        )
 
     @abc.abstractmethod
-    def forward(
-        self, x: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    def forward(self, x: torch.Tensor) -> QParams:
         """Observe *x* and return ``(scale, zero_point, minval)``."""
+
+    def extra_repr(self) -> str:
+        """Format, scheme, range and state summary."""
+        parts = [
+            f"dtype={self.dtype}",
+            f"qscheme={self.qscheme.value}",
+            f"quant_min={self.quant_min}",
+            f"quant_max={self.quant_max}",
+            f"granularity={self._granularity!r}",
+        ]
+        if self.float_range != (None, None):
+            parts.append(f"float_range={list(self.float_range)}")
+        if self.scale_dtype is not None:
+            parts.append(f"scale_dtype={self.scale_dtype}")
+        parts.append(f"initialized={self._initialized}")
+        return ", ".join(parts)
+
+
+def _default_quant_range(dtype: torch.dtype, qscheme: QuantizationScheme) -> tuple[Any, Any]:
+    narrow = qscheme is QuantizationScheme.SYMMETRIC_WITH_CLIPPING
+    lo, hi = quant_range(dtype, narrow)
+    if format_info(dtype).is_float:
+        return lo, hi
+    return int(lo), int(hi)
+
+
+class RunningRangeMixin:
+    """Marks a calculator whose range accumulates over batches.
+
+    Subclasses implement :meth:`_fold` (float32 batch range and running range in,
+    new running range out, with the ``update_range`` op's semantics);
+    :meth:`update_running_range` stores it.
+    """
+
+    running_min: torch.Tensor
+    running_max: torch.Tensor
+
+    def update_running_range(
+        self, min_val: torch.Tensor, max_val: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fold a batch range into the running range; returns the new range (float32)."""
+        lo, hi = self._fold(
+            min_val.float(), max_val.float(), self.running_min.clone(), self.running_max.clone()
+        )
+        with torch.no_grad():
+            self.running_min.copy_(lo)
+            self.running_max.copy_(hi)
+        return lo, hi
+
+    def _fold(
+        self, lo: torch.Tensor, hi: torch.Tensor, run_lo: torch.Tensor, run_hi: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        raise TypeError(f"{type(self).__name__} must implement _fold()")
+
+
+@QParamsCalculatorBase.register("static")
+class StaticQParamsCalculator(QParamsCalculatorBase):
+    """Qparams from the current tensor only (the usual choice for weights)."""
+
+    _range_method: ClassVar[str | None] = "static"
+
+    def forward(self, x: torch.Tensor) -> QParams:
+        """Observe *x* and return its qparams."""
+        return self._observe(x)
+
+
+@QParamsCalculatorBase.register("moving_average")
+class MovingAverageQParamsCalculator(RunningRangeMixin, QParamsCalculatorBase):
+    """Exponential moving average of the observed range (the usual choice for activations).
+
+    ``averaging_constant`` (default 0.01, in (0, 1]) weights the new batch:
+    ``r <- c * batch + (1 - c) * r``; the first batch sets ``r``.
+    """
+
+    _range_method: ClassVar[str | None] = "moving_average"
+
+    def __init__(self, *args: Any, averaging_constant: float = 1e-2, **kwargs: Any) -> None:
+        """Same arguments as :class:`QParamsCalculatorBase`, plus ``averaging_constant``."""
+        super().__init__(*args, **kwargs)
+        if isinstance(averaging_constant, bool) or not 0.0 < float(averaging_constant) <= 1.0:
+            raise ValueError(
+                f"averaging_constant={averaging_constant!r} must be a number in (0, 1]"
+            )
+        self.averaging_constant = float(averaging_constant)
+
+    def _fold(
+        self, lo: torch.Tensor, hi: torch.Tensor, run_lo: torch.Tensor, run_hi: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        c = _f32(self.averaging_constant)
+        keep = float(torch.tensor(1.0) - torch.tensor(self.averaging_constant))
+        new_lo = torch.where(torch.isposinf(run_lo), lo, c * lo + keep * run_lo)
+        new_hi = torch.where(torch.isneginf(run_hi), hi, c * hi + keep * run_hi)
+        return new_lo, new_hi
+
+    def forward(self, x: torch.Tensor) -> QParams:
+        """Observe *x*, update the moving average and return its qparams."""
+        return self._observe(x)
+
+    def extra_repr(self) -> str:
+        """Base summary plus the averaging constant."""
+        return f"{super().extra_repr()}, averaging_constant={self.averaging_constant}"
+
+
+@QParamsCalculatorBase.register("global_minmax")
+class GlobalMinMaxQParamsCalculator(RunningRangeMixin, QParamsCalculatorBase):
+    """Running minimum of the minima and maximum of the maxima over all batches."""
+
+    _range_method: ClassVar[str | None] = "global_minmax"
+
+    def _fold(
+        self, lo: torch.Tensor, hi: torch.Tensor, run_lo: torch.Tensor, run_hi: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        new_lo = torch.where((lo < run_lo) | torch.isnan(lo), lo, run_lo)
+        new_hi = torch.where((hi > run_hi) | torch.isnan(hi), hi, run_hi)
+        return new_lo, new_hi
+
+    def forward(self, x: torch.Tensor) -> QParams:
+        """Observe *x*, widen the global range and return its qparams."""
+        return self._observe(x)
+
+
+@QParamsCalculatorBase.register("default")
+class _DefaultQParamsCalculatorMarker(QParamsCalculatorBase):
+    """Registry entry for ``"default"``: the factory replaces it per target tensor."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Refuse construction: ``"default"`` must be resolved by the factory first."""
+        raise RuntimeError(
+            "qparam_calculator_cls='default' must be resolved before construction "
+            "(QuantizationComponentFactory picks 'static' for weights/LUTs and "
+            "'moving_average' for activations); allowed concrete keys: "
+            f"{[k for k in QParamsCalculatorBase.available_keys() if k != 'default']}"
+        )
+
+    def forward(self, x: torch.Tensor) -> QParams:
+        """Never reached (construction fails)."""
+        raise RuntimeError("the 'default' qparam calculator marker cannot run")
+
+
+_FUSABLE: frozenset[type] = frozenset(
+    {StaticQParamsCalculator, MovingAverageQParamsCalculator, GlobalMinMaxQParamsCalculator}
+)

@@ -65,6 +65,7 @@ def test_public_surface() -> None:
         "ExecutionMode",
         "ModuleQuantizerConfig",
         "QuantizationSpec",
+        "Quantizer",
         "QuantizerConfig",
     }
     for name in spec_pkg.__all__:
