@@ -1,0 +1,312 @@
+"""coreai_opt.fused_fake_quantize (observe + qparams + fake-quantize, state mutated in place)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pytest
+import reference as ref
+import torch
+from cases import block_size_of
+
+ops = torch.ops.coreai_opt
+
+
+def assert_bitexact(got: torch.Tensor, want: torch.Tensor) -> None:
+    """Same dtype, shape and bits (NaN equals NaN; +0 equals -0)."""
+    assert got.dtype == want.dtype
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+
+
+@dataclass(frozen=True)
+class Fmt:
+    """One quantization format of a fused call."""
+
+    dtype: torch.dtype
+    quant_min: int = 0
+    quant_max: int = 0
+    symmetric: bool = True
+    use_minval: bool = False
+    e8m0: bool = False
+
+    @property
+    def is_float(self) -> bool:
+        """Float formats keep zero_point / minval untouched."""
+        return self.dtype in ref.FLOAT_FORMATS
+
+
+FORMATS = [
+    pytest.param(Fmt(torch.int8, -128, 127, True), id="int8-sym"),
+    pytest.param(Fmt(torch.int8, -127, 127, True), id="int8-symclip"),
+    pytest.param(Fmt(torch.uint8, 0, 255, False), id="uint8-asym"),
+    pytest.param(Fmt(torch.uint8, 0, 255, False, use_minval=True), id="uint8-asym-minval"),
+    pytest.param(Fmt(torch.int4, -8, 7, True, use_minval=True), id="int4-sym-minval"),
+    pytest.param(Fmt(torch.uint4, 0, 15, True), id="uint4-sym"),
+    pytest.param(Fmt(torch.int2, -2, 1, False), id="int2-asym"),
+    pytest.param(Fmt(torch.uint2, 0, 3, False, use_minval=True), id="uint2-asym-minval"),
+    pytest.param(Fmt(torch.float8_e4m3fn), id="e4m3"),
+    pytest.param(Fmt(torch.float8_e5m2, e8m0=True), id="e5m2-e8m0"),
+    pytest.param(Fmt(torch.float4_e2m1fn_x2, e8m0=True), id="fp4-e8m0"),
+    pytest.param(Fmt(torch.float4_e2m1fn_x2), id="fp4-fp32scale"),
+]
+
+SHAPES = [
+    pytest.param((6, 40), (6, 1), id="channel"),
+    pytest.param((4, 64), (4, 2), id="block"),
+    pytest.param((5, 7), (), id="tensor"),
+]
+
+
+@dataclass
+class State:
+    """The mutable buffers of a FakeQuantize module."""
+
+    running_min: torch.Tensor
+    running_max: torch.Tensor
+    scale: torch.Tensor
+    zero_point: torch.Tensor
+    minval: torch.Tensor
+
+    @staticmethod
+    def fresh(q_shape: list[int]) -> State:
+        """Uninitialised running range (±inf) and placeholder qparams."""
+        return State(
+            torch.full(q_shape, math.inf),
+            torch.full(q_shape, -math.inf),
+            torch.ones(q_shape),
+            torch.zeros(q_shape, dtype=torch.int32),
+            torch.zeros(q_shape),
+        )
+
+    def clone(self) -> State:
+        """Deep copy."""
+        return State(*(t.clone() for t in self.tensors()))
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """The buffers in schema order."""
+        return (self.running_min, self.running_max, self.scale, self.zero_point, self.minval)
+
+
+def call_fused(
+    x: torch.Tensor,
+    observer_on: torch.Tensor,
+    fake_quant_on: torch.Tensor,
+    st: State,
+    block: list[int],
+    f: Fmt,
+    method: str,
+    c: float = 0.01,
+    range_min: float | None = None,
+    range_max: float | None = None,
+) -> torch.Tensor:
+    """The op with a State."""
+    return ops.fused_fake_quantize(
+        x,
+        observer_on,
+        fake_quant_on,
+        *st.tensors(),
+        block,
+        f.dtype,
+        f.quant_min,
+        f.quant_max,
+        f.symmetric,
+        f.use_minval,
+        f.e8m0,
+        method,
+        c,
+        range_min,
+        range_max,
+    )
+
+
+def fused_reference(
+    x: torch.Tensor,
+    observe: bool,
+    quantize: bool,
+    st: State,
+    block: list[int],
+    f: Fmt,
+    method: str,
+    c: float = 0.01,
+    range_min: float | None = None,
+    range_max: float | None = None,
+) -> tuple[torch.Tensor, State]:
+    """(y, new state) composed from the reference functions."""
+    st = st.clone()
+    if observe:
+        if range_min is None or range_max is None:
+            st.running_min, st.running_max = ref.update_range(
+                x, st.running_min, st.running_max, block, method, c
+            )
+        if f.is_float:
+            st.scale = ref.choose_qparams_float(
+                st.running_min, st.running_max, f.dtype, f.e8m0, range_min, range_max
+            )
+        else:
+            st.scale, st.zero_point, st.minval = ref.choose_qparams_int(
+                st.running_min,
+                st.running_max,
+                f.quant_min,
+                f.quant_max,
+                f.symmetric,
+                range_min,
+                range_max,
+            )
+    if not quantize:
+        return x.clone(), st
+    if f.is_float:
+        return ref.fake_quantize_float(x, st.scale, f.dtype), st
+    if f.use_minval:
+        return ref.fake_quantize_int(x, st.scale, None, st.minval, f.quant_min, f.quant_max), st
+    return ref.fake_quantize_int(x, st.scale, st.zero_point, None, f.quant_min, f.quant_max), st
+
+
+def assert_state(got: State, want: State) -> None:
+    """Every buffer bit-exact."""
+    for g, w in zip(got.tensors(), want.tensors(), strict=True):
+        assert_bitexact(g, w)
+
+
+def on(v: bool, dtype: torch.dtype = torch.bool) -> torch.Tensor:
+    """A one-element switch tensor."""
+    return torch.tensor([v], dtype=dtype)
+
+
+@pytest.mark.parametrize("method", ["static", "moving_average", "global_minmax"])
+@pytest.mark.parametrize(("x_shape", "q_shape"), SHAPES)
+@pytest.mark.parametrize("f", FORMATS)
+def test_steps(f: Fmt, x_shape: tuple[int, ...], q_shape: tuple[int, ...], method: str) -> None:
+    """Four steps with the switches toggled; y and every buffer match the composition."""
+    block = block_size_of(x_shape, q_shape)
+    q = [xs // b for xs, b in zip(x_shape, block, strict=True)]
+    st = State.fresh(q)
+    want = st.clone()
+    ptrs = [t.data_ptr() for t in st.tensors()]
+    for step, (obs, fq) in enumerate([(True, True), (True, False), (False, True), (True, True)]):
+        x = torch.randn(x_shape) * (step + 1) + 0.5 * step
+        y = call_fused(x, on(obs), on(fq, torch.uint8), st, block, f, method, 0.25)
+        wy, want = fused_reference(x, obs, fq, want, block, f, method, 0.25)
+        assert_bitexact(y, wy)
+        assert_state(st, want)
+        if not fq:
+            assert y.data_ptr() != x.data_ptr()
+    assert [t.data_ptr() for t in st.tensors()] == ptrs
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64], ids=str)
+@pytest.mark.parametrize("f", [FORMATS[2], FORMATS[8]])
+def test_input_dtypes(f: Fmt, dtype: torch.dtype) -> None:
+    x = (torch.randn(6, 40) * 3).to(dtype)
+    st = State.fresh([6, 1])
+    y = call_fused(x, on(True), on(True), st, [1, 40], f, "static")
+    wy, want = fused_reference(x, True, True, State.fresh([6, 1]), [1, 40], f, "static")
+    assert y.dtype == dtype
+    assert_bitexact(y, wy)
+    assert_state(st, want)
+
+
+@pytest.mark.parametrize("f", [FORMATS[0], FORMATS[2], FORMATS[9]])
+def test_float_range_fixes_qparams(f: Fmt) -> None:
+    """Both float_range ends given: no observation (running range untouched), fixed qparams."""
+    st = State.fresh([3, 1])
+    for _ in range(2):
+        x = torch.randn(3, 16) * 10
+        y = call_fused(x, on(True), on(True), st, [1, 16], f, "moving_average", 0.01, -1.0, 2.0)
+    assert torch.all(st.running_min == math.inf) and torch.all(st.running_max == -math.inf)
+    wy, want = fused_reference(
+        x, True, True, State.fresh([3, 1]), [1, 16], f, "moving_average", 0.01, -1.0, 2.0
+    )
+    assert_bitexact(y, wy)
+    assert_state(st, want)
+
+
+@pytest.mark.parametrize("switch_dtype", [torch.bool, torch.uint8, torch.int64, torch.float32])
+def test_switch_dtypes(switch_dtype: torch.dtype) -> None:
+    f = Fmt(torch.int8, -128, 127, True)
+    x = torch.randn(4, 8)
+    st = State.fresh([4, 1])
+    y = call_fused(x, on(False, switch_dtype), on(False, switch_dtype), st, [1, 8], f, "static")
+    assert torch.equal(y, x)
+    assert_state(st, State.fresh([4, 1]))
+    y = call_fused(x, on(True, switch_dtype), on(True, switch_dtype), st, [1, 8], f, "static")
+    wy, want = fused_reference(x, True, True, State.fresh([4, 1]), [1, 8], f, "static")
+    assert_bitexact(y, wy)
+    assert_state(st, want)
+
+
+def test_zero_dim_switches() -> None:
+    f = Fmt(torch.float8_e4m3fn)
+    x = torch.randn(4, 8)
+    st = State.fresh([1, 1])
+    y = call_fused(x, torch.tensor(True), torch.tensor(1), st, [4, 8], f, "static")
+    wy, want = fused_reference(x, True, True, State.fresh([1, 1]), [4, 8], f, "static")
+    assert_bitexact(y, wy)
+    assert_state(st, want)
+
+
+def test_non_contiguous_input() -> None:
+    f = Fmt(torch.uint8, 0, 255, False)
+    x = torch.randn(40, 6).t()
+    st = State.fresh([6, 1])
+    y = call_fused(x, on(True), on(True), st, [1, 40], f, "global_minmax")
+    wy, want = fused_reference(
+        x.contiguous(), True, True, State.fresh([6, 1]), [1, 40], f, "global_minmax"
+    )
+    assert_bitexact(y, wy)
+    assert_state(st, want)
+
+
+# ---- backward -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fq", [True, False], ids=["fq_on", "fq_off"])
+@pytest.mark.parametrize("f", FORMATS)
+def test_backward(f: Fmt, fq: bool) -> None:
+    x = torch.randn(6, 40) * 3
+    x[0, :4] = torch.tensor([float("nan"), float("inf"), -float("inf"), 1e4])
+    st = State.fresh([6, 1])
+    call_fused(x.nan_to_num(0.0, 0.0, 0.0), on(True), on(False), st, [1, 40], f, "static")
+    g = torch.randn(6, 40, dtype=torch.float64)
+    gx = ops.fused_fake_quantize_backward(
+        g,
+        x,
+        on(fq),
+        st.scale,
+        st.zero_point,
+        st.minval,
+        f.dtype,
+        f.quant_min,
+        f.quant_max,
+        f.use_minval,
+    )
+    if not fq:
+        want = g.to(torch.float32)
+    elif f.is_float:
+        want = ref.ste_grad(g, ref.float_mask(x, st.scale, f.dtype), x.dtype)
+    else:
+        zp, mv = (None, st.minval) if f.use_minval else (st.zero_point, None)
+        mask = ref.int_mask(x, st.scale, zp, mv, f.quant_min, f.quant_max)
+        want = ref.ste_grad(g, mask, x.dtype)
+    assert_bitexact(gx, want)
+    if fq:
+        assert gx[0, :3].tolist() == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize(("range_min", "range_max"), [(-0.5, None), (None, 0.25)])
+@pytest.mark.parametrize("f", [FORMATS[2], FORMATS[8]])
+def test_one_float_range_end(f: Fmt, range_min: float | None, range_max: float | None) -> None:
+    """One float_range end: still observes; that end replaces the observed one."""
+    st, want = State.fresh([3, 1]), State.fresh([3, 1])
+    for step in range(2):
+        x = torch.randn(3, 16) * (step + 2)
+        y = call_fused(
+            x, on(True), on(True), st, [1, 16], f, "moving_average", 0.5, range_min, range_max
+        )
+        wy, want = fused_reference(
+            x, True, True, want, [1, 16], f, "moving_average", 0.5, range_min, range_max
+        )
+        assert_bitexact(y, wy)
+        assert_state(st, want)
+    assert torch.isfinite(st.running_min).all() and torch.isfinite(st.running_max).all()
