@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 import reference as ref
 import torch
-from cases import GRANULARITIES, int_input, random_scale
+from ops_cases import GRANULARITIES, int_input, random_scale
 
 ops = torch.ops.coreai_opt
 

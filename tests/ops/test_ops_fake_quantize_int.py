@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import reference as ref
 import torch
-from cases import GRANULARITIES, INPUT_DTYPES, int_input, int_ranges, random_scale
+from ops_cases import GRANULARITIES, INPUT_DTYPES, int_input, int_ranges, random_scale
 
 ops = torch.ops.coreai_opt
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import reference as ref
 import torch
-from cases import GRANULARITIES, INPUT_DTYPES, block_size_of, int_ranges
+from ops_cases import GRANULARITIES, INPUT_DTYPES, block_size_of, int_ranges
 
 ops = torch.ops.coreai_opt
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import reference as ref
 import torch
-from cases import GRANULARITIES, INPUT_DTYPES, random_scale, sprinkle_specials
+from ops_cases import GRANULARITIES, INPUT_DTYPES, random_scale, sprinkle_specials
 
 ops = torch.ops.coreai_opt
 

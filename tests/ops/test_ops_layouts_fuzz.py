@@ -6,8 +6,8 @@ from __future__ import annotations
 import hypothesis.strategies as st
 import reference as ref
 import torch
-from cases import block_size_of
 from hypothesis import HealthCheck, given, settings
+from ops_cases import block_size_of
 
 ops = torch.ops.coreai_opt
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import reference as ref
 import torch
-from cases import int_input, random_scale
+from ops_cases import int_input, random_scale
 
 ops = torch.ops.coreai_opt
 

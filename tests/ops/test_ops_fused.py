@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 import reference as ref
 import torch
-from cases import block_size_of
+from ops_cases import block_size_of
 
 ops = torch.ops.coreai_opt
 

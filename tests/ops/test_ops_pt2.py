@@ -482,3 +482,6 @@ def test_export_single_node(overload: torch._ops.OpOverload, module: torch.nn.Mo
         and n.target is not overload
     ]
     assert others == []
+    # The core-ATen IR keeps the op whole too (mutating ops through auto_functionalized).
+    decomposed = ep.run_decompositions()
+    assert count_op_nodes(decomposed.graph_module, overload) == 1, decomposed.graph_module.code
