@@ -53,6 +53,16 @@ using FusedBwSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Te
                               const at::Tensor&, const at::Tensor&, const at::Tensor&,
                               c10::ScalarType, int64_t, int64_t, bool);
 
+// True when autograd must record this call. Otherwise the wrappers call the op straight
+// below autograd: building a graph node nobody uses costs more than a small kernel.
+bool needs_grad(std::initializer_list<const at::Tensor*> inputs) {
+  if (!at::GradMode::is_enabled()) return false;
+  for (const auto* t : inputs) {
+    if (t->defined() && t->requires_grad()) return true;
+  }
+  return false;
+}
+
 std::optional<at::Tensor> opt(const at::Tensor& t) {
   return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
 }
@@ -109,6 +119,11 @@ class FakeQuantizeFloat : public torch::autograd::Function<FakeQuantizeFloat> {
 
 at::Tensor fake_quantize_float(const at::Tensor& x, const at::Tensor& scale,
                                c10::ScalarType dtype) {
+  if (!needs_grad({&x})) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    static auto op = op_handle<FqFloatSig>("fake_quantize_float");
+    return op.call(x, scale, dtype);
+  }
   return FakeQuantizeFloat::apply(x, scale, dtype);
 }
 
@@ -140,6 +155,11 @@ class FakeQuantizeLsq : public torch::autograd::Function<FakeQuantizeLsq> {
 at::Tensor fake_quantize_lsq(const at::Tensor& x, const at::Tensor& scale,
                              const at::Tensor& zero_point, int64_t qmin, int64_t qmax,
                              double grad_factor) {
+  if (!needs_grad({&x, &scale, &zero_point})) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    static auto op = op_handle<LsqSig>("fake_quantize_lsq");
+    return op.call(x, scale, zero_point, qmin, qmax, grad_factor);
+  }
   return FakeQuantizeLsq::apply(x, scale, zero_point, qmin, qmax, grad_factor);
 }
 
@@ -198,6 +218,18 @@ at::Tensor fused_fake_quantize(const at::Tensor& x, const at::Tensor& observer_o
                                int64_t qmax, bool symmetric, bool use_minval, bool e8m0,
                                c10::string_view method, double averaging_constant,
                                std::optional<double> range_min, std::optional<double> range_max) {
+  if (!needs_grad({&x})) {
+    at::Tensor y;
+    {
+      at::AutoDispatchBelowADInplaceOrView guard;
+      static auto op = op_handle<FusedSig>("fused_fake_quantize");
+      y = op.call(x, observer_on, fake_quant_on, running_min, running_max, scale, zero_point,
+                  minval, block_size, dtype, qmin, qmax, symmetric, use_minval, e8m0, method,
+                  averaging_constant, range_min, range_max);
+    }
+    for (const auto* t : {&running_min, &running_max, &scale, &zero_point, &minval}) bump(*t);
+    return y;
+  }
   return FusedFakeQuantize::apply(x, observer_on, fake_quant_on, running_min, running_max, scale,
                                   zero_point, minval, block_size, dtype, qmin, qmax, symmetric,
                                   use_minval, e8m0, method, averaging_constant, range_min,

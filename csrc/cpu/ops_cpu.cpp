@@ -45,9 +45,9 @@ IntOffsets int_offsets(const at::Tensor& scale, const std::optional<at::Tensor>&
   }
   if (zero_point.has_value()) {
     check_same_shape(scale, *zero_point, op, "scale", "zero_point");
-    return {QParamBuffer::of(*zero_point), QParamBuffer::constant(0.0f, n)};
+    return {QParamBuffer::of(*zero_point), QParamBuffer::none()};
   }
-  return {QParamBuffer::constant(0.0f, n), QParamBuffer::constant(0.0f, n)};
+  return {QParamBuffer::constant(0.0f, n), QParamBuffer::none()};
 }
 
 at::Tensor contiguous_out(const at::Tensor& x) {
@@ -109,7 +109,7 @@ void check_float_scale_dtype(const at::Tensor& scale, const char* op) {
   const auto st = scale.scalar_type();
   TORCH_CHECK_TYPE(st == at::kFloat || st == at::kHalf || st == at::kBFloat16 ||
                        st == at::kDouble || st == at::kFloat8_e8m0fnu,
-                   "coreai_opt.", op, ": scale has dtype ", st,
+                   "coreai_opt.", op, ": scale has dtype ", ops::dtype_name(st),
                    "; allowed: torch.float32, torch.float16, torch.bfloat16, torch.float64, "
                    "torch.float8_e8m0fnu");
 }
@@ -172,6 +172,7 @@ at::Tensor fake_quantize_lsq(const at::Tensor& x, const at::Tensor& scale,
   const char* op = "fake_quantize_lsq";
   check_float_input(x, op);
   check_float_input(scale, op, "scale");
+  check_float_input(zero_point, op, "zero_point");
   check_int_range(quant_min, quant_max, op);
   const auto layout = check_qparam_shape(x, scale, op, "scale");
   check_same_shape(scale, zero_point, op, "scale", "zero_point");
@@ -195,6 +196,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fake_quantize_lsq_backward(
   const char* op = "fake_quantize_lsq_backward";
   check_float_input(x, op);
   check_float_input(scale, op, "scale");
+  check_float_input(zero_point, op, "zero_point");
   check_same_shape(x, grad, op, "x", "grad");
   check_int_range(quant_min, quant_max, op);
   const auto layout = check_qparam_shape(x, scale, op, "scale");
@@ -250,7 +252,7 @@ std::tuple<at::Tensor, at::Tensor> minmax(const at::Tensor& x, at::IntArrayRef b
 void check_state(const at::Tensor& t, const std::vector<int64_t>& q_sizes, at::ScalarType st,
                  const char* op, const char* arg) {
   TORCH_CHECK_TYPE(t.scalar_type() == st, "coreai_opt.", op, ": ", arg, " has dtype ",
-                   t.scalar_type(), "; it must be ", st);
+                   ops::dtype_name(t.scalar_type()), "; it must be ", ops::dtype_name(st));
   TORCH_CHECK_VALUE(t.sizes() == at::IntArrayRef(q_sizes), "coreai_opt.", op, ": ", arg,
                     " has shape ", t.sizes(), " but the block sizes give ",
                     at::IntArrayRef(q_sizes));
@@ -388,7 +390,7 @@ void check_int_range_fits(const ops::QuantFormat& fmt, int64_t quant_min, int64_
   const auto r = formats::int_range(fmt.bits, fmt.is_signed, false);
   TORCH_CHECK_VALUE(quant_min >= r.qmin && quant_max <= r.qmax, "coreai_opt.", op,
                     ": [quant_min, quant_max] = [", quant_min, ", ", quant_max, "] does not fit ",
-                    dtype, ", whose range is [", r.qmin, ", ", r.qmax, "]");
+                    ops::dtype_name(dtype), ", whose range is [", r.qmin, ", ", r.qmax, "]");
 }
 
 at::Tensor fused_fake_quantize(const at::Tensor& x, const at::Tensor& observer_on,

@@ -28,7 +28,7 @@ at::Tensor pack(const at::Tensor& q, c10::ScalarType dtype) {
     TORCH_CHECK_TYPE(at::isFloatingType(q.scalar_type()),
                      "coreai_opt.pack: FP4 values must be a "
                      "floating-point tensor; got ",
-                     q.scalar_type());
+                     ops::dtype_name(q.scalar_type()));
     const auto info = formats::float_format_info(fmt.float_format);
     const auto qf = qc.to(at::kFloat);
     const float* src = qf.const_data_ptr<float>();
@@ -53,14 +53,14 @@ at::Tensor pack(const at::Tensor& q, c10::ScalarType dtype) {
   TORCH_CHECK_TYPE(!at::isFloatingType(q.scalar_type()) && q.scalar_type() != at::kBool &&
                        !at::isComplexType(q.scalar_type()),
                    "coreai_opt.pack: integer formats take an integer tensor of codes; got ",
-                   q.scalar_type());
+                   ops::dtype_name(q.scalar_type()));
   const auto r = formats::int_range(fmt.bits, fmt.is_signed, false);
   const auto q64 = qc.to(at::kLong);
   const int64_t* src = q64.const_data_ptr<int64_t>();
   for (int64_t i = 0; i < q64.numel(); ++i) {
     TORCH_CHECK_VALUE(src[i] >= r.qmin && src[i] <= r.qmax, "coreai_opt.pack: value ", src[i],
-                      " at flat index ", i, " does not fit ", dtype, ", whose range is [", r.qmin,
-                      ", ", r.qmax, "]");
+                      " at flat index ", i, " does not fit ", ops::dtype_name(dtype),
+                      ", whose range is [", r.qmin, ", ", r.qmax, "]");
   }
   at::parallel_for(0, n_out, 4096, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
@@ -80,7 +80,7 @@ at::Tensor unpack(const at::Tensor& packed, c10::ScalarType dtype) {
   TORCH_CHECK_TYPE(packed.scalar_type() == at::kByte,
                    "coreai_opt.unpack: packed must be "
                    "torch.uint8; got ",
-                   packed.scalar_type());
+                   ops::dtype_name(packed.scalar_type()));
   const auto out_sizes = ops::unpacked_sizes(packed.sizes(), fmt);
   const int per_byte = 8 / fmt.bits;
   const auto pc = packed.contiguous();

@@ -4,6 +4,10 @@
 #include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
 
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
 namespace coreai_opt::cpu {
 
 QParamBuffer QParamBuffer::of(const at::Tensor& t) {
@@ -11,10 +15,29 @@ QParamBuffer QParamBuffer::of(const at::Tensor& t) {
   if (t.scalar_type() == at::kFloat && t.is_contiguous()) {
     b.keep_ = t;
     b.ptr_ = t.const_data_ptr<float>();
-  } else {
-    b.keep_ = t.to(at::kFloat).contiguous();
-    b.ptr_ = b.keep_.const_data_ptr<float>();
+    return b;
   }
+  // Converted by hand: these tensors are tiny, and a tensor-level .to() would cost more than
+  // a whole small fake-quantize call.
+  const at::Tensor c = t.contiguous();
+  const int64_t n = c.numel();
+  b.storage_.resize(static_cast<size_t>(n > 0 ? n : 1));
+  if (c.scalar_type() == at::kFloat8_e8m0fnu) {
+    const auto* codes = static_cast<const uint8_t*>(c.const_data_ptr());
+    for (int64_t i = 0; i < n; ++i) {
+      b.storage_[i] = codes[i] == 0xFF ? std::numeric_limits<float>::quiet_NaN()
+                                       : std::ldexp(1.0f, static_cast<int>(codes[i]) - 127);
+    }
+  } else {
+    AT_DISPATCH_ALL_TYPES_AND3(at::kHalf, at::kBFloat16, at::kBool, c.scalar_type(), "qparams",
+                               [&] {
+                                 const scalar_t* src = c.const_data_ptr<scalar_t>();
+                                 for (int64_t i = 0; i < n; ++i) {
+                                   b.storage_[i] = static_cast<float>(src[i]);
+                                 }
+                               });
+  }
+  b.ptr_ = b.storage_.data();
   return b;
 }
 

@@ -15,6 +15,8 @@ class QParamBuffer {
   static QParamBuffer of(const at::Tensor& t);
   // n copies of v.
   static QParamBuffer constant(float v, int64_t n);
+  // No values: data() is nullptr (an absent offset).
+  static QParamBuffer none() { return QParamBuffer(); }
 
   const float* data() const { return ptr_; }
 

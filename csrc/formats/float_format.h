@@ -58,7 +58,8 @@ COREAI_HD float round_to_float_format(float v, const FloatFormatInfo& f) {
   const float a = a_in > f.max_value ? f.max_value : a_in;
   const float q = grid_quantum(a, f);
   const float r = round_half_even(a / q) * q;
-  return (float_to_bits(v) >> 31) ? -r : r;
+  // Copy v's sign bit (negating would turn -0 into +0).
+  return bits_to_float(float_to_bits(r) | (float_to_bits(v) & 0x80000000u));
 }
 
 // Encodes v (rounded as above) as a code of f.bits bits. NaN maps to the format's NaN code

@@ -81,6 +81,7 @@ at::Tensor fake_quantize_lsq(const at::Tensor& x, const at::Tensor& scale,
   const char* op = "fake_quantize_lsq";
   check_float_input(x, op);
   check_float_input(scale, op, "scale");
+  check_float_input(zero_point, op, "zero_point");
   check_int_range(quant_min, quant_max, op);
   check_qparams(x, scale, op);
   return like(x);
@@ -178,7 +179,8 @@ at::Tensor pack(const at::Tensor& q, c10::ScalarType dtype) {
 at::Tensor unpack(const at::Tensor& packed, c10::ScalarType dtype) {
   const auto fmt = ops::packable_format_of(dtype, "unpack");
   TORCH_CHECK_TYPE(packed.scalar_type() == at::kByte,
-                   "coreai_opt.unpack: packed must be torch.uint8; got ", packed.scalar_type());
+                   "coreai_opt.unpack: packed must be torch.uint8; got ",
+                   ops::dtype_name(packed.scalar_type()));
   const auto out_dtype = fmt.is_float ? at::kFloat : (fmt.is_signed ? at::kChar : at::kByte);
   return at::empty_symint(ops::unpacked_sizes(packed.sym_sizes(), fmt),
                           packed.options().dtype(out_dtype));

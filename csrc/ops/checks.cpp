@@ -19,6 +19,10 @@ std::string shape_str(c10::IntArrayRef s) {
 
 }  // namespace
 
+std::string dtype_name(c10::ScalarType dtype) {
+  return "torch." + std::string(c10::getDtypeNames(dtype).first);
+}
+
 QuantFormat quant_format_of(c10::ScalarType dtype, const char* op, const char* arg) {
   using ST = c10::ScalarType;
   QuantFormat f;
@@ -63,7 +67,7 @@ QuantFormat quant_format_of(c10::ScalarType dtype, const char* op, const char* a
       f.bits = 4;
       return f;
     default:
-      TORCH_CHECK_VALUE(false, "coreai_opt.", op, ": ", arg, " is ", dtype,
+      TORCH_CHECK_VALUE(false, "coreai_opt.", op, ": ", arg, " is ", dtype_name(dtype),
                         "; allowed: torch.int8, torch.uint8, torch.int4, torch.uint4, "
                         "torch.int2, torch.uint2, torch.float8_e4m3fn, torch.float8_e5m2, "
                         "torch.float4_e2m1fn_x2");
@@ -75,7 +79,7 @@ QuantFormat float_format_of(c10::ScalarType dtype, const char* op) {
   using ST = c10::ScalarType;
   TORCH_CHECK_VALUE(
       dtype == ST::Float8_e4m3fn || dtype == ST::Float8_e5m2 || dtype == ST::Float4_e2m1fn_x2,
-      "coreai_opt.", op, ": dtype is ", dtype,
+      "coreai_opt.", op, ": dtype is ", dtype_name(dtype),
       "; allowed: torch.float8_e4m3fn, torch.float8_e5m2, "
       "torch.float4_e2m1fn_x2");
   return quant_format_of(dtype, op);
@@ -84,7 +88,7 @@ QuantFormat float_format_of(c10::ScalarType dtype, const char* op) {
 void check_float_input(const at::Tensor& x, const char* op, const char* arg) {
   const auto st = x.scalar_type();
   TORCH_CHECK_TYPE(st == at::kFloat || st == at::kHalf || st == at::kBFloat16 || st == at::kDouble,
-                   "coreai_opt.", op, ": ", arg, " has dtype ", st,
+                   "coreai_opt.", op, ": ", arg, " has dtype ", dtype_name(st),
                    "; allowed: torch.float32, torch.float16, torch.bfloat16, torch.float64");
 }
 

@@ -7,12 +7,16 @@
 #include <c10/core/ScalarType.h>
 
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "formats/float_format.h"
 #include "formats/qparam_layout.h"
 
 namespace coreai_opt::ops {
+
+// A dtype as Python users write it, e.g. "torch.float32", for error messages.
+std::string dtype_name(c10::ScalarType dtype);
 
 // What a dtype argument asks for: an integer range or a float format.
 struct QuantFormat {

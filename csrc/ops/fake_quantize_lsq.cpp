@@ -17,6 +17,7 @@ void define_fake_quantize_lsq(torch::Library& m) {
   //   below / above:       dx = 0, dscale = g * (qmin|qmax - zp_r), dzero_point = -g * s
   //   dscale and dzero_point are multiplied by grad_factor and summed over each qparam's
   //   elements inside the kernel; they come back in the dtype of scale / zero_point.
+  //   A NaN in x gives dx = 0 there and NaN in both sums of its qparam.
   m.def(
       "fake_quantize_lsq_backward(Tensor grad, Tensor x, Tensor scale, Tensor zero_point, "
       "int quant_min, int quant_max, float grad_factor) -> (Tensor, Tensor, Tensor)",

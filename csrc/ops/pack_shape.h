@@ -17,7 +17,7 @@ inline QuantFormat packable_format_of(c10::ScalarType dtype, const char* op) {
   using ST = c10::ScalarType;
   TORCH_CHECK_VALUE(dtype == ST::Int4 || dtype == ST::UInt4 || dtype == ST::Int2 ||
                         dtype == ST::UInt2 || dtype == ST::Float4_e2m1fn_x2,
-                    "coreai_opt.", op, ": dtype is ", dtype,
+                    "coreai_opt.", op, ": dtype is ", dtype_name(dtype),
                     "; allowed: torch.int4, torch.uint4, torch.int2, torch.uint2, "
                     "torch.float4_e2m1fn_x2");
   return quant_format_of(dtype, op);

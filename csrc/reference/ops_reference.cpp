@@ -187,6 +187,7 @@ at::Tensor fake_quantize_lsq(const at::Tensor& x, const at::Tensor& scale,
                              double /*grad_factor*/) {
   const char* op = "fake_quantize_lsq";
   check_float_input(x, op);
+  check_float_input(zero_point, op, "zero_point");
   check_int_range(quant_min, quant_max, op);
   ops::check_same_shape(scale, zero_point, op, "scale", "zero_point");
   const auto p = prepare(x, scale, op);
@@ -204,6 +205,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fake_quantize_lsq_backward(
     const at::Tensor& zero_point, int64_t quant_min, int64_t quant_max, double grad_factor) {
   const char* op = "fake_quantize_lsq_backward";
   check_float_input(x, op);
+  check_float_input(zero_point, op, "zero_point");
   check_int_range(quant_min, quant_max, op);
   ops::check_same_shape(x, grad, op, "x", "grad");
   ops::check_same_shape(scale, zero_point, op, "scale", "zero_point");
@@ -217,7 +219,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fake_quantize_lsq_backward(
   const auto y = (qc - zp) * s;
   const auto dx = g * inside.to(at::kFloat);
   const auto ds = at::where(inside, g * (y - p.x) / s, g * (qc - zp)) * grad_factor;
-  const auto dz = at::where(inside, at::zeros_like(g), -g * s) * grad_factor;
+  const auto dz =
+      at::where(inside, at::zeros_like(g), at::where(at::isnan(q), q, -g * s)) * grad_factor;
   return {finish(dx, p), sum_to_qparam(ds, p.view, scale), sum_to_qparam(dz, p.view, zero_point)};
 }
 
@@ -435,7 +438,8 @@ at::Tensor pack(const at::Tensor& q, c10::ScalarType dtype) {
 at::Tensor unpack(const at::Tensor& packed, c10::ScalarType dtype) {
   const auto fmt = ops::packable_format_of(dtype, "unpack");
   TORCH_CHECK_TYPE(packed.scalar_type() == at::kByte,
-                   "coreai_opt.unpack: packed must be torch.uint8; got ", packed.scalar_type());
+                   "coreai_opt.unpack: packed must be torch.uint8; got ",
+                   ops::dtype_name(packed.scalar_type()));
   const auto out_sizes = ops::unpacked_sizes(packed.sizes(), fmt);
   const auto shifts = at::arange(0, 8, fmt.bits, packed.options().dtype(at::kInt));
   const auto codes = at::bitwise_and(

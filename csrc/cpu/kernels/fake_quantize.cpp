@@ -16,20 +16,29 @@ namespace {
 
 // ---- per-element math, vector and scalar forms kept side by side -------------------------
 
+// Generic form q = round((x - f) / s) + o, y = (clamp(q) - o) * s + f. kMinval false is the
+// zp form (f == 0), which drops the two float-offset operations; with f == 0 both forms give
+// identical bits, so the specialisation is purely for speed.
+template <bool kMinval>
 struct IntMath {
-  // Pre-clamp quantized value round((x - f) / s) + o.
   static fVec pre(const fVec& x, const fVec& s, const fVec& o, const fVec& f) {
-    return ((x - f) / s).round() + o;
+    if constexpr (kMinval) return ((x - f) / s).round() + o;
+    return (x / s).round() + o;
   }
   static float pre(float x, float s, float o, float f) {
-    return formats::round_half_even((x - f) / s) + o;
+    if constexpr (kMinval) return formats::round_half_even((x - f) / s) + o;
+    return formats::round_half_even(x / s) + o;
   }
   static fVec fq(const fVec& x, const fVec& s, const fVec& o, const fVec& f, const fVec& lo,
                  const fVec& hi) {
-    return (clamp_nan(pre(x, s, o, f), lo, hi) - o) * s + f;
+    const fVec y = (clamp_nan(pre(x, s, o, f), lo, hi) - o) * s;
+    if constexpr (kMinval) return y + f;
+    return y;
   }
   static float fq(float x, float s, float o, float f, float lo, float hi) {
-    return (clamp_nan(pre(x, s, o, f), lo, hi) - o) * s + f;
+    const float y = (clamp_nan(pre(x, s, o, f), lo, hi) - o) * s;
+    if constexpr (kMinval) return y + f;
+    return y;
   }
   static fVec grad(const fVec& g, const fVec& x, const fVec& s, const fVec& o, const fVec& f,
                    const fVec& lo, const fVec& hi) {
@@ -93,73 +102,83 @@ inline void map2_run(const T* g, const T* x, T* y, int64_t n, const VecFn& vf, c
 
 // ---- integer ----------------------------------------------------------------------------
 
-void fake_quantize_int(const at::Tensor& x, const at::Tensor& y, const QParamLayout& layout,
-                       const IntParams& p) {
+// One run of the integer kernel: forward (g == nullptr) or STE backward. Qparams are one
+// value for the run (inner Broadcast) or advance with the element (inner Full).
+template <bool kMinval, typename T>
+void int_run(const T* g, const T* x, T* y, int64_t n, const IntParams& p, int64_t q,
+             bool inner_full) {
+  using M = IntMath<kMinval>;
+  const fVec lo(p.qmin), hi(p.qmax);
+  const float qmin = p.qmin, qmax = p.qmax;
+  if (!inner_full) {
+    const float s = p.scale[q], o = p.quant_offset[q];
+    const float f = kMinval ? p.float_offset[q] : 0.0f;
+    const fVec vs(s), vo(o), vf(f);
+    if (g == nullptr) {
+      map_run(
+          x, y, n, [&](const fVec& v, int64_t) { return M::fq(v, vs, vo, vf, lo, hi); },
+          [&](float v, int64_t) { return M::fq(v, s, o, f, qmin, qmax); });
+    } else {
+      map2_run(
+          g, x, y, n,
+          [&](const fVec& gv, const fVec& v, int64_t) {
+            return M::grad(gv, v, vs, vo, vf, lo, hi);
+          },
+          [&](float gv, float v, int64_t) { return M::grad(gv, v, s, o, f, qmin, qmax); });
+    }
+    return;
+  }
+  const float* s = p.scale + q;
+  const float* o = p.quant_offset + q;
+  const float* f = kMinval ? p.float_offset + q : nullptr;
+  auto vf = [&](int64_t j) { return kMinval ? fVec::loadu(f + j) : fVec(0.0f); };
+  auto sf = [&](int64_t j) { return kMinval ? f[j] : 0.0f; };
+  if (g == nullptr) {
+    map_run(
+        x, y, n,
+        [&](const fVec& v, int64_t j) {
+          return M::fq(v, fVec::loadu(s + j), fVec::loadu(o + j), vf(j), lo, hi);
+        },
+        [&](float v, int64_t j) { return M::fq(v, s[j], o[j], sf(j), qmin, qmax); });
+  } else {
+    map2_run(
+        g, x, y, n,
+        [&](const fVec& gv, const fVec& v, int64_t j) {
+          return M::grad(gv, v, fVec::loadu(s + j), fVec::loadu(o + j), vf(j), lo, hi);
+        },
+        [&](float gv, float v, int64_t j) {
+          return M::grad(gv, v, s[j], o[j], sf(j), qmin, qmax);
+        });
+  }
+}
+
+// grad == nullptr: forward into out; else STE backward into out.
+void int_kernel(const at::Tensor* grad, const at::Tensor& x, const at::Tensor& out,
+                const QParamLayout& layout, const IntParams& p) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fq_int", [&] {
+    const scalar_t* gp = grad ? grad->const_data_ptr<scalar_t>() : nullptr;
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
-    scalar_t* yp = y.mutable_data_ptr<scalar_t>();
-    const fVec lo(p.qmin), hi(p.qmax);
+    scalar_t* op = out.mutable_data_ptr<scalar_t>();
     const bool inner_full = layout.inner_full();
     for_each_run(layout, [&](int64_t off, int64_t len, int64_t q) {
-      if (!inner_full) {
-        const float s = p.scale[q], o = p.quant_offset[q], f = p.float_offset[q];
-        const fVec vs(s), vo(o), vfo(f);
-        map_run(
-            xp + off, yp + off, len,
-            [&](const fVec& v, int64_t) { return IntMath::fq(v, vs, vo, vfo, lo, hi); },
-            [&](float v, int64_t) { return IntMath::fq(v, s, o, f, p.qmin, p.qmax); });
+      const scalar_t* g = gp ? gp + off : nullptr;
+      if (p.float_offset != nullptr) {
+        int_run<true>(g, xp + off, op + off, len, p, q, inner_full);
       } else {
-        const float* s = p.scale + q;
-        const float* o = p.quant_offset + q;
-        const float* f = p.float_offset + q;
-        map_run(
-            xp + off, yp + off, len,
-            [&](const fVec& v, int64_t j) {
-              return IntMath::fq(v, fVec::loadu(s + j), fVec::loadu(o + j), fVec::loadu(f + j), lo,
-                                 hi);
-            },
-            [&](float v, int64_t j) { return IntMath::fq(v, s[j], o[j], f[j], p.qmin, p.qmax); });
+        int_run<false>(g, xp + off, op + off, len, p, q, inner_full);
       }
     });
   });
 }
 
+void fake_quantize_int(const at::Tensor& x, const at::Tensor& y, const QParamLayout& layout,
+                       const IntParams& p) {
+  int_kernel(nullptr, x, y, layout, p);
+}
+
 void fake_quantize_int_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& gx,
                                 const QParamLayout& layout, const IntParams& p) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fq_int_bw", [&] {
-    const scalar_t* gp = grad.const_data_ptr<scalar_t>();
-    const scalar_t* xp = x.const_data_ptr<scalar_t>();
-    scalar_t* op = gx.mutable_data_ptr<scalar_t>();
-    const fVec lo(p.qmin), hi(p.qmax);
-    const bool inner_full = layout.inner_full();
-    for_each_run(layout, [&](int64_t off, int64_t len, int64_t q) {
-      if (!inner_full) {
-        const float s = p.scale[q], o = p.quant_offset[q], f = p.float_offset[q];
-        const fVec vs(s), vo(o), vfo(f);
-        map2_run(
-            gp + off, xp + off, op + off, len,
-            [&](const fVec& g, const fVec& v, int64_t) {
-              return IntMath::grad(g, v, vs, vo, vfo, lo, hi);
-            },
-            [&](float g, float v, int64_t) {
-              return IntMath::grad(g, v, s, o, f, p.qmin, p.qmax);
-            });
-      } else {
-        const float* s = p.scale + q;
-        const float* o = p.quant_offset + q;
-        const float* f = p.float_offset + q;
-        map2_run(
-            gp + off, xp + off, op + off, len,
-            [&](const fVec& g, const fVec& v, int64_t j) {
-              return IntMath::grad(g, v, fVec::loadu(s + j), fVec::loadu(o + j), fVec::loadu(f + j),
-                                   lo, hi);
-            },
-            [&](float g, float v, int64_t j) {
-              return IntMath::grad(g, v, s[j], o[j], f[j], p.qmin, p.qmax);
-            });
-      }
-    });
-  });
+  int_kernel(&grad, x, gx, layout, p);
 }
 
 // ---- float formats ----------------------------------------------------------------------

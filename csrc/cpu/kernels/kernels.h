@@ -20,7 +20,7 @@ using formats::QParamLayout;
 struct IntParams {
   const float* scale;
   const float* quant_offset;  // o, one per qparam
-  const float* float_offset;  // f, one per qparam
+  const float* float_offset;  // f, one per qparam; nullptr for the zp form (f == 0)
   float qmin;
   float qmax;
 };

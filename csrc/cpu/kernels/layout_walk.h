@@ -55,6 +55,28 @@ template <typename Run>
 void for_each_run(const formats::QParamLayout& layout, const Run& run) {
   const int64_t inner = layout.inner_size();
   const bool inner_full = layout.inner_full();
+  const auto& dims = layout.dims;
+  // The common layouts get loops without the odometer: per-tensor or one qparam per
+  // element ([B] / [F]), outer channels and contiguous blocks ([F, B]), channels on the
+  // last dimension ([B, F]).
+  if (dims.size() == 1) {
+    at::parallel_for(0, layout.numel, kGrain, [&](int64_t begin, int64_t end) {
+      run(begin, end - begin, inner_full ? begin : 0);
+    });
+    return;
+  }
+  if (dims.size() == 2) {
+    at::parallel_for(0, layout.numel, kGrain, [&](int64_t begin, int64_t end) {
+      int64_t row = begin / inner;
+      int64_t col = begin % inner;
+      for (int64_t e = begin; e < end; ++row, col = 0) {
+        const int64_t len = std::min(inner - col, end - e);
+        run(e, len, inner_full ? col : row);
+        e += len;
+      }
+    });
+    return;
+  }
   at::parallel_for(0, layout.numel, kGrain, [&](int64_t begin, int64_t end) {
     int64_t row = begin / inner;
     int64_t col = begin % inner;

@@ -16,24 +16,46 @@ namespace {
 
 using Sums = std::pair<double, double>;  // (d scale, d zero_point)
 
-// One element: writes dx and adds this element's scale / zero-point gradients.
+// One element: returns dx and adds this element's scale / zero-point gradients. Same
+// operation order as the vector form and the reference. A NaN input contributes NaN to both
+// sums (the scale gradient through clamp, the zero-point gradient explicitly), so a NaN in
+// the data shows up in the qparams' gradients instead of vanishing.
 inline float lsq_element(float g, float x, float s, float zp, float lo, float hi, float& ds,
                          float& dz) {
   const float q = formats::round_half_even(x / s) + zp;
-  if (q >= lo && q <= hi) {
-    const float y = (q - zp) * s;
+  const bool inside = q >= lo && q <= hi;
+  const float qc = clamp_nan(q, lo, hi);
+  if (inside) {
+    const float y = (qc - zp) * s;
     ds += g * (y - x) / s;
     return g;
   }
-  if (q != q) {  // NaN input: propagate into the sums like the tensor formula does
-    ds += q;
-    dz += q;
-    return g * 0.0f;
-  }
-  const float qc = q < lo ? lo : hi;
   ds += g * (qc - zp);
-  dz += -g * s;
+  dz += q != q ? q : -g * s;
   return g * 0.0f;
+}
+
+// Vector form of lsq_element for one qparam: returns dx, accumulates into ds / dz lanes.
+struct LsqVec {
+  fVec s, zp, lo, hi;
+  fVec step(const fVec& g, const fVec& x, fVec& ds, fVec& dz) const {
+    const fVec q = (x / s).round() + zp;
+    const fVec inside = (q >= lo) & (q <= hi);
+    const fVec qc = clamp_nan(q, lo, hi);
+    const fVec y = (qc - zp) * s;
+    ds = ds + fVec::blendv(g * (qc - zp), g * (y - x) / s, inside);
+    const fVec outside_dz = fVec::blendv(fVec(0.0f) - g * s, q, q != q);
+    dz = dz + fVec::blendv(outside_dz, fVec(0.0f), inside);
+    return g * mask_to_one(inside);
+  }
+};
+
+inline double hsum(const fVec& v) {
+  float lanes[kF];
+  v.store(lanes);
+  double t = 0.0;
+  for (int64_t k = 0; k < kF; ++k) t += lanes[k];
+  return t;
 }
 
 void lsq_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& gx,
@@ -46,27 +68,44 @@ void lsq_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor&
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     scalar_t* op = gx.mutable_data_ptr<scalar_t>();
     auto reduce_run = [&](Sums* a, int64_t off, int64_t len, int64_t q) {
+      const scalar_t* g = gp + off;
+      const scalar_t* xv = xp + off;
+      scalar_t* o = op + off;
       if (!inner_full) {
         const float s = p.scale[q], zp = p.quant_offset[q];
-        // Partial sums in float over short stretches, folded into double.
+        const LsqVec lv{fVec(s), fVec(zp), fVec(p.qmin), fVec(p.qmax)};
+        // Float partial sums over short stretches, folded into double.
         constexpr int64_t kChunk = 1024;
-        for (int64_t c = 0; c < len; c += kChunk) {
-          const int64_t n = std::min(kChunk, len - c);
-          float ds = 0.0f, dz = 0.0f;
-          for (int64_t j = c; j < c + n; ++j) {
-            op[off + j] = static_cast<scalar_t>(lsq_element(static_cast<float>(gp[off + j]),
-                                                            static_cast<float>(xp[off + j]), s, zp,
-                                                            p.qmin, p.qmax, ds, dz));
+        int64_t j = 0;
+        if constexpr (kVectorizable<scalar_t>) {
+          while (j + kStep <= len) {
+            const int64_t stop = std::min(len, j + kChunk);
+            fVec ds(0.0f), dz(0.0f);
+            for (; j + kStep <= stop; j += kStep) {
+              fVec ga, gb, xa, xb;
+              load2(g + j, ga, gb);
+              load2(xv + j, xa, xb);
+              const fVec da = lv.step(ga, xa, ds, dz);
+              const fVec db = lv.step(gb, xb, ds, dz);
+              store2(o + j, da, db);
+            }
+            a[q].first += hsum(ds);
+            a[q].second += hsum(dz);
           }
-          a[q].first += ds;
-          a[q].second += dz;
         }
+        float ds = 0.0f, dz = 0.0f;
+        for (; j < len; ++j) {
+          o[j] = static_cast<scalar_t>(lsq_element(
+              static_cast<float>(g[j]), static_cast<float>(xv[j]), s, zp, p.qmin, p.qmax, ds, dz));
+        }
+        a[q].first += ds;
+        a[q].second += dz;
       } else {
         for (int64_t j = 0; j < len; ++j) {
           float ds = 0.0f, dz = 0.0f;
-          op[off + j] = static_cast<scalar_t>(
-              lsq_element(static_cast<float>(gp[off + j]), static_cast<float>(xp[off + j]),
-                          p.scale[q + j], p.quant_offset[q + j], p.qmin, p.qmax, ds, dz));
+          o[j] = static_cast<scalar_t>(lsq_element(static_cast<float>(g[j]),
+                                                   static_cast<float>(xv[j]), p.scale[q + j],
+                                                   p.quant_offset[q + j], p.qmin, p.qmax, ds, dz));
           a[q + j].first += ds;
           a[q + j].second += dz;
         }

@@ -39,9 +39,15 @@ inline void store2(T* p, const fVec& a, const fVec& b) {
   }
 }
 
-// NaN-propagating clamp (torch.clamp semantics).
+// NaN-propagating clamp (torch.clamp semantics). The x86 min/max instructions return their
+// second operand when either is NaN, and ATen's AVX2/AVX512 clamp passes the value second:
+// two instructions. The portable build needs the explicit NaN-aware minimum / maximum.
 inline fVec clamp_nan(const fVec& v, const fVec& lo, const fVec& hi) {
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+  return at::vec::clamp(v, lo, hi);
+#else
   return at::vec::minimum(at::vec::maximum(v, lo), hi);
+#endif
 }
 
 inline float clamp_nan(float v, float lo, float hi) {
