@@ -27,27 +27,37 @@ using ops::check_int_range;
 using ops::check_qparam_shape;
 using ops::check_same_shape;
 
-// The generic integer offsets of a zp- or minval-form call.
+// The generic integer offsets of a zp- or minval-form call: o (quant offset) as a view
+// over the user's tensor or a constant, f (float offset) only for the minval form.
 struct IntOffsets {
-  QParamBuffer quant_offset;
+  QParamBuffer keep_quant;  // converted zero points, when they are neither float32 nor int32
   QParamBuffer float_offset;
+  OffsetView quant_offset;
 };
 
 IntOffsets int_offsets(const at::Tensor& scale, const std::optional<at::Tensor>& zero_point,
                        const std::optional<at::Tensor>& minval, int64_t quant_min, const char* op) {
-  const int64_t n = scale.numel();
   TORCH_CHECK_VALUE(!(zero_point.has_value() && minval.has_value()), "coreai_opt.", op,
                     ": pass zero_point (zp formulation) or minval (minval formulation), "
                     "not both");
+  IntOffsets out;
   if (minval.has_value()) {
     check_same_shape(scale, *minval, op, "scale", "minval");
-    return {QParamBuffer::constant(static_cast<float>(quant_min), n), QParamBuffer::of(*minval)};
+    out.float_offset = QParamBuffer::of(*minval);
+    out.quant_offset.constant = static_cast<float>(quant_min);
+    return out;
   }
   if (zero_point.has_value()) {
     check_same_shape(scale, *zero_point, op, "scale", "zero_point");
-    return {QParamBuffer::of(*zero_point), QParamBuffer::none()};
+    const auto& zp = *zero_point;
+    if (zp.scalar_type() == at::kInt && zp.is_contiguous()) {
+      out.quant_offset.i32 = zp.const_data_ptr<int32_t>();
+    } else {
+      out.keep_quant = QParamBuffer::of(zp);
+      out.quant_offset.f32 = out.keep_quant.data();
+    }
   }
-  return {QParamBuffer::constant(0.0f, n), QParamBuffer::none()};
+  return out;
 }
 
 at::Tensor contiguous_out(const at::Tensor& x) {
@@ -73,8 +83,8 @@ at::Tensor fake_quantize_int(const at::Tensor& x, const at::Tensor& scale,
   if (x.numel() == 0) return y;
   kernels().fake_quantize_int(
       xc, y, layout,
-      IntParams{s.data(), off.quant_offset.data(), off.float_offset.data(),
-                static_cast<float>(quant_min), static_cast<float>(quant_max)});
+      IntParams{s.data(), off.quant_offset, off.float_offset.data(), static_cast<float>(quant_min),
+                static_cast<float>(quant_max)});
   return y;
 }
 
@@ -98,8 +108,8 @@ at::Tensor fake_quantize_int_backward(const at::Tensor& grad, const at::Tensor& 
   if (x.numel() == 0) return gx;
   kernels().fake_quantize_int_backward(
       gc, xc, gx, layout,
-      IntParams{s.data(), off.quant_offset.data(), off.float_offset.data(),
-                static_cast<float>(quant_min), static_cast<float>(quant_max)});
+      IntParams{s.data(), off.quant_offset, off.float_offset.data(), static_cast<float>(quant_min),
+                static_cast<float>(quant_max)});
   return gx;
 }
 
@@ -179,13 +189,12 @@ at::Tensor fake_quantize_lsq(const at::Tensor& x, const at::Tensor& scale,
   const auto s = QParamBuffer::of(scale);
   check_scales_positive(s, scale.numel(), op);
   const auto zp = rounded_zero_point(zero_point, quant_min, quant_max);
-  const auto f = QParamBuffer::constant(0.0f, scale.numel());
   const auto xc = x.contiguous();
   auto y = contiguous_out(xc);
   if (x.numel() == 0) return y;
   kernels().fake_quantize_int(
       xc, y, layout,
-      IntParams{s.data(), zp.data(), f.data(), static_cast<float>(quant_min),
+      IntParams{s.data(), OffsetView{zp.data()}, nullptr, static_cast<float>(quant_min),
                 static_cast<float>(quant_max)});
   return y;
 }
@@ -211,8 +220,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> fake_quantize_lsq_backward(
   auto dz = at::zeros(zero_point.sizes(), zero_point.options().dtype(at::kDouble));
   if (x.numel() > 0) {
     kernels().lsq_backward(gc, xc, gx, layout,
-                           IntParams{s.data(), zp.data(), nullptr, static_cast<float>(quant_min),
-                                     static_cast<float>(quant_max)},
+                           IntParams{s.data(), OffsetView{zp.data()}, nullptr,
+                                     static_cast<float>(quant_min), static_cast<float>(quant_max)},
                            ds.mutable_data_ptr<double>(), dz.mutable_data_ptr<double>());
   }
   ds.mul_(grad_factor);

@@ -1,14 +1,20 @@
 #include "cpu/qparam_buffer.h"
 
 #include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 
 namespace coreai_opt::cpu {
+
+namespace {
+constexpr int64_t kQParamGrain = 16384;
+}  // namespace
 
 QParamBuffer QParamBuffer::of(const at::Tensor& t) {
   QParamBuffer b;
@@ -32,9 +38,13 @@ QParamBuffer QParamBuffer::of(const at::Tensor& t) {
     AT_DISPATCH_ALL_TYPES_AND3(at::kHalf, at::kBFloat16, at::kBool, c.scalar_type(), "qparams",
                                [&] {
                                  const scalar_t* src = c.const_data_ptr<scalar_t>();
-                                 for (int64_t i = 0; i < n; ++i) {
-                                   b.storage_[i] = static_cast<float>(src[i]);
-                                 }
+                                 float* dst = b.storage_.data();
+                                 // Per-block qparams of a large weight run to hundreds of thousands
+                                 // of values.
+                                 at::parallel_for(0, n, kQParamGrain, [&](int64_t i0, int64_t i1) {
+                                   for (int64_t i = i0; i < i1; ++i)
+                                     dst[i] = static_cast<float>(src[i]);
+                                 });
                                });
   }
   b.ptr_ = b.storage_.data();

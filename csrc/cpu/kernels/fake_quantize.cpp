@@ -80,6 +80,7 @@ inline void map_run(const T* x, T* y, int64_t n, const VecFn& vf, const ScalarFn
       load2(x + j, a, b);
       store2(y + j, vf(a, j), vf(b, j + kF));
     }
+    for (; j + kF <= n; j += kF) store1(y + j, vf(load1(x + j), j));
   }
   for (; j < n; ++j) y[j] = static_cast<T>(sf(static_cast<float>(x[j]), j));
 }
@@ -94,6 +95,7 @@ inline void map2_run(const T* g, const T* x, T* y, int64_t n, const VecFn& vf, c
       load2(x + j, xa, xb);
       store2(y + j, vf(ga, xa, j), vf(gb, xb, j + kF));
     }
+    for (; j + kF <= n; j += kF) store1(y + j, vf(load1(g + j), load1(x + j), j));
   }
   for (; j < n; ++j) {
     y[j] = static_cast<T>(sf(static_cast<float>(g[j]), static_cast<float>(x[j]), j));
@@ -111,7 +113,7 @@ void int_run(const T* g, const T* x, T* y, int64_t n, const IntParams& p, int64_
   const fVec lo(p.qmin), hi(p.qmax);
   const float qmin = p.qmin, qmax = p.qmax;
   if (!inner_full) {
-    const float s = p.scale[q], o = p.quant_offset[q];
+    const float s = p.scale[q], o = p.quant_offset.at(q);
     const float f = kMinval ? p.float_offset[q] : 0.0f;
     const fVec vs(s), vo(o), vf(f);
     if (g == nullptr) {
@@ -129,7 +131,7 @@ void int_run(const T* g, const T* x, T* y, int64_t n, const IntParams& p, int64_
     return;
   }
   const float* s = p.scale + q;
-  const float* o = p.quant_offset + q;
+  const auto& o = p.quant_offset;
   const float* f = kMinval ? p.float_offset + q : nullptr;
   auto vf = [&](int64_t j) { return kMinval ? fVec::loadu(f + j) : fVec(0.0f); };
   auto sf = [&](int64_t j) { return kMinval ? f[j] : 0.0f; };
@@ -137,17 +139,17 @@ void int_run(const T* g, const T* x, T* y, int64_t n, const IntParams& p, int64_
     map_run(
         x, y, n,
         [&](const fVec& v, int64_t j) {
-          return M::fq(v, fVec::loadu(s + j), fVec::loadu(o + j), vf(j), lo, hi);
+          return M::fq(v, fVec::loadu(s + j), load_offsets(o, q + j), vf(j), lo, hi);
         },
-        [&](float v, int64_t j) { return M::fq(v, s[j], o[j], sf(j), qmin, qmax); });
+        [&](float v, int64_t j) { return M::fq(v, s[j], o.at(q + j), sf(j), qmin, qmax); });
   } else {
     map2_run(
         g, x, y, n,
         [&](const fVec& gv, const fVec& v, int64_t j) {
-          return M::grad(gv, v, fVec::loadu(s + j), fVec::loadu(o + j), vf(j), lo, hi);
+          return M::grad(gv, v, fVec::loadu(s + j), load_offsets(o, q + j), vf(j), lo, hi);
         },
         [&](float gv, float v, int64_t j) {
-          return M::grad(gv, v, s[j], o[j], sf(j), qmin, qmax);
+          return M::grad(gv, v, s[j], o.at(q + j), sf(j), qmin, qmax);
         });
   }
 }

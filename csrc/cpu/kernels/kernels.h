@@ -17,9 +17,18 @@ using formats::QParamLayout;
 
 // Integer fake-quantize in its generic form: q = clamp(round((x - f) / s) + o, qmin, qmax),
 // y = (q - o) * s + f. The zp form has f = 0, o = zp; the minval form f = minval, o = qmin.
+// One offset per qparam, read where it lies: a float32 array, an int32 array (zero points
+// as users store them, no conversion pass), or one constant for all.
+struct OffsetView {
+  const float* f32 = nullptr;
+  const int32_t* i32 = nullptr;
+  float constant = 0.0f;
+  float at(int64_t q) const { return f32 ? f32[q] : (i32 ? static_cast<float>(i32[q]) : constant); }
+};
+
 struct IntParams {
   const float* scale;
-  const float* quant_offset;  // o, one per qparam
+  OffsetView quant_offset;    // o
   const float* float_offset;  // f, one per qparam; nullptr for the zp form (f == 0)
   float qmin;
   float qmax;

@@ -72,7 +72,7 @@ void lsq_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor&
       const scalar_t* xv = xp + off;
       scalar_t* o = op + off;
       if (!inner_full) {
-        const float s = p.scale[q], zp = p.quant_offset[q];
+        const float s = p.scale[q], zp = p.quant_offset.at(q);
         const LsqVec lv{fVec(s), fVec(zp), fVec(p.qmin), fVec(p.qmax)};
         // Float partial sums over short stretches, folded into double.
         constexpr int64_t kChunk = 1024;
@@ -103,9 +103,9 @@ void lsq_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor&
       } else {
         for (int64_t j = 0; j < len; ++j) {
           float ds = 0.0f, dz = 0.0f;
-          o[j] = static_cast<scalar_t>(lsq_element(static_cast<float>(g[j]),
-                                                   static_cast<float>(xv[j]), p.scale[q + j],
-                                                   p.quant_offset[q + j], p.qmin, p.qmax, ds, dz));
+          o[j] = static_cast<scalar_t>(
+              lsq_element(static_cast<float>(g[j]), static_cast<float>(xv[j]), p.scale[q + j],
+                          p.quant_offset.at(q + j), p.qmin, p.qmax, ds, dz));
           a[q + j].first += ds;
           a[q + j].second += dz;
         }

@@ -39,6 +39,38 @@ inline void store2(T* p, const fVec& a, const fVec& b) {
   }
 }
 
+// One float vector (kF elements): the step for runs and tails shorter than kStep.
+template <typename T>
+inline fVec load1(const T* p) {
+  if constexpr (std::is_same_v<T, float>) {
+    return fVec::loadu(p);
+  } else {
+    fVec a;
+    at::vec::load_to_float<T>(p, a);
+    return a;
+  }
+}
+
+template <typename T>
+inline void store1(T* p, const fVec& a) {
+  if constexpr (std::is_same_v<T, float>) {
+    a.store(p);
+  } else {
+    at::vec::convert_from_float<T>(a, a).store(p, kF);
+  }
+}
+
+// kF offsets starting at q as floats.
+template <typename View>
+inline fVec load_offsets(const View& v, int64_t q) {
+  if (v.f32) return fVec::loadu(v.f32 + q);
+  if (v.i32) {
+    return at::vec::convert_to_fp_of_same_size<float>(
+        at::vec::Vectorized<int32_t>::loadu(v.i32 + q));
+  }
+  return fVec(v.constant);
+}
+
 // NaN-propagating clamp (torch.clamp semantics). The x86 min/max instructions return their
 // second operand when either is NaN, and ATen's AVX2/AVX512 clamp passes the value second:
 // two instructions. The portable build needs the explicit NaN-aware minimum / maximum.
