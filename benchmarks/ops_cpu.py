@@ -1,6 +1,7 @@
 """CPU benchmarks of the coreai_opt ops beside their peers (run with `make bench`).
 
-One process, 2 threads, median of >= 20 timed runs after warm-up. Every case is timed for:
+One process, 2 threads, median of >= 20 timed rounds after warm-up; each round calls
+every contender once (interleaved, so machine noise hits all alike). Every case is timed for:
   ours      torch.ops.coreai_opt.*
   aten      the closest aten op, where one exists
   eager     the same math as a composite expression of torch ops
@@ -38,16 +39,30 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 Fn = Callable[[], object]
 
 
-def median_seconds(fn: Fn, runs: int, warmup: int = 3) -> float:
-    """Median wall time of fn() over `runs` calls after `warmup` calls."""
+CONTENDERS = ("ours", "copy", "aten", "eager", "compiled")
+
+
+def interleaved_medians(
+    fns: dict[str, Fn], runs: int, calls: int = 1, warmup: int = 3
+) -> dict[str, float]:
+    """Median wall time per call of each function over `runs` rounds after `warmup` rounds.
+
+    Each round takes one sample of every contender, so a slow stretch of a shared machine
+    lands on all of them alike instead of on whichever happened to run then. A sample is
+    `calls` back-to-back calls (for per-call latency of tiny tensors in a warm state).
+    """
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in fns.values():
+            for _ in range(calls):
+                fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for key, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            times[key].append((time.perf_counter() - t0) / calls)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 @dataclass
@@ -371,11 +386,11 @@ def run(cases: list[Case], runs: int) -> list[str]:
     """Times every case and returns Markdown table rows (also printed)."""
     rows = []
     for c in cases:
-        n = runs if c.large else max(runs, 200)
-        for key in ("ours", "copy", "aten", "eager", "compiled"):
-            fn = getattr(c, key)
-            if fn is not None:
-                c.times[key] = median_seconds(fn, n)
+        c.times = interleaved_medians(
+            {k: f for k in CONTENDERS if (f := getattr(c, k)) is not None},
+            runs,
+            calls=1 if c.large else 100,
+        )
         t = c.times
         gbs = c.bytes_per_element * c.numel / t["ours"] / 1e9
         # the copy reads and writes the input's bytes once each
@@ -435,7 +450,8 @@ def main() -> None:
     )
     block = (
         f"\n## CPU, {stamp}\n\n{cpu}, {args.threads} threads, torch {torch.__version__}, "
-        f"kernels {OPS.cpu_kernel_isa()}, median of {args.runs} runs (tiny cases: 200), "
+        f"kernels {OPS.cpu_kernel_isa()}, median of {args.runs} interleaved rounds "
+        f"(tiny cases: samples of 100 calls), "
         f"allocator: {allocator}.\n"
         f"Ratios in parentheses are peer time / our time (> 1: we are faster).\n\n"
         + "\n".join(header + rows)

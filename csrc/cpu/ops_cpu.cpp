@@ -17,6 +17,7 @@
 #include "formats/int_range.h"
 #include "formats/qparams.h"
 #include "ops/checks.h"
+#include "ops/schemas.h"
 
 namespace coreai_opt::cpu {
 
@@ -470,19 +471,6 @@ at::Tensor fused_fake_quantize_backward(const at::Tensor& grad, const at::Tensor
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(coreai_opt, CPU, m) {
-  m.impl("fake_quantize_int", &fake_quantize_int);
-  m.impl("fake_quantize_int_backward", &fake_quantize_int_backward);
-  m.impl("fake_quantize_float", &fake_quantize_float);
-  m.impl("fake_quantize_float_backward", &fake_quantize_float_backward);
-  m.impl("fake_quantize_lsq", &fake_quantize_lsq);
-  m.impl("fake_quantize_lsq_backward", &fake_quantize_lsq_backward);
-  m.impl("minmax", &minmax);
-  m.impl("update_range", &update_range);
-  m.impl("choose_qparams_int", &choose_qparams_int);
-  m.impl("choose_qparams_float", &choose_qparams_float);
-  m.impl("fused_fake_quantize", &fused_fake_quantize);
-  m.impl("fused_fake_quantize_backward", &fused_fake_quantize_backward);
-}
+TORCH_LIBRARY_IMPL(coreai_opt, CPU, m) { COREAI_OPT_NUMERIC_OPS(COREAI_OPT_IMPL) }
 
 }  // namespace coreai_opt::cpu

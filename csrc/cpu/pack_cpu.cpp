@@ -9,6 +9,7 @@
 #include "formats/int_range.h"
 #include "ops/checks.h"
 #include "ops/pack_shape.h"
+#include "ops/schemas.h"
 
 namespace coreai_opt::cpu {
 
@@ -122,9 +123,6 @@ at::Tensor unpack(const at::Tensor& packed, c10::ScalarType dtype) {
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(coreai_opt, CPU, m) {
-  m.impl("pack", &pack);
-  m.impl("unpack", &unpack);
-}
+TORCH_LIBRARY_IMPL(coreai_opt, CPU, m) { COREAI_OPT_PACK_OPS(COREAI_OPT_IMPL) }
 
 }  // namespace coreai_opt::cpu

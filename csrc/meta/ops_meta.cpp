@@ -10,6 +10,7 @@
 
 #include "ops/checks.h"
 #include "ops/pack_shape.h"
+#include "ops/schemas.h"
 
 namespace coreai_opt::meta {
 
@@ -188,21 +189,6 @@ at::Tensor unpack(const at::Tensor& packed, c10::ScalarType dtype) {
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(coreai_opt, Meta, m) {
-  m.impl("fake_quantize_int", &fake_quantize_int);
-  m.impl("fake_quantize_int_backward", &fake_quantize_int_backward);
-  m.impl("fake_quantize_float", &fake_quantize_float);
-  m.impl("fake_quantize_float_backward", &fake_quantize_float_backward);
-  m.impl("fake_quantize_lsq", &fake_quantize_lsq);
-  m.impl("fake_quantize_lsq_backward", &fake_quantize_lsq_backward);
-  m.impl("minmax", &minmax);
-  m.impl("update_range", &update_range);
-  m.impl("choose_qparams_int", &choose_qparams_int);
-  m.impl("choose_qparams_float", &choose_qparams_float);
-  m.impl("fused_fake_quantize", &fused_fake_quantize);
-  m.impl("fused_fake_quantize_backward", &fused_fake_quantize_backward);
-  m.impl("pack", &pack);
-  m.impl("unpack", &unpack);
-}
+TORCH_LIBRARY_IMPL(coreai_opt, Meta, m) { COREAI_OPT_TENSOR_OPS(COREAI_OPT_IMPL) }
 
 }  // namespace coreai_opt::meta
