@@ -463,7 +463,7 @@ TEST_CASE("fake_quantize_int rejects bad arguments", "[ops][fq_int]") {
       Contains("every scale must be positive"));
   CHECK_THROWS_WITH(
       fq_int_op().call(at::zeros({4, 6}, at::kInt), s, std::nullopt, std::nullopt, -128, 127),
-      Contains("x has dtype Int"));
+      Contains("x has dtype torch.int32"));
   // An empty input is fine and gives an empty output.
   const at::Tensor e =
       fq_int_op().call(at::zeros({0, 6}), at::ones({}), std::nullopt, std::nullopt, -128, 127);
@@ -541,7 +541,7 @@ TEST_CASE("fake_quantize_float rejects bad arguments", "[ops][fq_float]") {
                     Contains("fits no granularity"));
   CHECK_THROWS_WITH(
       fq_float_op().call(x, at::ones({1, 1}, at::kInt), c10::ScalarType::Float8_e4m3fn),
-      Contains("scale has dtype Int"));
+      Contains("scale has dtype torch.int32"));
   CHECK_THROWS_WITH(fq_float_op().call(x, -at::ones({1, 1}), c10::ScalarType::Float8_e5m2),
                     Contains("every scale must be positive"));
 }
