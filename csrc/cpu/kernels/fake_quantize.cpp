@@ -2,6 +2,9 @@
 // One pass over x per call; qparams are read as scalars (innermost Broadcast) or as a
 // vector moving with the elements (innermost Full).
 #include <ATen/Dispatch.h>
+#include <c10/macros/Macros.h>
+
+#include <type_traits>
 
 #include "cpu/kernels/kernels_isa.h"
 #include "cpu/kernels/layout_walk.h"
@@ -71,8 +74,23 @@ struct FloatGrid {
   }
 };
 
+// Runs of exactly N elements (N a multiple of kStep): a loop the compiler fully unrolls.
+template <int64_t N, typename T, typename VecFn>
+C10_ALWAYS_INLINE void map_run_fixed(const T* x, T* y, const VecFn& vf) {
+  for (int64_t j = 0; j < N; j += kStep) {
+    fVec a, b;
+    load2(x + j, a, b);
+    store2(y + j, vf(a, j), vf(b, j + kF));
+  }
+}
+
 template <typename T, typename VecFn, typename ScalarFn>
 inline void map_run(const T* x, T* y, int64_t n, const VecFn& vf, const ScalarFn& sf) {
+  if constexpr (kVectorizable<T>) {
+    // The usual block sizes of per-block and MX formats get straight-line code.
+    if (n == 32 && 32 % kStep == 0) return map_run_fixed<32>(x, y, vf);
+    if (n == 64 && 64 % kStep == 0) return map_run_fixed<64>(x, y, vf);
+  }
   int64_t j = 0;
   if constexpr (kVectorizable<T>) {
     for (; j + kStep <= n; j += kStep) {
@@ -107,8 +125,8 @@ inline void map2_run(const T* g, const T* x, T* y, int64_t n, const VecFn& vf, c
 // One run of the integer kernel: forward (g == nullptr) or STE backward. Qparams are one
 // value for the run (inner Broadcast) or advance with the element (inner Full).
 template <bool kMinval, typename T>
-void int_run(const T* g, const T* x, T* y, int64_t n, const IntParams& p, int64_t q,
-             bool inner_full) {
+C10_ALWAYS_INLINE void int_run(const T* g, const T* x, T* y, int64_t n, const IntParams& p,
+                               int64_t q, bool inner_full) {
   using M = IntMath<kMinval>;
   const fVec lo(p.qmin), hi(p.qmax);
   const float qmin = p.qmin, qmax = p.qmax;
@@ -162,14 +180,19 @@ void int_kernel(const at::Tensor* grad, const at::Tensor& x, const at::Tensor& o
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     scalar_t* op = out.mutable_data_ptr<scalar_t>();
     const bool inner_full = layout.inner_full();
-    for_each_run(layout, [&](int64_t off, int64_t len, int64_t q) {
-      const scalar_t* g = gp ? gp + off : nullptr;
-      if (p.float_offset != nullptr) {
-        int_run<true>(g, xp + off, op + off, len, p, q, inner_full);
-      } else {
-        int_run<false>(g, xp + off, op + off, len, p, q, inner_full);
-      }
-    });
+    // The formulation is chosen once per call, outside the walk, so each run (as short as
+    // one 32-element block) is a straight inlined loop.
+    auto walk = [&](auto minval_form) {
+      constexpr bool kMinval = decltype(minval_form)::value;
+      for_each_run(layout, [&](int64_t off, int64_t len, int64_t q) {
+        int_run<kMinval>(gp ? gp + off : nullptr, xp + off, op + off, len, p, q, inner_full);
+      });
+    };
+    if (p.float_offset != nullptr) {
+      walk(std::true_type{});
+    } else {
+      walk(std::false_type{});
+    }
   });
 }
 
