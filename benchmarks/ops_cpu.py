@@ -47,8 +47,9 @@ def interleaved_medians(
 ) -> dict[str, float]:
     """Median wall time per call of each function over `runs` rounds after `warmup` rounds.
 
-    Each round takes one sample of every contender, so a slow stretch of a shared machine
-    lands on all of them alike instead of on whichever happened to run then. A sample is
+    Each round takes one sample of every contender, in an order rotated from round to round,
+    so a slow stretch of a shared machine lands on all of them alike instead of on whichever
+    happened to run then. A sample is
     `calls` back-to-back calls (for per-call latency of tiny tensors in a warm state).
     """
     for _ in range(warmup):
@@ -56,8 +57,10 @@ def interleaved_medians(
             for _ in range(calls):
                 fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(runs):
-        for key, fn in fns.items():
+    order = list(fns.items())
+    for r in range(runs):
+        # Rotate who goes first, so no contender always follows the same neighbour.
+        for key, fn in order[r % len(order) :] + order[: r % len(order)]:
             t0 = time.perf_counter()
             for _ in range(calls):
                 fn()
