@@ -347,24 +347,13 @@ void check_min_max(const at::Tensor& min, const at::Tensor& max, const char* op)
   check_same_shape(min, max, op, "min", "max");
 }
 
-void check_float_range(const std::optional<double>& range_min,
-                       const std::optional<double>& range_max, const char* op) {
-  TORCH_CHECK_VALUE(!range_min.has_value() || *range_min <= 0.0, "coreai_opt.", op,
-                    ": range_min is ", range_min.value_or(0.0), "; it must be <= 0");
-  TORCH_CHECK_VALUE(!range_max.has_value() || *range_max >= 0.0, "coreai_opt.", op,
-                    ": range_max is ", range_max.value_or(0.0), "; it must be >= 0");
-  TORCH_CHECK_VALUE(!(range_min.has_value() && range_max.has_value()) || *range_min < *range_max,
-                    "coreai_opt.", op, ": range_min (", range_min.value_or(0.0),
-                    ") must be smaller than range_max (", range_max.value_or(0.0), ")");
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor> choose_qparams_int(
     const at::Tensor& min, const at::Tensor& max, int64_t quant_min, int64_t quant_max,
     bool symmetric, std::optional<double> range_min, std::optional<double> range_max) {
   const char* op = "choose_qparams_int";
   check_min_max(min, max, op);
   check_int_range(quant_min, quant_max, op);
-  check_float_range(range_min, range_max, op);
+  ops::check_float_range(range_min, range_max, op);
   const auto lo = QParamBuffer::of(min);
   const auto hi = QParamBuffer::of(max);
   auto f32 = min.options().dtype(at::kFloat);
@@ -382,7 +371,7 @@ at::Tensor choose_qparams_float(const at::Tensor& min, const at::Tensor& max, c1
                                 std::optional<double> range_max) {
   const char* op = "choose_qparams_float";
   check_min_max(min, max, op);
-  check_float_range(range_min, range_max, op);
+  ops::check_float_range(range_min, range_max, op);
   const auto fmt = ops::float_format_of(dtype, op);
   const auto lo = QParamBuffer::of(min);
   const auto hi = QParamBuffer::of(max);
@@ -395,14 +384,6 @@ at::Tensor choose_qparams_float(const at::Tensor& min, const at::Tensor& max, c1
 
 // ---- fused ----------------------------------------------------------------------------
 
-void check_int_range_fits(const ops::QuantFormat& fmt, int64_t quant_min, int64_t quant_max,
-                          c10::ScalarType dtype, const char* op) {
-  const auto r = formats::int_range(fmt.bits, fmt.is_signed, false);
-  TORCH_CHECK_VALUE(quant_min >= r.qmin && quant_max <= r.qmax, "coreai_opt.", op,
-                    ": [quant_min, quant_max] = [", quant_min, ", ", quant_max, "] does not fit ",
-                    ops::dtype_name(dtype), ", whose range is [", r.qmin, ", ", r.qmax, "]");
-}
-
 at::Tensor fused_fake_quantize(const at::Tensor& x, const at::Tensor& observer_on,
                                const at::Tensor& fake_quant_on, const at::Tensor& running_min,
                                const at::Tensor& running_max, const at::Tensor& scale,
@@ -412,15 +393,9 @@ at::Tensor fused_fake_quantize(const at::Tensor& x, const at::Tensor& observer_o
                                c10::string_view method, double averaging_constant,
                                std::optional<double> range_min, std::optional<double> range_max) {
   const char* op = "fused_fake_quantize";
-  check_float_input(x, op);
-  const auto fmt = ops::quant_format_of(dtype, op);
-  if (!fmt.is_float) {
-    check_int_range(quant_min, quant_max, op);
-    check_int_range_fits(fmt, quant_min, quant_max, dtype, op);
-  }
-  check_float_range(range_min, range_max, op);
+  const auto [fmt, m] =
+      ops::check_fused_args(x, dtype, quant_min, quant_max, range_min, range_max, method, op);
   const auto q_sizes = ops::check_block_size(x, block_size, op);
-  const auto m = ops::range_method_of(method, op);
   check_state(running_min, q_sizes, at::kFloat, op, "running_min");
   check_state(running_max, q_sizes, at::kFloat, op, "running_max");
   check_state(scale, q_sizes, at::kFloat, op, "scale");

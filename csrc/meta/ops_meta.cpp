@@ -125,21 +125,23 @@ void update_range(const at::Tensor& x, const at::Tensor& running_min, const at::
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> choose_qparams_int(
     const at::Tensor& min, const at::Tensor& max, int64_t quant_min, int64_t quant_max,
-    bool /*symmetric*/, std::optional<double> /*range_min*/, std::optional<double> /*range_max*/) {
+    bool /*symmetric*/, std::optional<double> range_min, std::optional<double> range_max) {
   const char* op = "choose_qparams_int";
   check_float_input(min, op, "min");
   check_float_input(max, op, "max");
   check_int_range(quant_min, quant_max, op);
+  ops::check_float_range(range_min, range_max, op);
   return {like(min), at::empty_symint(min.sym_sizes(), min.options().dtype(at::kInt)), like(min)};
 }
 
 at::Tensor choose_qparams_float(const at::Tensor& min, const at::Tensor& max, c10::ScalarType dtype,
-                                bool e8m0, std::optional<double> /*range_min*/,
-                                std::optional<double> /*range_max*/) {
+                                bool e8m0, std::optional<double> range_min,
+                                std::optional<double> range_max) {
   const char* op = "choose_qparams_float";
   check_float_input(min, op, "min");
   check_float_input(max, op, "max");
   ops::float_format_of(dtype, op);
+  ops::check_float_range(range_min, range_max, op);
   return at::empty_symint(min.sym_sizes(),
                           min.options().dtype(e8m0 ? at::kFloat : min.scalar_type()));
 }
@@ -151,13 +153,10 @@ at::Tensor fused_fake_quantize(const at::Tensor& x, const at::Tensor& observer_o
                                c10::SymIntArrayRef block_size, c10::ScalarType dtype,
                                int64_t quant_min, int64_t quant_max, bool /*symmetric*/,
                                bool /*use_minval*/, bool /*e8m0*/, c10::string_view method,
-                               double /*averaging_constant*/, std::optional<double> /*range_min*/,
-                               std::optional<double> /*range_max*/) {
+                               double /*averaging_constant*/, std::optional<double> range_min,
+                               std::optional<double> range_max) {
   const char* op = "fused_fake_quantize";
-  check_float_input(x, op);
-  const auto fmt = ops::quant_format_of(dtype, op);
-  if (!fmt.is_float) check_int_range(quant_min, quant_max, op);
-  ops::range_method_of(method, op);
+  ops::check_fused_args(x, dtype, quant_min, quant_max, range_min, range_max, method, op);
   reduced_sizes(x, block_size, op);
   return like(x);
 }

@@ -144,4 +144,37 @@ RangeMethod range_method_of(c10::string_view method, const char* op) {
   return RangeMethod::Static;
 }
 
+void check_float_range(const std::optional<double>& range_min,
+                       const std::optional<double>& range_max, const char* op) {
+  TORCH_CHECK_VALUE(!range_min.has_value() || *range_min <= 0.0, "coreai_opt.", op,
+                    ": range_min is ", range_min.value_or(0.0), "; it must be <= 0");
+  TORCH_CHECK_VALUE(!range_max.has_value() || *range_max >= 0.0, "coreai_opt.", op,
+                    ": range_max is ", range_max.value_or(0.0), "; it must be >= 0");
+  TORCH_CHECK_VALUE(!(range_min.has_value() && range_max.has_value()) || *range_min < *range_max,
+                    "coreai_opt.", op, ": range_min (", range_min.value_or(0.0),
+                    ") must be smaller than range_max (", range_max.value_or(0.0), ")");
+}
+
+void check_int_range_fits(const ops::QuantFormat& fmt, int64_t quant_min, int64_t quant_max,
+                          c10::ScalarType dtype, const char* op) {
+  const auto r = formats::int_range(fmt.bits, fmt.is_signed, false);
+  TORCH_CHECK_VALUE(quant_min >= r.qmin && quant_max <= r.qmax, "coreai_opt.", op,
+                    ": [quant_min, quant_max] = [", quant_min, ", ", quant_max, "] does not fit ",
+                    dtype_name(dtype), ", whose range is [", r.qmin, ", ", r.qmax, "]");
+}
+
+FusedArgs check_fused_args(const at::Tensor& x, c10::ScalarType dtype, int64_t quant_min,
+                           int64_t quant_max, const std::optional<double>& range_min,
+                           const std::optional<double>& range_max, c10::string_view method,
+                           const char* op) {
+  check_float_input(x, op);
+  const auto fmt = quant_format_of(dtype, op);
+  if (!fmt.is_float) {
+    check_int_range(quant_min, quant_max, op);
+    check_int_range_fits(fmt, quant_min, quant_max, dtype, op);
+  }
+  check_float_range(range_min, range_max, op);
+  return {fmt, range_method_of(method, op)};
+}
+
 }  // namespace coreai_opt::ops

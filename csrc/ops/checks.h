@@ -54,6 +54,24 @@ std::vector<int64_t> check_block_size(const at::Tensor& x, c10::IntArrayRef bloc
 enum class RangeMethod { Static, MovingAverage, GlobalMinMax };
 RangeMethod range_method_of(c10::string_view method, const char* op);
 
+// float_range ends (range_min <= 0 <= range_max, range_min < range_max when both given).
+void check_float_range(const std::optional<double>& range_min,
+                       const std::optional<double>& range_max, const char* op);
+
+// An integer format's [quant_min, quant_max] must lie inside the dtype's own range.
+void check_int_range_fits(const QuantFormat& fmt, int64_t quant_min, int64_t quant_max,
+                          c10::ScalarType dtype, const char* op);
+
+// The scalar arguments of fused_fake_quantize, checked the same way on every device.
+struct FusedArgs {
+  QuantFormat format;
+  RangeMethod method;
+};
+FusedArgs check_fused_args(const at::Tensor& x, c10::ScalarType dtype, int64_t quant_min,
+                           int64_t quant_max, const std::optional<double>& range_min,
+                           const std::optional<double>& range_max, c10::string_view method,
+                           const char* op);
+
 // Qparam shape of x's rank as a plain vector (0-d qparams count as all ones).
 std::vector<int64_t> qparam_sizes(const at::Tensor& x, const at::Tensor& q);
 

@@ -319,6 +319,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> choose_qparams_int(
   check_float_input(min, op, "min");
   check_float_input(max, op, "max");
   check_int_range(quant_min, quant_max, op);
+  ops::check_float_range(range_min, range_max, op);
   ops::check_same_shape(min, max, op, "min", "max");
   auto [s, zp, mv] = int_qparams(min.to(at::kFloat), max.to(at::kFloat), quant_min, quant_max,
                                  symmetric, range_min, range_max);
@@ -331,6 +332,7 @@ at::Tensor choose_qparams_float(const at::Tensor& min, const at::Tensor& max, c1
   const char* op = "choose_qparams_float";
   check_float_input(min, op, "min");
   check_float_input(max, op, "max");
+  ops::check_float_range(range_min, range_max, op);
   ops::check_same_shape(min, max, op, "min", "max");
   const auto fmt = ops::float_format_of(dtype, op);
   const auto s =
@@ -350,11 +352,9 @@ at::Tensor fused_fake_quantize(const at::Tensor& x, const at::Tensor& observer_o
                                c10::string_view method, double averaging_constant,
                                std::optional<double> range_min, std::optional<double> range_max) {
   const char* op = "fused_fake_quantize";
-  check_float_input(x, op);
-  const auto fmt = ops::quant_format_of(dtype, op);
-  if (!fmt.is_float) check_int_range(quant_min, quant_max, op);
+  const auto [fmt, m] =
+      ops::check_fused_args(x, dtype, quant_min, quant_max, range_min, range_max, method, op);
   const auto q = ops::check_block_size(x, block_size, op);
-  const auto m = ops::range_method_of(method, op);
   const auto obs = observer_on.reshape({}).to(at::kBool);
   const auto fq = fake_quant_on.reshape({}).to(at::kBool);
 
