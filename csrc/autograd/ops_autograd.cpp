@@ -63,6 +63,29 @@ bool needs_grad(std::initializer_list<const at::Tensor*> inputs) {
   return false;
 }
 
+// Runs an op's kernels below autograd: what each Function's forward and the no-grad fast
+// path of its wrapper share.
+template <typename Sig, typename... Args>
+decltype(auto) call_below_autograd(const c10::TypedOperatorHandle<Sig>& op, Args&&... args) {
+  at::AutoDispatchBelowADInplaceOrView guard;
+  return op.call(std::forward<Args>(args)...);
+}
+
+#define COREAI_OP_HANDLE(fn, Sig, name)              \
+  const c10::TypedOperatorHandle<Sig>& fn() {        \
+    static const auto handle = op_handle<Sig>(name); \
+    return handle;                                   \
+  }
+COREAI_OP_HANDLE(fq_int_op, FqIntSig, "fake_quantize_int")
+COREAI_OP_HANDLE(fq_int_bw_op, FqIntBwSig, "fake_quantize_int_backward")
+COREAI_OP_HANDLE(fq_float_op, FqFloatSig, "fake_quantize_float")
+COREAI_OP_HANDLE(fq_float_bw_op, FqFloatBwSig, "fake_quantize_float_backward")
+COREAI_OP_HANDLE(lsq_op, LsqSig, "fake_quantize_lsq")
+COREAI_OP_HANDLE(lsq_bw_op, LsqBwSig, "fake_quantize_lsq_backward")
+COREAI_OP_HANDLE(fused_op, FusedSig, "fused_fake_quantize")
+COREAI_OP_HANDLE(fused_bw_op, FusedBwSig, "fused_fake_quantize_backward")
+#undef COREAI_OP_HANDLE
+
 std::optional<at::Tensor> opt(const at::Tensor& t) {
   return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
 }
@@ -74,18 +97,16 @@ class FakeQuantizeInt : public torch::autograd::Function<FakeQuantizeInt> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& scale,
                             const std::optional<at::Tensor>& zero_point,
                             const std::optional<at::Tensor>& minval, int64_t qmin, int64_t qmax) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    static auto op = op_handle<FqIntSig>("fake_quantize_int");
     ctx->save_for_backward(
         {x, scale, zero_point.value_or(at::Tensor()), minval.value_or(at::Tensor())});
     ctx->saved_data["qmin"] = qmin;
     ctx->saved_data["qmax"] = qmax;
-    return op.call(x, scale, zero_point, minval, qmin, qmax);
+    return call_below_autograd(fq_int_op(), x, scale, zero_point, minval, qmin, qmax);
   }
   static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
-    static auto op = op_handle<FqIntBwSig>("fake_quantize_int_backward");
     const auto s = ctx->get_saved_variables();
-    const auto gx = op.call(grads[0], s[0], s[1], opt(s[2]), opt(s[3]),
+    const auto gx =
+        fq_int_bw_op().call(grads[0], s[0], s[1], opt(s[2]), opt(s[3]),
                             ctx->saved_data["qmin"].toInt(), ctx->saved_data["qmax"].toInt());
     return {gx, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
@@ -94,6 +115,9 @@ class FakeQuantizeInt : public torch::autograd::Function<FakeQuantizeInt> {
 at::Tensor fake_quantize_int(const at::Tensor& x, const at::Tensor& scale,
                              const std::optional<at::Tensor>& zero_point,
                              const std::optional<at::Tensor>& minval, int64_t qmin, int64_t qmax) {
+  if (!needs_grad({&x})) {
+    return call_below_autograd(fq_int_op(), x, scale, zero_point, minval, qmin, qmax);
+  }
   return FakeQuantizeInt::apply(x, scale, zero_point, minval, qmin, qmax);
 }
 
@@ -103,27 +127,21 @@ class FakeQuantizeFloat : public torch::autograd::Function<FakeQuantizeFloat> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& scale,
                             c10::ScalarType dtype) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    static auto op = op_handle<FqFloatSig>("fake_quantize_float");
     ctx->save_for_backward({x, scale});
     ctx->saved_data["dtype"] = dtype;
-    return op.call(x, scale, dtype);
+    return call_below_autograd(fq_float_op(), x, scale, dtype);
   }
   static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
-    static auto op = op_handle<FqFloatBwSig>("fake_quantize_float_backward");
     const auto s = ctx->get_saved_variables();
-    const auto gx = op.call(grads[0], s[0], s[1], ctx->saved_data["dtype"].toScalarType());
+    const auto gx =
+        fq_float_bw_op().call(grads[0], s[0], s[1], ctx->saved_data["dtype"].toScalarType());
     return {gx, at::Tensor(), at::Tensor()};
   }
 };
 
 at::Tensor fake_quantize_float(const at::Tensor& x, const at::Tensor& scale,
                                c10::ScalarType dtype) {
-  if (!needs_grad({&x})) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    static auto op = op_handle<FqFloatSig>("fake_quantize_float");
-    return op.call(x, scale, dtype);
-  }
+  if (!needs_grad({&x})) return call_below_autograd(fq_float_op(), x, scale, dtype);
   return FakeQuantizeFloat::apply(x, scale, dtype);
 }
 
@@ -134,20 +152,17 @@ class FakeQuantizeLsq : public torch::autograd::Function<FakeQuantizeLsq> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& scale,
                             const at::Tensor& zero_point, int64_t qmin, int64_t qmax,
                             double grad_factor) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    static auto op = op_handle<LsqSig>("fake_quantize_lsq");
     ctx->save_for_backward({x, scale, zero_point});
     ctx->saved_data["qmin"] = qmin;
     ctx->saved_data["qmax"] = qmax;
     ctx->saved_data["grad_factor"] = grad_factor;
-    return op.call(x, scale, zero_point, qmin, qmax, grad_factor);
+    return call_below_autograd(lsq_op(), x, scale, zero_point, qmin, qmax, grad_factor);
   }
   static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
-    static auto op = op_handle<LsqBwSig>("fake_quantize_lsq_backward");
     const auto s = ctx->get_saved_variables();
-    auto [dx, ds, dz] =
-        op.call(grads[0], s[0], s[1], s[2], ctx->saved_data["qmin"].toInt(),
-                ctx->saved_data["qmax"].toInt(), ctx->saved_data["grad_factor"].toDouble());
+    auto [dx, ds, dz] = lsq_bw_op().call(
+        grads[0], s[0], s[1], s[2], ctx->saved_data["qmin"].toInt(),
+        ctx->saved_data["qmax"].toInt(), ctx->saved_data["grad_factor"].toDouble());
     return {dx, ds, dz, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
@@ -156,9 +171,7 @@ at::Tensor fake_quantize_lsq(const at::Tensor& x, const at::Tensor& scale,
                              const at::Tensor& zero_point, int64_t qmin, int64_t qmax,
                              double grad_factor) {
   if (!needs_grad({&x, &scale, &zero_point})) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    static auto op = op_handle<LsqSig>("fake_quantize_lsq");
-    return op.call(x, scale, zero_point, qmin, qmax, grad_factor);
+    return call_below_autograd(lsq_op(), x, scale, zero_point, qmin, qmax, grad_factor);
   }
   return FakeQuantizeLsq::apply(x, scale, zero_point, qmin, qmax, grad_factor);
 }
@@ -166,6 +179,23 @@ at::Tensor fake_quantize_lsq(const at::Tensor& x, const at::Tensor& scale,
 // ---- fused ----------------------------------------------------------------------------
 
 void bump(const at::Tensor& t) { torch::autograd::impl::bump_version(t); }
+
+// The fused op below autograd, then the version bump of the state it wrote.
+at::Tensor run_fused(const at::Tensor& x, const at::Tensor& observer_on,
+                     const at::Tensor& fake_quant_on, const at::Tensor& running_min,
+                     const at::Tensor& running_max, const at::Tensor& scale,
+                     const at::Tensor& zero_point, const at::Tensor& minval,
+                     c10::SymIntArrayRef block_size, c10::ScalarType dtype, int64_t qmin,
+                     int64_t qmax, bool symmetric, bool use_minval, bool e8m0,
+                     c10::string_view method, double averaging_constant,
+                     std::optional<double> range_min, std::optional<double> range_max) {
+  at::Tensor y =
+      call_below_autograd(fused_op(), x, observer_on, fake_quant_on, running_min, running_max,
+                          scale, zero_point, minval, block_size, dtype, qmin, qmax, symmetric,
+                          use_minval, e8m0, method, averaging_constant, range_min, range_max);
+  for (const auto* t : {&running_min, &running_max, &scale, &zero_point, &minval}) bump(*t);
+  return y;
+}
 
 class FusedFakeQuantize : public torch::autograd::Function<FusedFakeQuantize> {
  public:
@@ -178,15 +208,10 @@ class FusedFakeQuantize : public torch::autograd::Function<FusedFakeQuantize> {
                             bool use_minval, bool e8m0, c10::string_view method,
                             double averaging_constant, std::optional<double> range_min,
                             std::optional<double> range_max) {
-    at::Tensor y;
-    {
-      at::AutoDispatchBelowADInplaceOrView guard;
-      static auto op = op_handle<FusedSig>("fused_fake_quantize");
-      y = op.call(x, observer_on, fake_quant_on, running_min, running_max, scale, zero_point,
+    const at::Tensor y =
+        run_fused(x, observer_on, fake_quant_on, running_min, running_max, scale, zero_point,
                   minval, block_size, dtype, qmin, qmax, symmetric, use_minval, e8m0, method,
                   averaging_constant, range_min, range_max);
-    }
-    for (const auto* t : {&running_min, &running_max, &scale, &zero_point, &minval}) bump(*t);
     // The state is overwritten by the next step, so backward keeps its own copy of the
     // qparams this step used (they are small next to x).
     ctx->save_for_backward(
@@ -198,12 +223,11 @@ class FusedFakeQuantize : public torch::autograd::Function<FusedFakeQuantize> {
     return y;
   }
   static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
-    static auto op = op_handle<FusedBwSig>("fused_fake_quantize_backward");
     const auto s = ctx->get_saved_variables();
     const auto gx =
-        op.call(grads[0], s[0], s[1], s[2], s[3], s[4], ctx->saved_data["dtype"].toScalarType(),
-                ctx->saved_data["qmin"].toInt(), ctx->saved_data["qmax"].toInt(),
-                ctx->saved_data["use_minval"].toBool());
+        fused_bw_op().call(grads[0], s[0], s[1], s[2], s[3], s[4],
+                           ctx->saved_data["dtype"].toScalarType(), ctx->saved_data["qmin"].toInt(),
+                           ctx->saved_data["qmax"].toInt(), ctx->saved_data["use_minval"].toBool());
     tensor_list out(19);
     out[0] = gx;
     return out;
@@ -219,16 +243,9 @@ at::Tensor fused_fake_quantize(const at::Tensor& x, const at::Tensor& observer_o
                                c10::string_view method, double averaging_constant,
                                std::optional<double> range_min, std::optional<double> range_max) {
   if (!needs_grad({&x})) {
-    at::Tensor y;
-    {
-      at::AutoDispatchBelowADInplaceOrView guard;
-      static auto op = op_handle<FusedSig>("fused_fake_quantize");
-      y = op.call(x, observer_on, fake_quant_on, running_min, running_max, scale, zero_point,
-                  minval, block_size, dtype, qmin, qmax, symmetric, use_minval, e8m0, method,
-                  averaging_constant, range_min, range_max);
-    }
-    for (const auto* t : {&running_min, &running_max, &scale, &zero_point, &minval}) bump(*t);
-    return y;
+    return run_fused(x, observer_on, fake_quant_on, running_min, running_max, scale, zero_point,
+                     minval, block_size, dtype, qmin, qmax, symmetric, use_minval, e8m0, method,
+                     averaging_constant, range_min, range_max);
   }
   return FusedFakeQuantize::apply(x, observer_on, fake_quant_on, running_min, running_max, scale,
                                   zero_point, minval, block_size, dtype, qmin, qmax, symmetric,

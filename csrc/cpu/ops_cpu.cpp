@@ -166,15 +166,13 @@ at::Tensor fake_quantize_float_backward(const at::Tensor& grad, const at::Tensor
 QParamBuffer rounded_zero_point(const at::Tensor& zero_point, int64_t quant_min,
                                 int64_t quant_max) {
   const auto raw = QParamBuffer::of(zero_point);
-  const int64_t n = zero_point.numel();
-  auto out = QParamBuffer::constant(0.0f, n);
-  float* dst = const_cast<float*>(out.data());
-  for (int64_t i = 0; i < n; ++i) {
+  std::vector<float> out(static_cast<size_t>(zero_point.numel()));
+  for (size_t i = 0; i < out.size(); ++i) {
     const float z = raw.data()[i];
     const float c = z < quant_min ? quant_min : (z > quant_max ? quant_max : z);
-    dst[i] = formats::round_half_even(c);
+    out[i] = formats::round_half_even(c);
   }
-  return out;
+  return QParamBuffer::owning(std::move(out));
 }
 
 at::Tensor fake_quantize_lsq(const at::Tensor& x, const at::Tensor& scale,
@@ -401,6 +399,8 @@ at::Tensor fused_fake_quantize(const at::Tensor& x, const at::Tensor& observer_o
   check_state(scale, q_sizes, at::kFloat, op, "scale");
   check_state(zero_point, q_sizes, at::kInt, op, "zero_point");
   check_state(minval, q_sizes, at::kFloat, op, "minval");
+  // One contiguous view for both passes (a non-contiguous input is copied once, not twice).
+  const auto xc = x.contiguous();
   const bool observe = read_switch(observer_on, op, "observer_on");
   const bool quantize = read_switch(fake_quant_on, op, "fake_quant_on");
   const int64_t qn = scale.numel();
@@ -409,7 +409,7 @@ at::Tensor fused_fake_quantize(const at::Tensor& x, const at::Tensor& observer_o
     float* rmin = running_min.mutable_data_ptr<float>();
     float* rmax = running_max.mutable_data_ptr<float>();
     if (!(range_min.has_value() && range_max.has_value())) {
-      fold_range(batch_minmax(x, q_sizes), rmin, rmax, m, averaging_constant);
+      fold_range(batch_minmax(xc, q_sizes), rmin, rmax, m, averaging_constant);
     }
     if (fmt.is_float) {
       float_qparams_into(rmin, rmax, qn, formats::float_format_info(fmt.float_format), e8m0,
@@ -420,10 +420,10 @@ at::Tensor fused_fake_quantize(const at::Tensor& x, const at::Tensor& observer_o
                        minval.mutable_data_ptr<float>());
     }
   }
-  if (!quantize) return x.clone(at::MemoryFormat::Contiguous);
-  if (fmt.is_float) return fake_quantize_float(x, scale, dtype);
-  if (use_minval) return fake_quantize_int(x, scale, std::nullopt, minval, quant_min, quant_max);
-  return fake_quantize_int(x, scale, zero_point, std::nullopt, quant_min, quant_max);
+  if (!quantize) return xc.is_same(x) ? x.clone(at::MemoryFormat::Contiguous) : xc;
+  if (fmt.is_float) return fake_quantize_float(xc, scale, dtype);
+  if (use_minval) return fake_quantize_int(xc, scale, std::nullopt, minval, quant_min, quant_max);
+  return fake_quantize_int(xc, scale, zero_point, std::nullopt, quant_min, quant_max);
 }
 
 at::Tensor fused_fake_quantize_backward(const at::Tensor& grad, const at::Tensor& x,

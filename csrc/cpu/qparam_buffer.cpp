@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <utility>
 
 namespace coreai_opt::cpu {
 
@@ -50,9 +51,9 @@ QParamBuffer QParamBuffer::of(const at::Tensor& t) {
   return b;
 }
 
-QParamBuffer QParamBuffer::constant(float v, int64_t n) {
+QParamBuffer QParamBuffer::owning(std::vector<float> values) {
   QParamBuffer b;
-  b.storage_.assign(static_cast<size_t>(n > 0 ? n : 1), v);
+  b.storage_ = std::move(values);
   b.ptr_ = b.storage_.data();
   return b;
 }

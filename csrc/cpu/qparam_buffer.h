@@ -13,10 +13,8 @@ class QParamBuffer {
  public:
   // Values of t (any real dtype, float8_e8m0fnu included) as float32.
   static QParamBuffer of(const at::Tensor& t);
-  // n copies of v.
-  static QParamBuffer constant(float v, int64_t n);
-  // No values: data() is nullptr (an absent offset).
-  static QParamBuffer none() { return QParamBuffer(); }
+  // Takes ownership of values computed on the host.
+  static QParamBuffer owning(std::vector<float> values);
 
   const float* data() const { return ptr_; }
 
