@@ -119,6 +119,21 @@ def fp8_expr(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     return torch.clamp(x / s, -448, 448).to(torch.float8_e4m3fn).to(x.dtype) * s
 
 
+def lsq_backward_expr(
+    g: torch.Tensor, x: torch.Tensor, s: torch.Tensor, zp: torch.Tensor, qmin: int, qmax: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """LSQ backward (per-channel along dim 0) in torch ops: dx and the per-channel sums."""
+    zr = torch.round(torch.clamp(zp, qmin, qmax))
+    q = torch.round(x / s) + zr
+    inside = (q >= qmin) & (q <= qmax)
+    qc = torch.clamp(q, qmin, qmax)
+    y = (qc - zr) * s
+    dx = g * inside
+    ds = torch.where(inside, g * (y - x) / s, g * (qc - zr)).sum(dim=1, keepdim=True)
+    dz = torch.where(inside, torch.zeros_like(g), -g * s).sum(dim=1, keepdim=True)
+    return dx, ds, dz
+
+
 def weight_cases() -> list[Case]:
     """4096 x 4096 weights: per-channel int8 fwd/bwd (fp32, bf16), int4 blocks, MXFP4, LSQ."""
     cases: list[Case] = []
@@ -223,6 +238,10 @@ def weight_cases() -> list[Case]:
             copy=lambda: dst.copy_(x),
             aten=lambda: torch.ops.aten._fake_quantize_learnable_per_channel_affine_backward(
                 g, x, sl.flatten(), zl.flatten(), 0, -128, 127, 1.0
+            ),
+            eager=lambda: lsq_backward_expr(g, x, sl, zl, -128, 127),
+            compiled=compile_fn(
+                lambda g, x, s, z: lsq_backward_expr(g, x, s, z, -128, 127), g, x, sl, zl
             ),
         )
     )
