@@ -130,3 +130,54 @@ def test_zero_dim_scale_is_per_tensor() -> None:
     y1 = ops.fake_quantize_float(x, torch.tensor(0.07).reshape(1, 1, 1), torch.float8_e5m2)
     assert_bitexact(y0, y1)
     assert_bitexact(y0, ref.fake_quantize_float(x, torch.tensor(0.07), torch.float8_e5m2))
+
+
+def same_bits(got: torch.Tensor, want: torch.Tensor) -> None:
+    """NaN where the reference has NaN; all other lanes equal bit for bit (-0 is not +0)."""
+    assert got.dtype == want.dtype
+    assert torch.equal(got.isnan(), want.isnan())
+    keep = ~want.isnan()
+    ints = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16}
+    assert torch.equal(got[keep].view(ints[got.dtype]), want[keep].view(ints[got.dtype]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("fmt", FORMATS, ids=str)
+def test_power_of_two_scales_at_the_float32_extremes(fmt: torch.dtype, dtype: torch.dtype) -> None:
+    """Power-of-two scales take x * (1 / s) on CPU: same bits as x / s from 2^-149 to 2^127,
+    including quotients that underflow to float32 subnormals or overflow to inf."""
+    exps = torch.tensor([-149, -127, -126, -125, -100, -60, -1, 0, 1, 60, 100, 126, 127]).reshape(
+        -1, 1
+    )
+    scale = torch.exp2(exps.to(torch.float32))
+    n = 96  # several vector pairs plus a tail per row
+    mant = torch.rand(len(exps), n) * 2 - 1
+    shift = torch.randint(-30, 30, (len(exps), n)).to(torch.float32)
+    x = (mant * torch.exp2(shift) * scale).to(dtype)
+    x[:, 0] = float("nan")
+    x[:, 1] = float("inf")
+    x[:, 2] = -0.0
+    x[:, 3] = torch.finfo(dtype).tiny / 4  # subnormal input
+    x[:, 4] = -torch.finfo(dtype).max
+    y = ops.fake_quantize_float(x, scale, fmt)
+    same_bits(y, ref.fake_quantize_float(x, scale, fmt))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("fmt", FORMATS, ids=str)
+def test_every_grid_tie_rounds_to_even(fmt: torch.dtype, dtype: torch.dtype) -> None:
+    """The midpoints between neighbouring format values (and their neighbours one float32 ulp
+    away) round as the reference does, in every binade, with a per-tensor and a per-block
+    power-of-two scale and a non-power-of-two scale."""
+    fmax = ref.FLOAT_FORMATS[fmt][0]
+    grid = torch.unique(ref.round_to_format(torch.linspace(0, fmax, 20001), fmt))
+    mids = (grid[:-1] + grid[1:]) / 2
+    pts = torch.cat([mids, torch.nextafter(mids, mids + 1), torch.nextafter(mids, mids - 1)])
+    pts = torch.cat([pts, -pts])
+    pts = pts[: (len(pts) // 32) * 32].reshape(-1, 32)
+    for scale in (torch.tensor(0.25), torch.exp2(torch.randint(-8, 8, (pts.shape[0], 1)).float())):
+        x = (pts * scale).to(dtype)
+        same_bits(ops.fake_quantize_float(x, scale, fmt), ref.fake_quantize_float(x, scale, fmt))
+    for scale in (torch.tensor(0.3), torch.tensor(0.375), torch.tensor(1.0 + 2.0**-23)):
+        x = (pts * scale).to(dtype)
+        same_bits(ops.fake_quantize_float(x, scale, fmt), ref.fake_quantize_float(x, scale, fmt))

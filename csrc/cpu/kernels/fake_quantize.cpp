@@ -54,64 +54,95 @@ struct IntMath {
   }
 };
 
-// Round |v| onto the format grid (see formats/float_format.h): quantum = 2^(max(e, emin) -
-// mantissa_bits) taken from v's exponent bits, which is a power of two, so the division and
-// the multiplication are exact.
+// Round |v| onto the format grid (see formats/float_format.h). The quantum q = 2^(max(e,
+// emin) - mantissa_bits) of v's binade is a power of two; adding and subtracting M = q * 2^23
+// rounds onto multiples of q: a + M lies in [M, 2M) where floats are exactly q apart, so the
+// addition rounds half to even onto the grid (M / q = 2^23 is even) and the subtraction is
+// exact. Same bits as round(a / q) * q, without the division.
 struct FloatGrid {
-  fVec max_value, neg_max, min_normal, quantum_factor, exp_mask, sign_mask;
+  fVec max_value, neg_max, min_normal, magic_factor, exp_mask, sign_mask;
   explicit FloatGrid(const formats::FloatFormatInfo& f)
       : max_value(f.max_value),
         neg_max(-f.max_value),
         min_normal(formats::exp2_int(formats::min_normal_exponent(f))),
-        quantum_factor(formats::exp2_int(-f.mantissa_bits)),
+        magic_factor(formats::exp2_int(23 - f.mantissa_bits)),
         exp_mask(formats::bits_to_float(0x7F800000u)),
         sign_mask(formats::bits_to_float(0x80000000u)) {}
   fVec round(const fVec& v) const {  // v already clamped to [-max, max]
     const fVec a = v.abs();
-    const fVec quantum = at::vec::maximum(a & exp_mask, min_normal) * quantum_factor;
-    const fVec r = (a / quantum).round() * quantum;
+    const fVec magic = at::vec::maximum(a & exp_mask, min_normal) * magic_factor;
+    const fVec r = (a + magic) - magic;
     return r | (v & sign_mask);
   }
 };
 
-// Runs of exactly N elements (N a multiple of kStep): a loop the compiler fully unrolls.
-template <int64_t N, typename T, typename VecFn>
-C10_ALWAYS_INLINE void map_run_fixed(const T* x, T* y, const VecFn& vf) {
-  for (int64_t j = 0; j < N; j += kStep) {
-    fVec a, b;
-    load2(x + j, a, b);
-    store2(y + j, vf(a, j), vf(b, j + kF));
+// A normal power of two: its reciprocal is exact, so x * (1 / s) is the same real number as
+// x / s and rounds to the same float. MX (E8M0) scales are such powers.
+inline bool is_normal_power_of_two(float s) {
+  const uint32_t b = formats::float_to_bits(s);
+  const uint32_t e = (b >> 23) & 0xFFu;
+  return (b & 0x807FFFFFu) == 0 && e != 0 && e != 0xFFu;
+}
+
+// Two float vectors in and out. kLanewise: the function ignores the element position, so
+// the lane-wise (shuffle-free) conversions of vec_io.h may be used; j is then meaningless.
+template <bool kLanewise, typename T>
+C10_ALWAYS_INLINE void load_pair(const T* p, fVec& a, fVec& b) {
+  if constexpr (kLanewise) {
+    load2_lanewise(p, a, b);
+  } else {
+    load2(p, a, b);
   }
 }
 
-template <typename T, typename VecFn, typename ScalarFn>
-inline void map_run(const T* x, T* y, int64_t n, const VecFn& vf, const ScalarFn& sf) {
+template <bool kLanewise, typename T>
+C10_ALWAYS_INLINE void store_pair(T* p, const fVec& a, const fVec& b) {
+  if constexpr (kLanewise) {
+    store2_lanewise(p, a, b);
+  } else {
+    store2(p, a, b);
+  }
+}
+
+// Runs of exactly N elements (N a multiple of kStep): a loop the compiler fully unrolls.
+template <int64_t N, bool kLanewise, typename T, typename VecFn>
+C10_ALWAYS_INLINE void map_run_fixed(const T* x, T* y, const VecFn& vf) {
+  for (int64_t j = 0; j < N; j += kStep) {
+    fVec a, b;
+    load_pair<kLanewise>(x + j, a, b);
+    store_pair<kLanewise>(y + j, vf(a, j), vf(b, j + kF));
+  }
+}
+
+template <bool kLanewise = false, typename T, typename VecFn, typename ScalarFn>
+C10_ALWAYS_INLINE void map_run(const T* x, T* y, int64_t n, const VecFn& vf, const ScalarFn& sf) {
   if constexpr (kVectorizable<T>) {
     // The usual block sizes of per-block and MX formats get straight-line code.
-    if (n == 32 && 32 % kStep == 0) return map_run_fixed<32>(x, y, vf);
-    if (n == 64 && 64 % kStep == 0) return map_run_fixed<64>(x, y, vf);
+    if (n == 32 && 32 % kStep == 0) return map_run_fixed<32, kLanewise>(x, y, vf);
+    if (n == 64 && 64 % kStep == 0) return map_run_fixed<64, kLanewise>(x, y, vf);
   }
   int64_t j = 0;
   if constexpr (kVectorizable<T>) {
     for (; j + kStep <= n; j += kStep) {
       fVec a, b;
-      load2(x + j, a, b);
-      store2(y + j, vf(a, j), vf(b, j + kF));
+      load_pair<kLanewise>(x + j, a, b);
+      store_pair<kLanewise>(y + j, vf(a, j), vf(b, j + kF));
     }
     for (; j + kF <= n; j += kF) store1(y + j, vf(load1(x + j), j));
   }
   for (; j < n; ++j) y[j] = static_cast<T>(sf(static_cast<float>(x[j]), j));
 }
 
-template <typename T, typename VecFn, typename ScalarFn>
-inline void map2_run(const T* g, const T* x, T* y, int64_t n, const VecFn& vf, const ScalarFn& sf) {
+template <bool kLanewise = false, typename T, typename VecFn, typename ScalarFn>
+C10_ALWAYS_INLINE void map2_run(const T* g, const T* x, T* y, int64_t n, const VecFn& vf,
+                                const ScalarFn& sf) {
   int64_t j = 0;
   if constexpr (kVectorizable<T>) {
     for (; j + kStep <= n; j += kStep) {
       fVec ga, gb, xa, xb;
-      load2(g + j, ga, gb);
-      load2(x + j, xa, xb);
-      store2(y + j, vf(ga, xa, j), vf(gb, xb, j + kF));
+      load_pair<kLanewise>(g + j, ga, gb);
+      load_pair<kLanewise>(x + j, xa, xb);
+      store_pair<kLanewise>(y + j, vf(ga, xa, j), vf(gb, xb, j + kF));
     }
     for (; j + kF <= n; j += kF) store1(y + j, vf(load1(g + j), load1(x + j), j));
   }
@@ -134,18 +165,28 @@ C10_ALWAYS_INLINE void int_run(const T* g, const T* x, T* y, int64_t n, const In
     const float s = p.scale[q], o = p.quant_offset.at(q);
     const float f = kMinval ? p.float_offset[q] : 0.0f;
     const fVec vs(s), vo(o), vf(f);
-    if (g == nullptr) {
-      map_run(
-          x, y, n, [&](const fVec& v, int64_t) { return M::fq(v, vs, vo, vf, lo, hi); },
-          [&](float v, int64_t) { return M::fq(v, s, o, f, qmin, qmax); });
-    } else {
-      map2_run(
-          g, x, y, n,
-          [&](const fVec& gv, const fVec& v, int64_t) {
-            return M::grad(gv, v, vs, vo, vf, lo, hi);
-          },
-          [&](float gv, float v, int64_t) { return M::grad(gv, v, s, o, f, qmin, qmax); });
+    auto go = [&](auto lanewise) C10_ALWAYS_INLINE_ATTRIBUTE {
+      constexpr bool kLanewise = decltype(lanewise)::value;
+      if (g == nullptr) {
+        map_run<kLanewise>(
+            x, y, n,
+            [&](const fVec& v, int64_t)
+                C10_ALWAYS_INLINE_ATTRIBUTE { return M::fq(v, vs, vo, vf, lo, hi); },
+            [&](float v, int64_t) { return M::fq(v, s, o, f, qmin, qmax); });
+      } else {
+        map2_run<kLanewise>(
+            g, x, y, n,
+            [&](const fVec& gv, const fVec& v, int64_t)
+                C10_ALWAYS_INLINE_ATTRIBUTE { return M::grad(gv, v, vs, vo, vf, lo, hi); },
+            [&](float gv, float v, int64_t) { return M::grad(gv, v, s, o, f, qmin, qmax); });
+      }
+    };
+    // Every NaN this run can produce comes from x or is the default NaN when the offsets
+    // are not NaN (scales are checked positive): the condition of the lane-wise store.
+    if constexpr (kLanewiseIo<T>) {
+      if (o == o && f == f) return go(std::true_type{});
     }
+    go(std::false_type{});
     return;
   }
   const float* s = p.scale + q;
@@ -184,6 +225,10 @@ void int_kernel(const at::Tensor* grad, const at::Tensor& x, const at::Tensor& o
     // one 32-element block) is a straight inlined loop.
     auto walk = [&](auto minval_form) {
       constexpr bool kMinval = decltype(minval_form)::value;
+      auto row = [&](int64_t off, int64_t len, int64_t q) C10_ALWAYS_INLINE_ATTRIBUTE {
+        int_run<kMinval>(gp ? gp + off : nullptr, xp + off, op + off, len, p, q, false);
+      };
+      if (for_each_row(layout, row)) return;
       for_each_run(layout, [&](int64_t off, int64_t len, int64_t q) {
         int_run<kMinval>(gp ? gp + off : nullptr, xp + off, op + off, len, p, q, inner_full);
       });
@@ -208,6 +253,49 @@ void fake_quantize_int_backward(const at::Tensor& grad, const at::Tensor& x, con
 
 // ---- float formats ----------------------------------------------------------------------
 
+// One run of the float fake-quantize: one scale (inner Broadcast) or one per element.
+template <typename T>
+C10_ALWAYS_INLINE void float_run(const T* x, T* y, int64_t n, const float* scale, int64_t q,
+                                 bool inner_full, const FloatGrid& grid,
+                                 const formats::FloatFormatInfo& info) {
+  auto scalar_fq = [&](float v, float s) {
+    return formats::round_to_float_format(clamp_nan(v / s, -info.max_value, info.max_value), info) *
+           s;
+  };
+  if (inner_full) {
+    const float* s = scale + q;
+    map_run(
+        x, y, n,
+        [&](const fVec& v, int64_t j) {
+          const fVec vs = fVec::loadu(s + j);
+          return grid.round(clamp_nan(v / vs, grid.neg_max, grid.max_value)) * vs;
+        },
+        [&](float v, int64_t j) { return scalar_fq(v, s[j]); });
+    return;
+  }
+  const float s = scale[q];
+  const fVec vs(s), vr(1.0f / s);
+  // Scales are checked positive, so every NaN stored comes from x or is the default NaN:
+  // the lane-wise store's condition holds for every run.
+  auto go = [&](auto lanewise, auto exact_reciprocal) C10_ALWAYS_INLINE_ATTRIBUTE {
+    constexpr bool kLanewise = decltype(lanewise)::value;
+    constexpr bool kReciprocal = decltype(exact_reciprocal)::value;
+    map_run<kLanewise>(
+        x, y, n,
+        [&](const fVec& v, int64_t) C10_ALWAYS_INLINE_ATTRIBUTE {
+          const fVec u = kReciprocal ? v * vr : v / vs;
+          return grid.round(clamp_nan(u, grid.neg_max, grid.max_value)) * vs;
+        },
+        [&](float v, int64_t) { return scalar_fq(v, s); });
+  };
+  constexpr std::integral_constant<bool, kLanewiseIo<T>> lanewise{};
+  if (is_normal_power_of_two(s)) {
+    go(lanewise, std::true_type{});
+  } else {
+    go(lanewise, std::false_type{});
+  }
+}
+
 void fake_quantize_float(const at::Tensor& x, const at::Tensor& y, const QParamLayout& layout,
                          const FloatParams& p) {
   const formats::FloatFormatInfo info = formats::float_format_info(p.format);
@@ -216,28 +304,12 @@ void fake_quantize_float(const at::Tensor& x, const at::Tensor& y, const QParamL
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
     const bool inner_full = layout.inner_full();
-    auto vec_fq = [&](const fVec& v, const fVec& s) {
-      return grid.round(clamp_nan(v / s, grid.neg_max, grid.max_value)) * s;
+    auto row = [&](int64_t off, int64_t len, int64_t q) C10_ALWAYS_INLINE_ATTRIBUTE {
+      float_run(xp + off, yp + off, len, p.scale, q, false, grid, info);
     };
-    auto scalar_fq = [&](float v, float s) {
-      return formats::round_to_float_format(clamp_nan(v / s, -info.max_value, info.max_value),
-                                            info) *
-             s;
-    };
+    if (for_each_row(layout, row)) return;
     for_each_run(layout, [&](int64_t off, int64_t len, int64_t q) {
-      if (!inner_full) {
-        const float s = p.scale[q];
-        const fVec vs(s);
-        map_run(
-            xp + off, yp + off, len, [&](const fVec& v, int64_t) { return vec_fq(v, vs); },
-            [&](float v, int64_t) { return scalar_fq(v, s); });
-      } else {
-        const float* s = p.scale + q;
-        map_run(
-            xp + off, yp + off, len,
-            [&](const fVec& v, int64_t j) { return vec_fq(v, fVec::loadu(s + j)); },
-            [&](float v, int64_t j) { return scalar_fq(v, s[j]); });
-      }
+      float_run(xp + off, yp + off, len, p.scale, q, inner_full, grid, info);
     });
   });
 }

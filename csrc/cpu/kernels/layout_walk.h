@@ -92,6 +92,24 @@ void for_each_run(const formats::QParamLayout& layout, const Run& run) {
   });
 }
 
+// The [F, B] layouts with an innermost Broadcast no longer than kGrain: rows that each share
+// one qparam (per-channel weights, per-block blocks). Calls run(offset, length, q) for whole
+// rows inside each parallel chunk and returns true; returns false for any other layout.
+// Give it an always-inline lambda: a 32-element block then costs no call and no reload of
+// the loop constants, which for_each_run's generic walk cannot avoid.
+template <typename Run>
+bool for_each_row(const formats::QParamLayout& layout, const Run& run) {
+  const int64_t inner = layout.inner_size();
+  if (layout.dims.size() != 2 || layout.inner_full() || inner <= 0 || inner > kGrain) {
+    return false;
+  }
+  const int64_t rows = layout.numel / inner;
+  at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / inner), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) run(r * inner, inner, r);
+  });
+  return true;
+}
+
 // Reductions into per-qparam accumulators of type Acc (qnumel of them, started at
 // `identity`). reduce_run(acc, offset, length, qparam_index) folds one run into acc;
 // combine(a, b) merges two accumulators. Where the outermost canonical dimension is Full

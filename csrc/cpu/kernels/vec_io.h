@@ -39,6 +39,54 @@ inline void store2(T* p, const fVec& a, const fVec& b) {
   }
 }
 
+// Lane-wise variants for loops whose per-element function does not depend on the element's
+// position (one scale for the whole run). bfloat16 on AVX2 then skips the cross-lane
+// shuffles: the load interleaves each 128-bit lane's 16-bit values with zeros (giving
+// floats in the order 0-3, 8-11 | 4-7, 12-15), and the store's lane-wise pack restores the
+// original order. Rounding to bfloat16 is round-half-even by integer arithmetic without
+// ATen's NaN blend, which is exact for every float whose NaN payload has zero low 16 bits:
+// the caller guarantees that every NaN it stores came from a bfloat16 input or from
+// arithmetic on NaN-free qparams (x86 keeps the first NaN operand's payload; new NaNs are
+// the default 0xFFC00000). Other dtypes and ISAs use load2 / store2.
+template <typename T>
+constexpr bool kLanewiseIo =
+#if defined(CPU_CAPABILITY_AVX2)
+    std::is_same_v<T, c10::BFloat16>;
+#else
+    false;
+#endif
+
+template <typename T>
+inline void load2_lanewise(const T* p, fVec& a, fVec& b) {
+#if defined(CPU_CAPABILITY_AVX2)
+  if constexpr (kLanewiseIo<T>) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    const __m256i zero = _mm256_setzero_si256();
+    a = _mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, v));
+    b = _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, v));
+    return;
+  }
+#endif
+  load2(p, a, b);
+}
+
+template <typename T>
+inline void store2_lanewise(T* p, const fVec& a, const fVec& b) {
+#if defined(CPU_CAPABILITY_AVX2)
+  if constexpr (kLanewiseIo<T>) {
+    const __m256i one = _mm256_set1_epi32(1), bias = _mm256_set1_epi32(0x7fff);
+    auto round = [&](const fVec& f) {  // (bits + 0x7fff + lsb) >> 16
+      const __m256i i = _mm256_castps_si256(f);
+      const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(i, 16), one);
+      return _mm256_srli_epi32(_mm256_add_epi32(i, _mm256_add_epi32(bias, lsb)), 16);
+    };
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm256_packus_epi32(round(a), round(b)));
+    return;
+  }
+#endif
+  store2(p, a, b);
+}
+
 // One float vector (kF elements): the step for runs and tails shorter than kStep.
 template <typename T>
 inline fVec load1(const T* p) {
