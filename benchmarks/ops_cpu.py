@@ -24,6 +24,7 @@ import datetime
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -435,6 +436,27 @@ def run(cases: list[Case], runs: int) -> list[str]:
 TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184"
 
 
+def source_commit() -> str:
+    """The checkout's commit (marked "+ local changes" when the tree is dirty), so each
+    recorded run names the kernels it measured."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "csrc", "coreai_opt"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "commit unknown"
+    if not sha:
+        return "commit unknown"
+    return f"commit {sha}" + (" + local changes" if dirty else "")
+
+
 def main() -> None:
     """Runs the benchmark and appends the table to RESULTS.md."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -467,11 +489,13 @@ def main() -> None:
     except OSError:
         pass
     stamp = datetime.date.today().isoformat()
+    commit = source_commit()
     notes = "\n".join(
         f"- {c.name}: {c.bytes_per_element:g} B/element ({c.bytes_note})" for c in cases
     )
     block = (
-        f"\n## CPU, {stamp}\n\n{cpu}, {args.threads} threads, torch {torch.__version__}, "
+        f"\n## CPU, {stamp}, {commit}\n\n{cpu}, {args.threads} threads, "
+        f"torch {torch.__version__}, "
         f"kernels {OPS.cpu_kernel_isa()}, median of {args.runs} interleaved rounds "
         f"(tiny cases: samples of 100 calls), "
         f"allocator: {allocator}.\n"

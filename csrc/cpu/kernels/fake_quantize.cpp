@@ -84,65 +84,80 @@ inline bool is_normal_power_of_two(float s) {
   return (b & 0x807FFFFFu) == 0 && e != 0 && e != 0xFFu;
 }
 
-// Two float vectors in and out. kLanewise: the function ignores the element position, so
-// the lane-wise (shuffle-free) conversions of vec_io.h may be used; j is then meaningless.
-template <bool kLanewise, typename T>
+// How a run moves its two-vector steps (see vec_io.h): in element order; lane-wise (the
+// function ignores the element position, so bfloat16 skips the cross-lane shuffles; j is then
+// meaningless); or lane-wise with streaming stores for outputs larger than the cache.
+enum class Io { kOrdered, kLanewise, kStream };
+
+template <Io kIo, typename T>
 C10_ALWAYS_INLINE void load_pair(const T* p, fVec& a, fVec& b) {
-  if constexpr (kLanewise) {
-    load2_lanewise(p, a, b);
-  } else {
+  if constexpr (kIo == Io::kOrdered) {
     load2(p, a, b);
+  } else {
+    load2_lanewise(p, a, b);
   }
 }
 
-template <bool kLanewise, typename T>
+template <Io kIo, typename T>
 C10_ALWAYS_INLINE void store_pair(T* p, const fVec& a, const fVec& b) {
-  if constexpr (kLanewise) {
+  if constexpr (kIo == Io::kOrdered) {
+    store2(p, a, b);
+  } else if constexpr (kIo == Io::kLanewise) {
     store2_lanewise(p, a, b);
   } else {
-    store2(p, a, b);
+    stream2_lanewise(p, a, b);
   }
+}
+
+// Streaming stores need 32-byte aligned destinations: runs peel elements until they are.
+template <Io kIo, typename T>
+C10_ALWAYS_INLINE bool misaligned(const T* p) {
+  return kIo == Io::kStream && (reinterpret_cast<uintptr_t>(p) & 31) != 0;
 }
 
 // Runs of exactly N elements (N a multiple of kStep): a loop the compiler fully unrolls.
-template <int64_t N, bool kLanewise, typename T, typename VecFn>
+template <int64_t N, Io kIo, typename T, typename VecFn>
 C10_ALWAYS_INLINE void map_run_fixed(const T* x, T* y, const VecFn& vf) {
   for (int64_t j = 0; j < N; j += kStep) {
     fVec a, b;
-    load_pair<kLanewise>(x + j, a, b);
-    store_pair<kLanewise>(y + j, vf(a, j), vf(b, j + kF));
+    load_pair<kIo>(x + j, a, b);
+    store_pair<kIo>(y + j, vf(a, j), vf(b, j + kF));
   }
 }
 
-template <bool kLanewise = false, typename T, typename VecFn, typename ScalarFn>
+template <Io kIo = Io::kOrdered, typename T, typename VecFn, typename ScalarFn>
 C10_ALWAYS_INLINE void map_run(const T* x, T* y, int64_t n, const VecFn& vf, const ScalarFn& sf) {
-  if constexpr (kVectorizable<T>) {
-    // The usual block sizes of per-block and MX formats get straight-line code.
-    if (n == 32 && 32 % kStep == 0) return map_run_fixed<32, kLanewise>(x, y, vf);
-    if (n == 64 && 64 % kStep == 0) return map_run_fixed<64, kLanewise>(x, y, vf);
-  }
   int64_t j = 0;
   if constexpr (kVectorizable<T>) {
+    if (!misaligned<kIo>(y)) {
+      // The usual block sizes of per-block and MX formats get straight-line code.
+      if (n == 32 && 32 % kStep == 0) return map_run_fixed<32, kIo>(x, y, vf);
+      if (n == 64 && 64 % kStep == 0) return map_run_fixed<64, kIo>(x, y, vf);
+    }
+    for (; j < n && misaligned<kIo>(y + j); ++j) y[j] = static_cast<T>(sf(float(x[j]), j));
     for (; j + kStep <= n; j += kStep) {
       fVec a, b;
-      load_pair<kLanewise>(x + j, a, b);
-      store_pair<kLanewise>(y + j, vf(a, j), vf(b, j + kF));
+      load_pair<kIo>(x + j, a, b);
+      store_pair<kIo>(y + j, vf(a, j), vf(b, j + kF));
     }
     for (; j + kF <= n; j += kF) store1(y + j, vf(load1(x + j), j));
   }
   for (; j < n; ++j) y[j] = static_cast<T>(sf(static_cast<float>(x[j]), j));
 }
 
-template <bool kLanewise = false, typename T, typename VecFn, typename ScalarFn>
+template <Io kIo = Io::kOrdered, typename T, typename VecFn, typename ScalarFn>
 C10_ALWAYS_INLINE void map2_run(const T* g, const T* x, T* y, int64_t n, const VecFn& vf,
                                 const ScalarFn& sf) {
   int64_t j = 0;
   if constexpr (kVectorizable<T>) {
+    for (; j < n && misaligned<kIo>(y + j); ++j) {
+      y[j] = static_cast<T>(sf(static_cast<float>(g[j]), static_cast<float>(x[j]), j));
+    }
     for (; j + kStep <= n; j += kStep) {
       fVec ga, gb, xa, xb;
-      load_pair<kLanewise>(g + j, ga, gb);
-      load_pair<kLanewise>(x + j, xa, xb);
-      store_pair<kLanewise>(y + j, vf(ga, xa, j), vf(gb, xb, j + kF));
+      load_pair<kIo>(g + j, ga, gb);
+      load_pair<kIo>(x + j, xa, xb);
+      store_pair<kIo>(y + j, vf(ga, xa, j), vf(gb, xb, j + kF));
     }
     for (; j + kF <= n; j += kF) store1(y + j, vf(load1(g + j), load1(x + j), j));
   }
@@ -157,7 +172,7 @@ C10_ALWAYS_INLINE void map2_run(const T* g, const T* x, T* y, int64_t n, const V
 // value for the run (inner Broadcast) or advance with the element (inner Full).
 template <bool kMinval, typename T>
 C10_ALWAYS_INLINE void int_run(const T* g, const T* x, T* y, int64_t n, const IntParams& p,
-                               int64_t q, bool inner_full) {
+                               int64_t q, bool inner_full, bool stream) {
   using M = IntMath<kMinval>;
   const fVec lo(p.qmin), hi(p.qmax);
   const float qmin = p.qmin, qmax = p.qmax;
@@ -165,16 +180,16 @@ C10_ALWAYS_INLINE void int_run(const T* g, const T* x, T* y, int64_t n, const In
     const float s = p.scale[q], o = p.quant_offset.at(q);
     const float f = kMinval ? p.float_offset[q] : 0.0f;
     const fVec vs(s), vo(o), vf(f);
-    auto go = [&](auto lanewise) C10_ALWAYS_INLINE_ATTRIBUTE {
-      constexpr bool kLanewise = decltype(lanewise)::value;
+    auto go = [&](auto io) C10_ALWAYS_INLINE_ATTRIBUTE {
+      constexpr Io kIo = decltype(io)::value;
       if (g == nullptr) {
-        map_run<kLanewise>(
+        map_run<kIo>(
             x, y, n,
             [&](const fVec& v, int64_t)
                 C10_ALWAYS_INLINE_ATTRIBUTE { return M::fq(v, vs, vo, vf, lo, hi); },
             [&](float v, int64_t) { return M::fq(v, s, o, f, qmin, qmax); });
       } else {
-        map2_run<kLanewise>(
+        map2_run<kIo>(
             g, x, y, n,
             [&](const fVec& gv, const fVec& v, int64_t)
                 C10_ALWAYS_INLINE_ATTRIBUTE { return M::grad(gv, v, vs, vo, vf, lo, hi); },
@@ -182,11 +197,16 @@ C10_ALWAYS_INLINE void int_run(const T* g, const T* x, T* y, int64_t n, const In
       }
     };
     // Every NaN this run can produce comes from x or is the default NaN when the offsets
-    // are not NaN (scales are checked positive): the condition of the lane-wise store.
-    if constexpr (kLanewiseIo<T>) {
-      if (o == o && f == f) return go(std::true_type{});
+    // are not NaN (scales are checked positive): the condition of the lane-wise bfloat16
+    // store. float32 stores are exact whatever the NaN.
+    const bool nan_free = std::is_same_v<T, float> || (o == o && f == f);
+    if constexpr (kStreamable<T>) {
+      if (stream && nan_free) return go(std::integral_constant<Io, Io::kStream>{});
     }
-    go(std::false_type{});
+    if constexpr (kLanewiseIo<T>) {
+      if (nan_free) return go(std::integral_constant<Io, Io::kLanewise>{});
+    }
+    go(std::integral_constant<Io, Io::kOrdered>{});
     return;
   }
   const float* s = p.scale + q;
@@ -221,17 +241,25 @@ void int_kernel(const at::Tensor* grad, const at::Tensor& x, const at::Tensor& o
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     scalar_t* op = out.mutable_data_ptr<scalar_t>();
     const bool inner_full = layout.inner_full();
+    const bool stream = out.nbytes() >= kStreamBytes;
+    auto fence = [&] {
+      if (stream) stream_fence();
+    };
     // The formulation is chosen once per call, outside the walk, so each run (as short as
     // one 32-element block) is a straight inlined loop.
     auto walk = [&](auto minval_form) {
       constexpr bool kMinval = decltype(minval_form)::value;
       auto row = [&](int64_t off, int64_t len, int64_t q) C10_ALWAYS_INLINE_ATTRIBUTE {
-        int_run<kMinval>(gp ? gp + off : nullptr, xp + off, op + off, len, p, q, false);
+        int_run<kMinval>(gp ? gp + off : nullptr, xp + off, op + off, len, p, q, false, stream);
       };
-      if (for_each_row(layout, row)) return;
-      for_each_run(layout, [&](int64_t off, int64_t len, int64_t q) {
-        int_run<kMinval>(gp ? gp + off : nullptr, xp + off, op + off, len, p, q, inner_full);
-      });
+      if (for_each_row(layout, row, fence)) return;
+      for_each_run(
+          layout,
+          [&](int64_t off, int64_t len, int64_t q) {
+            int_run<kMinval>(gp ? gp + off : nullptr, xp + off, op + off, len, p, q, inner_full,
+                             stream);
+          },
+          fence);
     };
     if (p.float_offset != nullptr) {
       walk(std::true_type{});
@@ -256,7 +284,7 @@ void fake_quantize_int_backward(const at::Tensor& grad, const at::Tensor& x, con
 // One run of the float fake-quantize: one scale (inner Broadcast) or one per element.
 template <typename T>
 C10_ALWAYS_INLINE void float_run(const T* x, T* y, int64_t n, const float* scale, int64_t q,
-                                 bool inner_full, const FloatGrid& grid,
+                                 bool inner_full, bool stream, const FloatGrid& grid,
                                  const formats::FloatFormatInfo& info) {
   auto scalar_fq = [&](float v, float s) {
     return formats::round_to_float_format(clamp_nan(v / s, -info.max_value, info.max_value), info) *
@@ -277,10 +305,10 @@ C10_ALWAYS_INLINE void float_run(const T* x, T* y, int64_t n, const float* scale
   const fVec vs(s), vr(1.0f / s);
   // Scales are checked positive, so every NaN stored comes from x or is the default NaN:
   // the lane-wise store's condition holds for every run.
-  auto go = [&](auto lanewise, auto exact_reciprocal) C10_ALWAYS_INLINE_ATTRIBUTE {
-    constexpr bool kLanewise = decltype(lanewise)::value;
+  auto go = [&](auto io, auto exact_reciprocal) C10_ALWAYS_INLINE_ATTRIBUTE {
+    constexpr Io kIo = decltype(io)::value;
     constexpr bool kReciprocal = decltype(exact_reciprocal)::value;
-    map_run<kLanewise>(
+    map_run<kIo>(
         x, y, n,
         [&](const fVec& v, int64_t) C10_ALWAYS_INLINE_ATTRIBUTE {
           const fVec u = kReciprocal ? v * vr : v / vs;
@@ -288,12 +316,17 @@ C10_ALWAYS_INLINE void float_run(const T* x, T* y, int64_t n, const float* scale
         },
         [&](float v, int64_t) { return scalar_fq(v, s); });
   };
-  constexpr std::integral_constant<bool, kLanewiseIo<T>> lanewise{};
-  if (is_normal_power_of_two(s)) {
-    go(lanewise, std::true_type{});
-  } else {
-    go(lanewise, std::false_type{});
+  auto with_io = [&](auto io) C10_ALWAYS_INLINE_ATTRIBUTE {
+    if (is_normal_power_of_two(s)) {
+      go(io, std::true_type{});
+    } else {
+      go(io, std::false_type{});
+    }
+  };
+  if constexpr (kStreamable<T>) {
+    if (stream) return with_io(std::integral_constant<Io, Io::kStream>{});
   }
+  with_io(std::integral_constant < Io, kLanewiseIo<T> ? Io::kLanewise : Io::kOrdered > {});
 }
 
 void fake_quantize_float(const at::Tensor& x, const at::Tensor& y, const QParamLayout& layout,
@@ -304,13 +337,20 @@ void fake_quantize_float(const at::Tensor& x, const at::Tensor& y, const QParamL
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
     const bool inner_full = layout.inner_full();
-    auto row = [&](int64_t off, int64_t len, int64_t q) C10_ALWAYS_INLINE_ATTRIBUTE {
-      float_run(xp + off, yp + off, len, p.scale, q, false, grid, info);
+    const bool stream = y.nbytes() >= kStreamBytes;
+    auto fence = [&] {
+      if (stream) stream_fence();
     };
-    if (for_each_row(layout, row)) return;
-    for_each_run(layout, [&](int64_t off, int64_t len, int64_t q) {
-      float_run(xp + off, yp + off, len, p.scale, q, inner_full, grid, info);
-    });
+    auto row = [&](int64_t off, int64_t len, int64_t q) C10_ALWAYS_INLINE_ATTRIBUTE {
+      float_run(xp + off, yp + off, len, p.scale, q, false, stream, grid, info);
+    };
+    if (for_each_row(layout, row, fence)) return;
+    for_each_run(
+        layout,
+        [&](int64_t off, int64_t len, int64_t q) {
+          float_run(xp + off, yp + off, len, p.scale, q, inner_full, stream, grid, info);
+        },
+        fence);
   });
 }
 

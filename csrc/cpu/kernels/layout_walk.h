@@ -18,6 +18,11 @@ inline namespace CPU_CAPABILITY {
 
 constexpr int64_t kGrain = 32768;
 
+// Default chunk_done of the walks: nothing to do when a parallel chunk ends.
+struct NoChunkEnd {
+  void operator()() const {}
+};
+
 // Odometer over the outer canonical dimensions (all but the innermost).
 class OuterCursor {
  public:
@@ -50,9 +55,11 @@ class OuterCursor {
 
 // Calls run(offset, length, qparam_index_of_first_element) for consecutive pieces of the
 // flat element range, in parallel. With an innermost Broadcast dimension the qparam is the
-// same for the whole piece; with innermost Full it advances with the element.
-template <typename Run>
-void for_each_run(const formats::QParamLayout& layout, const Run& run) {
+// same for the whole piece; with innermost Full it advances with the element. chunk_done()
+// runs on the worker at the end of each parallel chunk (a fence after streaming stores).
+template <typename Run, typename ChunkDone = NoChunkEnd>
+void for_each_run(const formats::QParamLayout& layout, const Run& run,
+                  const ChunkDone& chunk_done = {}) {
   const int64_t inner = layout.inner_size();
   const bool inner_full = layout.inner_full();
   const auto& dims = layout.dims;
@@ -62,6 +69,7 @@ void for_each_run(const formats::QParamLayout& layout, const Run& run) {
   if (dims.size() == 1) {
     at::parallel_for(0, layout.numel, kGrain, [&](int64_t begin, int64_t end) {
       run(begin, end - begin, inner_full ? begin : 0);
+      chunk_done();
     });
     return;
   }
@@ -74,6 +82,7 @@ void for_each_run(const formats::QParamLayout& layout, const Run& run) {
         run(e, len, inner_full ? col : row);
         e += len;
       }
+      chunk_done();
     });
     return;
   }
@@ -89,6 +98,7 @@ void for_each_run(const formats::QParamLayout& layout, const Run& run) {
       col = 0;
       cursor.next();
     }
+    chunk_done();
   });
 }
 
@@ -97,8 +107,9 @@ void for_each_run(const formats::QParamLayout& layout, const Run& run) {
 // rows inside each parallel chunk and returns true; returns false for any other layout.
 // Give it an always-inline lambda: a 32-element block then costs no call and no reload of
 // the loop constants, which for_each_run's generic walk cannot avoid.
-template <typename Run>
-bool for_each_row(const formats::QParamLayout& layout, const Run& run) {
+template <typename Run, typename ChunkDone = NoChunkEnd>
+bool for_each_row(const formats::QParamLayout& layout, const Run& run,
+                  const ChunkDone& chunk_done = {}) {
   const int64_t inner = layout.inner_size();
   if (layout.dims.size() != 2 || layout.inner_full() || inner <= 0 || inner > kGrain) {
     return false;
@@ -106,6 +117,7 @@ bool for_each_row(const formats::QParamLayout& layout, const Run& run) {
   const int64_t rows = layout.numel / inner;
   at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / inner), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) run(r * inner, inner, r);
+    chunk_done();
   });
   return true;
 }
