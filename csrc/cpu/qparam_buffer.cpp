@@ -5,10 +5,10 @@
 #include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
 
-#include <cmath>
 #include <cstdint>
-#include <limits>
 #include <utility>
+
+#include "formats/e8m0.h"
 
 namespace coreai_opt::cpu {
 
@@ -30,10 +30,8 @@ QParamBuffer QParamBuffer::of(const at::Tensor& t) {
   b.storage_.resize(static_cast<size_t>(n > 0 ? n : 1));
   if (c.scalar_type() == at::kFloat8_e8m0fnu) {
     const auto* codes = static_cast<const uint8_t*>(c.const_data_ptr());
-    for (int64_t i = 0; i < n; ++i) {
-      b.storage_[i] = codes[i] == 0xFF ? std::numeric_limits<float>::quiet_NaN()
-                                       : std::ldexp(1.0f, static_cast<int>(codes[i]) - 127);
-    }
+    float* dst = b.storage_.data();
+    for (int64_t i = 0; i < n; ++i) dst[i] = formats::e8m0_decode(codes[i]);
   } else {
     AT_DISPATCH_ALL_TYPES_AND3(at::kHalf, at::kBFloat16, at::kBool, c.scalar_type(), "qparams",
                                [&] {

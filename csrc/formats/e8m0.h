@@ -26,4 +26,13 @@ COREAI_HD float e8m0_scale(float max_abs, int emax_elem) {
   return s < smallest ? smallest : s;
 }
 
+// Value of an E8M0 code (torch.float8_e8m0fnu): 2^(code - 127), built from bits (code 0 is
+// the subnormal 2^-127), and NaN for 0xFF. No ldexp: per-block scales of a large weight
+// number in the hundreds of thousands.
+COREAI_HD float e8m0_decode(uint8_t code) {
+  if (code == 0xFF) return bits_to_float(0x7FC00000u);
+  if (code == 0) return bits_to_float(0x00400000u);
+  return bits_to_float(static_cast<uint32_t>(code) << 23);
+}
+
 }  // namespace coreai_opt::formats

@@ -15,6 +15,7 @@
 namespace {
 
 using coreai_opt::formats::bits_to_float;
+using coreai_opt::formats::e8m0_decode;
 using coreai_opt::formats::e8m0_exponent;
 using coreai_opt::formats::e8m0_scale;
 
@@ -107,4 +108,13 @@ TEST_CASE("e8m0 scale brings max_abs into the element format's top binade", "[fo
   // A scale is always a power of two and never below the smallest normal float.
   CHECK(e8m0_scale(0.0f, 2) == std::ldexp(1.0f, -126));
   CHECK(e8m0_exponent(0.0f, 2) == -127);
+}
+
+TEST_CASE("e8m0_decode gives 2^(code - 127) for every code and NaN for 0xFF", "[formats][e8m0]") {
+  for (int code = 0; code < 255; ++code) {
+    INFO("code " << code);
+    REQUIRE(static_cast<double>(e8m0_decode(static_cast<uint8_t>(code))) ==
+            std::ldexp(1.0, code - 127));
+  }
+  CHECK(std::isnan(e8m0_decode(0xFF)));
 }
