@@ -70,7 +70,8 @@ struct FloatGrid {
         sign_mask(formats::bits_to_float(0x80000000u)) {}
   fVec round(const fVec& v) const {  // v already clamped to [-max, max]
     const fVec a = v.abs();
-    const fVec magic = at::vec::maximum(a & exp_mask, min_normal) * magic_factor;
+    // a & exp_mask is 0, a power of two or inf (for NaN a), never NaN.
+    const fVec magic = max_not_nan(a & exp_mask, min_normal) * magic_factor;
     const fVec r = (a + magic) - magic;
     return r | (v & sign_mask);
   }

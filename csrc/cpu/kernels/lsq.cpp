@@ -2,6 +2,8 @@
 // all in one read of grad and x.
 #include <ATen/Dispatch.h>
 
+#include <cstdint>
+#include <type_traits>
 #include <utility>
 
 #include "cpu/kernels/kernels_isa.h"
@@ -67,6 +69,10 @@ void lsq_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor&
     const scalar_t* gp = grad.const_data_ptr<scalar_t>();
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     scalar_t* op = gx.mutable_data_ptr<scalar_t>();
+    // float32 outputs larger than the cache are streamed (vec_io.h); only long runs stream,
+    // so the fence that ends each of them is amortised.
+    constexpr bool kStreamFloat = kStreamable<scalar_t> && std::is_same_v<scalar_t, float>;
+    const bool stream = kStreamFloat && gx.nbytes() >= kStreamBytes;
     auto reduce_run = [&](Sums* a, int64_t off, int64_t len, int64_t q) {
       const scalar_t* g = gp + off;
       const scalar_t* xv = xp + off;
@@ -77,23 +83,36 @@ void lsq_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor&
         // Float partial sums over short stretches, folded into double.
         constexpr int64_t kChunk = 1024;
         int64_t j = 0;
+        float ds = 0.0f, dz = 0.0f;
+        const bool stream_run = stream && len >= 256;
+        if constexpr (kStreamFloat) {
+          for (; stream_run && j < len && (reinterpret_cast<uintptr_t>(o + j) & 31) != 0; ++j) {
+            o[j] = lsq_element(g[j], xv[j], s, zp, p.qmin, p.qmax, ds, dz);
+          }
+        }
         if constexpr (kVectorizable<scalar_t>) {
           while (j + kStep <= len) {
             const int64_t stop = std::min(len, j + kChunk);
-            fVec ds(0.0f), dz(0.0f);
+            fVec vds(0.0f), vdz(0.0f);
             for (; j + kStep <= stop; j += kStep) {
               fVec ga, gb, xa, xb;
               load2(g + j, ga, gb);
               load2(xv + j, xa, xb);
-              const fVec da = lv.step(ga, xa, ds, dz);
-              const fVec db = lv.step(gb, xb, ds, dz);
+              const fVec da = lv.step(ga, xa, vds, vdz);
+              const fVec db = lv.step(gb, xb, vds, vdz);
+              if constexpr (kStreamFloat) {
+                if (stream_run) {
+                  stream2_lanewise(o + j, da, db);
+                  continue;
+                }
+              }
               store2(o + j, da, db);
             }
-            a[q].first += hsum(ds);
-            a[q].second += hsum(dz);
+            a[q].first += hsum(vds);
+            a[q].second += hsum(vdz);
           }
         }
-        float ds = 0.0f, dz = 0.0f;
+        if (stream_run) stream_fence();
         for (; j < len; ++j) {
           o[j] = static_cast<scalar_t>(lsq_element(
               static_cast<float>(g[j]), static_cast<float>(xv[j]), s, zp, p.qmin, p.qmax, ds, dz));
