@@ -87,3 +87,13 @@ def int_input(
     span = float(quant_max - quant_min)
     x = (torch.rand(tuple(x_shape)) - 0.5) * 1.4 * span * s
     return sprinkle_specials(x, s, span)
+
+
+def assert_same_bits(got: torch.Tensor, want: torch.Tensor) -> None:
+    """NaN where `want` has NaN; every other element equal bit for bit (-0 is not +0)."""
+    assert got.dtype == want.dtype
+    assert got.shape == want.shape
+    assert torch.equal(got.isnan(), want.isnan())
+    keep = ~want.isnan()
+    ints = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16}
+    assert torch.equal(got[keep].view(ints[got.dtype]), want[keep].view(ints[got.dtype]))

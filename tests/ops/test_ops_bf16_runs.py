@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 import reference as ref
 import torch
+from ops_cases import assert_same_bits
 
 ops = torch.ops.coreai_opt
 
@@ -41,14 +42,6 @@ def special_input(shape: tuple[int, ...], scale: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def same_bits(got: torch.Tensor, want: torch.Tensor) -> None:
-    """NaN where the reference has NaN; every other lane equal bit for bit (-0 is not +0)."""
-    assert got.dtype == want.dtype == torch.bfloat16
-    assert torch.equal(got.isnan(), want.isnan())
-    keep = ~want.isnan()
-    assert torch.equal(got[keep].view(torch.int16), want[keep].view(torch.int16))
-
-
 def pow2_scale(q_shape: tuple[int, ...]) -> torch.Tensor:
     """Power-of-two scales, so bfloat16 inputs hit exact x / s ties."""
     return torch.exp2(torch.randint(-6, 2, q_shape).to(torch.float32))
@@ -71,11 +64,11 @@ def test_forward_and_backward_bits(
         mv = -torch.rand(q_shape)
     x = special_input(x_shape, scale)
     y = ops.fake_quantize_int(x, scale, zp, mv, -128, 127)
-    same_bits(y, ref.fake_quantize_int(x, scale, zp, mv, -128, 127))
+    assert_same_bits(y, ref.fake_quantize_int(x, scale, zp, mv, -128, 127))
 
     g = special_input(x_shape, scale)
     gx = ops.fake_quantize_int_backward(g, x, scale, zp, mv, -128, 127)
-    same_bits(gx, ref.ste_grad(g, ref.int_mask(x, scale, zp, mv, -128, 127), torch.bfloat16))
+    assert_same_bits(gx, ref.ste_grad(g, ref.int_mask(x, scale, zp, mv, -128, 127), torch.bfloat16))
 
 
 def test_round_half_even_into_bfloat16() -> None:
@@ -84,7 +77,7 @@ def test_round_half_even_into_bfloat16() -> None:
     k = torch.arange(-120, 120, dtype=torch.float32)
     x = (k * scale).to(torch.bfloat16)
     y = ops.fake_quantize_int(x, scale, None, None, -128, 127)
-    same_bits(y, ref.fake_quantize_int(x, scale, None, None, -128, 127))
+    assert_same_bits(y, ref.fake_quantize_int(x, scale, None, None, -128, 127))
 
 
 @pytest.mark.parametrize("form", ["zp_float", "minval"])
@@ -99,7 +92,7 @@ def test_nan_offset_takes_the_checked_path(form: str) -> None:
     zp, mv = (off, None) if form == "zp_float" else (None, off)
     y = ops.fake_quantize_int(x, scale, zp, mv, -128, 127)
     want = ref.fake_quantize_int(x, scale, zp, mv, -128, 127)
-    same_bits(y, want)
+    assert_same_bits(y, want)
     assert y[3].isnan().all()
 
 

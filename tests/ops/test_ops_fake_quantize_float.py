@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import reference as ref
 import torch
-from ops_cases import GRANULARITIES, INPUT_DTYPES, random_scale, sprinkle_specials
+from ops_cases import (
+    GRANULARITIES,
+    INPUT_DTYPES,
+    assert_same_bits,
+    random_scale,
+    sprinkle_specials,
+)
 
 ops = torch.ops.coreai_opt
 
@@ -132,15 +138,6 @@ def test_zero_dim_scale_is_per_tensor() -> None:
     assert_bitexact(y0, ref.fake_quantize_float(x, torch.tensor(0.07), torch.float8_e5m2))
 
 
-def same_bits(got: torch.Tensor, want: torch.Tensor) -> None:
-    """NaN where the reference has NaN; all other lanes equal bit for bit (-0 is not +0)."""
-    assert got.dtype == want.dtype
-    assert torch.equal(got.isnan(), want.isnan())
-    keep = ~want.isnan()
-    ints = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16}
-    assert torch.equal(got[keep].view(ints[got.dtype]), want[keep].view(ints[got.dtype]))
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("fmt", FORMATS, ids=str)
 def test_power_of_two_scales_at_the_float32_extremes(fmt: torch.dtype, dtype: torch.dtype) -> None:
@@ -160,7 +157,7 @@ def test_power_of_two_scales_at_the_float32_extremes(fmt: torch.dtype, dtype: to
     x[:, 3] = torch.finfo(dtype).tiny / 4  # subnormal input
     x[:, 4] = -torch.finfo(dtype).max
     y = ops.fake_quantize_float(x, scale, fmt)
-    same_bits(y, ref.fake_quantize_float(x, scale, fmt))
+    assert_same_bits(y, ref.fake_quantize_float(x, scale, fmt))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
@@ -177,7 +174,11 @@ def test_every_grid_tie_rounds_to_even(fmt: torch.dtype, dtype: torch.dtype) -> 
     pts = pts[: (len(pts) // 32) * 32].reshape(-1, 32)
     for scale in (torch.tensor(0.25), torch.exp2(torch.randint(-8, 8, (pts.shape[0], 1)).float())):
         x = (pts * scale).to(dtype)
-        same_bits(ops.fake_quantize_float(x, scale, fmt), ref.fake_quantize_float(x, scale, fmt))
+        assert_same_bits(
+            ops.fake_quantize_float(x, scale, fmt), ref.fake_quantize_float(x, scale, fmt)
+        )
     for scale in (torch.tensor(0.3), torch.tensor(0.375), torch.tensor(1.0 + 2.0**-23)):
         x = (pts * scale).to(dtype)
-        same_bits(ops.fake_quantize_float(x, scale, fmt), ref.fake_quantize_float(x, scale, fmt))
+        assert_same_bits(
+            ops.fake_quantize_float(x, scale, fmt), ref.fake_quantize_float(x, scale, fmt)
+        )

@@ -9,19 +9,11 @@ from __future__ import annotations
 import pytest
 import reference as ref
 import torch
+from ops_cases import assert_same_bits
 
 ops = torch.ops.coreai_opt
 
 STREAM_BYTES = 16 << 20
-
-
-def same_bits(got: torch.Tensor, want: torch.Tensor) -> None:
-    """NaN where the reference has NaN; all other lanes equal bit for bit (-0 is not +0)."""
-    assert got.dtype == want.dtype
-    assert torch.equal(got.isnan(), want.isnan())
-    keep = ~want.isnan()
-    ints = {torch.float32: torch.int32, torch.bfloat16: torch.int16}
-    assert torch.equal(got[keep].view(ints[got.dtype]), want[keep].view(ints[got.dtype]))
 
 
 def large_input(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
@@ -55,13 +47,13 @@ def test_int_forward_and_backward(
     scale = torch.rand(q_shape) * 0.1 + 0.01
     zp = torch.randint(-4, 4, q_shape, dtype=torch.int32)
     x = large_input(x_shape, dtype)
-    same_bits(
+    assert_same_bits(
         ops.fake_quantize_int(x, scale, zp, None, -8, 7),
         ref.fake_quantize_int(x, scale, zp, None, -8, 7),
     )
     g = large_input(x_shape, dtype)
     gx = ops.fake_quantize_int_backward(g, x, scale, zp, None, -8, 7)
-    same_bits(gx, ref.ste_grad(g, ref.int_mask(x, scale, zp, None, -8, 7), dtype))
+    assert_same_bits(gx, ref.ste_grad(g, ref.int_mask(x, scale, zp, None, -8, 7), dtype))
 
 
 @pytest.mark.parametrize("fmt", [torch.float8_e4m3fn, torch.float4_e2m1fn_x2], ids=str)
@@ -72,7 +64,7 @@ def test_float_forward(fmt: torch.dtype, pow2: bool) -> None:
     scale = torch.rand(4099, 1) + 0.1
     if pow2:
         scale = torch.exp2(torch.randint(-3, 3, (4099, 1)).float())
-    same_bits(ops.fake_quantize_float(x, scale, fmt), ref.fake_quantize_float(x, scale, fmt))
+    assert_same_bits(ops.fake_quantize_float(x, scale, fmt), ref.fake_quantize_float(x, scale, fmt))
 
 
 def test_lsq_backward() -> None:
@@ -84,6 +76,6 @@ def test_lsq_backward() -> None:
     zp = torch.rand(4099, 1) * 19 - 2
     dx, ds, dz = ops.fake_quantize_lsq_backward(g, x, scale, zp, 0, 15, 0.5)
     rdx, rds, rdz = ref.lsq_backward(g, x, scale, zp, 0, 15, 0.5)
-    same_bits(dx, rdx)
+    assert_same_bits(dx, rdx)
     torch.testing.assert_close(ds, rds, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(dz, rdz, rtol=1e-4, atol=1e-4)
