@@ -113,7 +113,7 @@ C10_ALWAYS_INLINE void store_pair(T* p, const fVec& a, const fVec& b) {
 // Streaming stores need 32-byte aligned destinations: runs peel elements until they are.
 template <Io kIo, typename T>
 C10_ALWAYS_INLINE bool misaligned(const T* p) {
-  return kIo == Io::kStream && (reinterpret_cast<uintptr_t>(p) & 31) != 0;
+  return kIo == Io::kStream && stream_misaligned(p);
 }
 
 // Runs of exactly N elements (N a multiple of kStep): a loop the compiler fully unrolls.
@@ -165,6 +165,26 @@ C10_ALWAYS_INLINE void map2_run(const T* g, const T* x, T* y, int64_t n, const V
   for (; j < n; ++j) {
     y[j] = static_cast<T>(sf(static_cast<float>(g[j]), static_cast<float>(x[j]), j));
   }
+}
+
+// Walks every run of an elementwise kernel writing `out`. run(offset, length, q, inner_full,
+// stream) must be always-inline: layouts of rows ([F, B]) go through for_each_row with
+// inner_full a literal false, so each row is a straight loop; the rest through for_each_run.
+// Outputs of kStreamBytes and more are streamed, and every parallel chunk then ends with a
+// fence.
+template <typename Run>
+void walk_elementwise(const QParamLayout& layout, const at::Tensor& out, const Run& run) {
+  const bool stream = out.nbytes() >= kStreamBytes;
+  auto fence = [&] {
+    if (stream) stream_fence();
+  };
+  auto row = [&](int64_t off, int64_t len, int64_t q)
+                 C10_ALWAYS_INLINE_ATTRIBUTE { run(off, len, q, false, stream); };
+  if (for_each_row(layout, row, fence)) return;
+  const bool inner_full = layout.inner_full();
+  for_each_run(
+      layout, [&](int64_t off, int64_t len, int64_t q) { run(off, len, q, inner_full, stream); },
+      fence);
 }
 
 // ---- integer ----------------------------------------------------------------------------
@@ -241,26 +261,16 @@ void int_kernel(const at::Tensor* grad, const at::Tensor& x, const at::Tensor& o
     const scalar_t* gp = grad ? grad->const_data_ptr<scalar_t>() : nullptr;
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     scalar_t* op = out.mutable_data_ptr<scalar_t>();
-    const bool inner_full = layout.inner_full();
-    const bool stream = out.nbytes() >= kStreamBytes;
-    auto fence = [&] {
-      if (stream) stream_fence();
-    };
     // The formulation is chosen once per call, outside the walk, so each run (as short as
     // one 32-element block) is a straight inlined loop.
     auto walk = [&](auto minval_form) {
       constexpr bool kMinval = decltype(minval_form)::value;
-      auto row = [&](int64_t off, int64_t len, int64_t q) C10_ALWAYS_INLINE_ATTRIBUTE {
-        int_run<kMinval>(gp ? gp + off : nullptr, xp + off, op + off, len, p, q, false, stream);
-      };
-      if (for_each_row(layout, row, fence)) return;
-      for_each_run(
-          layout,
-          [&](int64_t off, int64_t len, int64_t q) {
-            int_run<kMinval>(gp ? gp + off : nullptr, xp + off, op + off, len, p, q, inner_full,
-                             stream);
-          },
-          fence);
+      walk_elementwise(layout, out,
+                       [&](int64_t off, int64_t len, int64_t q, bool inner_full, bool stream)
+                           C10_ALWAYS_INLINE_ATTRIBUTE {
+                             int_run<kMinval>(gp ? gp + off : nullptr, xp + off, op + off, len, p,
+                                              q, inner_full, stream);
+                           });
     };
     if (p.float_offset != nullptr) {
       walk(std::true_type{});
@@ -337,21 +347,12 @@ void fake_quantize_float(const at::Tensor& x, const at::Tensor& y, const QParamL
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fq_float", [&] {
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
-    const bool inner_full = layout.inner_full();
-    const bool stream = y.nbytes() >= kStreamBytes;
-    auto fence = [&] {
-      if (stream) stream_fence();
-    };
-    auto row = [&](int64_t off, int64_t len, int64_t q) C10_ALWAYS_INLINE_ATTRIBUTE {
-      float_run(xp + off, yp + off, len, p.scale, q, false, stream, grid, info);
-    };
-    if (for_each_row(layout, row, fence)) return;
-    for_each_run(
-        layout,
-        [&](int64_t off, int64_t len, int64_t q) {
-          float_run(xp + off, yp + off, len, p.scale, q, inner_full, stream, grid, info);
-        },
-        fence);
+    walk_elementwise(layout, y,
+                     [&](int64_t off, int64_t len, int64_t q, bool inner_full, bool stream)
+                         C10_ALWAYS_INLINE_ATTRIBUTE {
+                           float_run(xp + off, yp + off, len, p.scale, q, inner_full, stream, grid,
+                                     info);
+                         });
   });
 }
 

@@ -86,7 +86,7 @@ void lsq_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor&
         float ds = 0.0f, dz = 0.0f;
         const bool stream_run = stream && len >= 256;
         if constexpr (kStreamFloat) {
-          for (; stream_run && j < len && (reinterpret_cast<uintptr_t>(o + j) & 31) != 0; ++j) {
+          for (; stream_run && j < len && stream_misaligned(o + j); ++j) {
             o[j] = lsq_element(g[j], xv[j], s, zp, p.qmin, p.qmax, ds, dz);
           }
         }

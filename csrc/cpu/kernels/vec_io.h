@@ -6,6 +6,7 @@
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 
+#include <cstdint>
 #include <type_traits>
 
 namespace coreai_opt::cpu {
@@ -122,6 +123,13 @@ inline void stream2_lanewise(T* p, const fVec& a, const fVec& b) {
   }
 #endif
   store2_lanewise(p, a, b);
+}
+
+// True when a streaming store to p would be unaligned: runs store such leading elements
+// one at a time.
+template <typename T>
+inline bool stream_misaligned(const T* p) {
+  return (reinterpret_cast<uintptr_t>(p) & 31) != 0;
 }
 
 inline void stream_fence() {
