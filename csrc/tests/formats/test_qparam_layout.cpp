@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "formats/qparam_layout.h"
+#include "tests/qparam_index.h"
 
 namespace {
 
@@ -18,7 +19,8 @@ using coreai_opt::formats::make_qparam_layout;
 using coreai_opt::formats::qparam_shape_error;
 using coreai_opt::formats::qparam_sizes_from_blocks;
 using coreai_opt::formats::QParamLayout;
-using Sizes = std::vector<int64_t>;
+using coreai_opt::test::numel_of;
+using coreai_opt::test::Sizes;
 
 struct Dim {
   int64_t size;
@@ -34,29 +36,6 @@ void check_dims(const QParamLayout& l, const std::vector<Dim>& want) {
     CHECK(l.dims[i].full == want[i].full);
     CHECK(l.dims[i].qstride == want[i].qstride);
   }
-}
-
-int64_t product(const Sizes& s) {
-  int64_t p = 1;
-  for (int64_t v : s) p *= v;
-  return p;
-}
-
-// Flat qparam index of every element, straight from the op contract.
-std::vector<int64_t> direct_qindex(const Sizes& x, const Sizes& q) {
-  const int64_t n = product(x);
-  std::vector<int64_t> out(n);
-  std::vector<int64_t> idx(x.size(), 0);
-  for (int64_t e = 0; e < n; ++e) {
-    int64_t qi = 0;
-    for (size_t d = 0; d < x.size(); ++d) qi = qi * q[d] + idx[d] / (x[d] / q[d]);
-    out[e] = qi;
-    for (int64_t d = static_cast<int64_t>(x.size()) - 1; d >= 0; --d) {
-      if (++idx[d] < x[d]) break;
-      idx[d] = 0;
-    }
-  }
-  return out;
 }
 
 // Flat qparam index of every element, by walking the canonical dimensions.
@@ -175,8 +154,8 @@ TEST_CASE("make_qparam_layout visits the same qparam as the direct formula", "[f
     REQUIRE(qparam_shape_error(x, q).empty());
     const auto l = make_qparam_layout(x, q);
     INFO("trial " << t);
-    REQUIRE(l.numel == product(x));
-    REQUIRE(l.qnumel == product(q));
+    REQUIRE(l.numel == numel_of(x));
+    REQUIRE(l.qnumel == numel_of(q));
     REQUIRE_FALSE(l.dims.empty());
     int64_t canon = 1;
     for (size_t i = 0; i < l.dims.size(); ++i) {
@@ -186,7 +165,7 @@ TEST_CASE("make_qparam_layout visits the same qparam as the direct formula", "[f
       if (!l.dims[i].full) REQUIRE(l.dims[i].qstride == 0);
     }
     REQUIRE(canon == l.numel);
-    REQUIRE(layout_qindex(l) == direct_qindex(x, q));
+    REQUIRE(layout_qindex(l) == coreai_opt::test::qindex(x, q));
   }
 }
 

@@ -27,11 +27,14 @@
 #include "formats/float_format.h"
 #include "formats/int_range.h"
 #include "formats/rounding.h"
+#include "tests/qparam_index.h"
 
 namespace {
 
 namespace fmt = coreai_opt::formats;
-using Sizes = std::vector<int64_t>;
+using coreai_opt::test::numel_of;
+using coreai_opt::test::qindex;
+using coreai_opt::test::Sizes;
 
 using FqIntFn = at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
                            const std::optional<at::Tensor>&, int64_t, int64_t);
@@ -145,29 +148,6 @@ const std::vector<Gran>& granularities() {
 }
 
 Sizes qsizes_full(const Gran& g) { return g.q.empty() ? Sizes(g.x.size(), 1) : g.q; }
-
-int64_t numel_of(const Sizes& s) {
-  int64_t n = 1;
-  for (int64_t v : s) n *= v;
-  return n;
-}
-
-// Flat qparam index of every element: q_d = i_d / (x_d / q_d), row-major over q.
-std::vector<int64_t> qindex(const Sizes& x, const Sizes& q) {
-  const int64_t n = numel_of(x);
-  std::vector<int64_t> out(n);
-  std::vector<int64_t> idx(x.size(), 0);
-  for (int64_t e = 0; e < n; ++e) {
-    int64_t qi = 0;
-    for (size_t d = 0; d < x.size(); ++d) qi = qi * q[d] + idx[d] / (x[d] / q[d]);
-    out[e] = qi;
-    for (int64_t d = static_cast<int64_t>(x.size()) - 1; d >= 0; --d) {
-      if (++idx[d] < x[d]) break;
-      idx[d] = 0;
-    }
-  }
-  return out;
-}
 
 // ---- random data -----------------------------------------------------------------------
 

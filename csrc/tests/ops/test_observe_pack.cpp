@@ -22,12 +22,14 @@
 #include "formats/float_format.h"
 #include "formats/int_range.h"
 #include "formats/qparams.h"
+#include "tests/qparam_index.h"
 
 namespace {
 
 namespace fmt = coreai_opt::formats;
-using Sizes = std::vector<int64_t>;
 using Catch::Matchers::Contains;
+using coreai_opt::test::numel_of;
+using coreai_opt::test::Sizes;
 
 using MinMaxFn = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, c10::SymIntArrayRef);
 using UpdateRangeFn = void(const at::Tensor&, const at::Tensor&, const at::Tensor&,
@@ -95,12 +97,6 @@ bool same_float(float a, float b) {
   std::memcpy(&x, &a, 4);
   std::memcpy(&y, &b, 4);
   return x == y;
-}
-
-int64_t numel_of(const Sizes& s) {
-  int64_t n = 1;
-  for (int64_t v : s) n *= v;
-  return n;
 }
 
 // Reference min / max per block, NaN propagating (torch.amin semantics).
