@@ -70,7 +70,17 @@ def test_two_threads_beat_one_on_a_large_tensor() -> None:
     assert two < 0.85 * one, f"1 thread {one * 1e3:.1f} ms, 2 threads {two * 1e3:.1f} ms"
 
 
-_DEFAULT_ISA_SCRIPT = """
+def _forceable_isas() -> list[str]:
+    """ATEN_CPU_CAPABILITY values this processor can run: the portable build and every vector
+    ISA up to the best one ATen picks by itself."""
+    best = torch.backends.cpu.get_cpu_capability()
+    order = ["default", "avx2", "avx512"]
+    if best.lower() not in order:  # another architecture: its vector build against portable
+        return ["default"]
+    return order[: order.index(best.lower()) + 1]
+
+
+_SMALL_CASES_SCRIPT = """
 import sys, torch, coreai_opt
 ops = torch.ops.coreai_opt
 inputs = torch.load(sys.argv[1])
@@ -87,43 +97,131 @@ for dtype in (torch.float32, torch.bfloat16, torch.float16):
     out[key + "lsq"] = ops.fake_quantize_lsq_backward(
         x, x, inputs["s"], inputs["zp"].float(), -8, 7, 1.0
     )
+    # Runs longer than one reduction chunk, with tails of every length mod 16 and 32.
+    long = inputs["long"].to(dtype)
+    for n in (1024, 1040, 1057, 2075):
+        xl = long[:, :n].contiguous()
+        out[key + f"lsq_rows_{n}"] = ops.fake_quantize_lsq_backward(
+            xl, -xl, inputs["s"][:, :1], inputs["zp"][:, :1].float(), 0, 15, 0.5
+        )
+    out[key + "lsq_tensor"] = ops.fake_quantize_lsq_backward(
+        long, long, inputs["s"][0, 0], inputs["zp"][0, 0].float(), -8, 7, 1.0
+    )
 torch.save(out, sys.argv[2])
 """
 
 
-def _kernel_outputs(isa: str | None, tmp_path: Path) -> dict:
-    """Runs the script in a subprocess, optionally forcing ATen's CPU capability."""
+def _isa_outputs(script: str, inputs: dict, isa: str | None, tmp_path: Path) -> dict:
+    """Runs `script` on `inputs` in a subprocess, optionally forcing ATen's CPU capability.
+
+    The inputs are made here, once: torch.randn itself gives other bits under another ISA.
+    """
+    src, dst = tmp_path / "in.pt", tmp_path / f"out_{isa}.pt"
+    if not src.exists():
+        torch.save(inputs, src)
+    env = dict(os.environ)
+    env.pop("ATEN_CPU_CAPABILITY", None)
+    if isa is not None:
+        env["ATEN_CPU_CAPABILITY"] = isa
+    subprocess.run([sys.executable, "-c", script, str(src), str(dst)], env=env, check=True)
+    return torch.load(dst)
+
+
+def _assert_outputs_equal(want: dict, got: dict, label: str) -> None:
+    """Every value equal bit for bit (NaN where NaN, -0 kept)."""
+    assert want.keys() == got.keys()
+    for key, value in want.items():
+        other = got[key]
+        pairs = zip(value, other, strict=True) if isinstance(value, tuple) else [(value, other)]
+        for a, b in pairs:
+            if isinstance(a, str):
+                assert a == b, f"{label}: {key}"
+                continue
+            torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True, msg=f"{label}: {key}")
+            finite = ~a.isnan()
+            assert torch.equal(a[finite].signbit(), b[finite].signbit()), f"{label}: {key} (-0)"
+
+
+def test_every_isa_gives_the_same_bits(tmp_path: Path) -> None:
+    """DEFAULT (scalar at::vec), AVX2 and AVX512, each forced where this processor has it,
+    and the build ATen picks by itself all give the same bits, reductions included."""
     torch.manual_seed(0)
     x = torch.randn(24, 37 * 3) * 3
     x[0, :5] = torch.tensor([float("nan"), float("inf"), -float("inf"), -0.0, 0.0])
     inputs = {
         "x": x,
+        "long": torch.randn(24, 2075) * 3,
         "s": torch.rand(24, 3) * 0.5 + 0.01,
         "zp": torch.randint(-3, 3, (24, 3), dtype=torch.int32),
         "mv": -torch.rand(24, 3),
     }
-    src, dst = tmp_path / f"in_{isa}.pt", tmp_path / f"out_{isa}.pt"
-    torch.save(inputs, src)
-    env = dict(os.environ)
-    if isa is not None:
-        env["ATEN_CPU_CAPABILITY"] = isa
-    subprocess.run(
-        [sys.executable, "-c", _DEFAULT_ISA_SCRIPT, str(src), str(dst)], env=env, check=True
-    )
-    return torch.load(dst)
-
-
-def test_portable_kernels_match_the_vector_kernels(tmp_path: Path) -> None:
-    """The DEFAULT build (scalar at::vec) gives the same bits as the machine's best ISA."""
-    best = _kernel_outputs(None, tmp_path)
-    portable = _kernel_outputs("default", tmp_path)
+    portable = _isa_outputs(_SMALL_CASES_SCRIPT, inputs, "default", tmp_path)
     assert portable.pop("isa") == "DEFAULT"
-    best.pop("isa")
-    for key, value in best.items():
-        got = portable[key]
-        pairs = zip(value, got, strict=True) if isinstance(value, tuple) else [(value, got)]
-        for a, b in pairs:
-            torch.testing.assert_close(a, b, rtol=0, atol=0, equal_nan=True, msg=key)
+    for isa in [*_forceable_isas()[1:], None]:
+        got = _isa_outputs(_SMALL_CASES_SCRIPT, inputs, isa, tmp_path)
+        name = got.pop("isa")
+        if isa is not None:
+            assert name == isa.upper()
+        _assert_outputs_equal(portable, got, f"DEFAULT vs {name}")
+
+
+# Outputs of 16 MiB and more: the AVX2 build streams them (test_ops_large_outputs.py checks
+# their bits against the reference; this checks that every ISA agrees, LSQ sums included).
+# Each output is reduced to a digest of its bits (NaNs as one pattern) to keep files small.
+_LARGE_CASES_SCRIPT = """
+import hashlib, sys, torch, coreai_opt
+ops = torch.ops.coreai_opt
+inputs = torch.load(sys.argv[1])
+big = inputs["x"]
+ints = {torch.float32: torch.int32, torch.bfloat16: torch.int16}
+
+def digest(t):
+    t = t.contiguous()
+    bits = t.view(ints[t.dtype]).clone()
+    bits[t.isnan()] = -1
+    return hashlib.sha256(bits.numpy().tobytes()).hexdigest()
+
+layouts = {
+    "tensor": (big.view(-1)[:4_194_311], inputs["s"][:1, :1].reshape(1), 1),
+    "rows": (big.view(-1)[: 2048 * 2048].view(2048, 2048), inputs["s"][:2048, :1], 1),
+    "blocks": (big.view(-1)[: 2048 * 2048].view(2048, 2048), inputs["s"][:2048, :64], 64),
+    "odd_rows": (big, inputs["s"][:, :1], 1),
+}
+out = {"isa": ops.cpu_kernel_isa()}
+for name, (x, s, _) in layouts.items():
+    zp = inputs["zp"][: s.shape[0], : s.shape[-1]].reshape(s.shape)
+    for dtype in (torch.float32, torch.bfloat16):
+        xd = x.to(dtype) if dtype == torch.float32 else torch.cat([x, -x]).to(dtype)
+        sd = s if dtype == torch.float32 or s.dim() == 1 else torch.cat([s, s])
+        zd = zp if dtype == torch.float32 or zp.dim() == 1 else torch.cat([zp, zp])
+        key = f"{name}_{dtype}"
+        out[key + "_fwd"] = digest(ops.fake_quantize_int(xd, sd, zd, None, -8, 7))
+        out[key + "_bwd"] = digest(ops.fake_quantize_int_backward(xd, xd, sd, zd, None, -8, 7))
+        gx, gs, gz = ops.fake_quantize_lsq_backward(-xd, xd, sd, zd.float(), 0, 15, 0.5)
+        out[key + "_lsq"] = (digest(gx), gs, gz)
+    out[name + "_fp8"] = digest(ops.fake_quantize_float(x, s, torch.float8_e4m3fn))
+    out[name + "_fp4"] = digest(ops.fake_quantize_float(x, s, torch.float4_e2m1fn_x2))
+torch.save(out, sys.argv[2])
+"""
+
+
+def test_every_isa_gives_the_same_bits_on_large_outputs(tmp_path: Path) -> None:
+    """The same on outputs of 16 MiB and more (streaming stores, aligned and odd rows)."""
+    torch.manual_seed(3)
+    x = torch.randn(4099, 1031) * 3
+    x.view(-1)[::9973] = float("nan")
+    x.view(-1)[5::7919] = -0.0
+    inputs = {
+        "x": x,
+        "s": torch.rand(4099, 64) * 0.1 + 0.01,
+        "zp": torch.randint(-4, 4, (4099, 64), dtype=torch.int32),
+    }
+    portable = _isa_outputs(_LARGE_CASES_SCRIPT, inputs, "default", tmp_path)
+    assert portable.pop("isa") == "DEFAULT"
+    for isa in _forceable_isas()[1:]:
+        got = _isa_outputs(_LARGE_CASES_SCRIPT, inputs, isa, tmp_path)
+        assert got.pop("isa") == isa.upper()
+        _assert_outputs_equal(portable, got, f"DEFAULT vs {isa.upper()}")
 
 
 def test_library_refuses_another_torch() -> None:

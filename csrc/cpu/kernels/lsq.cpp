@@ -52,11 +52,25 @@ struct LsqVec {
   }
 };
 
-inline double hsum(const fVec& v) {
-  float lanes[kF];
-  v.store(lanes);
+// The order of the scale / zero-point sums is fixed by the element's position, never by the
+// vector width, so every ISA build (and the portable one) returns the same bits: within a
+// run, element j adds into float lane j % kLanes, in order; every kChunk elements the lanes
+// are folded into the double total in lane order; the last len % kLanes elements go through
+// one scalar float sum added at the end. A 16-lane ISA holds the lanes in one vector, an
+// 8-lane ISA in two.
+constexpr int64_t kLanes = 16;
+constexpr int64_t kChunk = 1024;
+constexpr int64_t kLaneVecs = kLanes / kF;
+static_assert(kLanes % kF == 0 && kChunk % kLanes == 0, "lanes must tile a chunk");
+
+// Lane sums of kLaneVecs vectors, in lane order, as a double.
+inline double fold_lanes(const fVec* v) {
   double t = 0.0;
-  for (int64_t k = 0; k < kF; ++k) t += lanes[k];
+  for (int64_t i = 0; i < kLaneVecs; ++i) {
+    float lanes[kF];
+    v[i].store(lanes);
+    for (int64_t k = 0; k < kF; ++k) t += lanes[k];
+  }
   return t;
 }
 
@@ -80,39 +94,41 @@ void lsq_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor&
       if (!inner_full) {
         const float s = p.scale[q], zp = p.quant_offset.at(q);
         const LsqVec lv{fVec(s), fVec(zp), fVec(p.qmin), fVec(p.qmax)};
-        // Float partial sums over short stretches, folded into double.
-        constexpr int64_t kChunk = 1024;
+        // Streaming needs 32-byte aligned stores; the lane order forbids peeling, so only a
+        // run whose destination starts aligned streams (every row of a float32 tensor whose
+        // rows are a multiple of 8 long).
+        const bool stream_run = stream && len >= 256 && !stream_misaligned(o);
         int64_t j = 0;
-        float ds = 0.0f, dz = 0.0f;
-        const bool stream_run = stream && len >= 256;
-        if constexpr (kStreamFloat) {
-          for (; stream_run && j < len && stream_misaligned(o + j); ++j) {
-            o[j] = lsq_element(g[j], xv[j], s, zp, p.qmin, p.qmax, ds, dz);
-          }
-        }
         if constexpr (kVectorizable<scalar_t>) {
-          while (j + kStep <= len) {
+          while (j + kLanes <= len) {
             const int64_t stop = std::min(len, j + kChunk);
-            fVec vds(0.0f), vdz(0.0f);
-            for (; j + kStep <= stop; j += kStep) {
-              fVec ga, gb, xa, xb;
-              load2(g + j, ga, gb);
-              load2(xv + j, xa, xb);
-              const fVec da = lv.step(ga, xa, vds, vdz);
-              const fVec db = lv.step(gb, xb, vds, vdz);
-              if constexpr (kStreamFloat) {
-                if (stream_run) {
-                  stream2_lanewise(o + j, da, db);
-                  continue;
+            fVec vds[kLaneVecs], vdz[kLaneVecs];
+            for (int64_t i = 0; i < kLaneVecs; ++i) vds[i] = vdz[i] = fVec(0.0f);
+            for (; j + kLanes <= stop; j += kLanes) {
+              if constexpr (kLaneVecs == 2) {
+                fVec ga, gb, xa, xb;
+                load2(g + j, ga, gb);
+                load2(xv + j, xa, xb);
+                const fVec da = lv.step(ga, xa, vds[0], vdz[0]);
+                const fVec db = lv.step(gb, xb, vds[1], vdz[1]);
+                if constexpr (kStreamFloat) {
+                  if (stream_run) {
+                    stream2_lanewise(o + j, da, db);
+                    continue;
+                  }
                 }
+                store2(o + j, da, db);
+              } else {
+                const fVec d = lv.step(load1(g + j), load1(xv + j), vds[0], vdz[0]);
+                store1(o + j, d);
               }
-              store2(o + j, da, db);
             }
-            a[q].first += hsum(vds);
-            a[q].second += hsum(vdz);
+            a[q].first += fold_lanes(vds);
+            a[q].second += fold_lanes(vdz);
           }
         }
         if (stream_run) stream_fence();
+        float ds = 0.0f, dz = 0.0f;
         for (; j < len; ++j) {
           o[j] = static_cast<scalar_t>(lsq_element(
               static_cast<float>(g[j]), static_cast<float>(xv[j]), s, zp, p.qmin, p.qmax, ds, dz));
