@@ -29,9 +29,32 @@ def fake_quantize_int(
     return _ops.fake_quantize_int(x, scale, zero_point, minval, quant_min, quant_max)
 
 
+def fake_quantize_int_backward(
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    scale: torch.Tensor,
+    zero_point: torch.Tensor | None = None,
+    minval: torch.Tensor | None = None,
+    *,
+    quant_min: int,
+    quant_max: int,
+) -> torch.Tensor:
+    """Straight-through gradient of :func:`fake_quantize_int`: ``grad`` where x lands inside
+    [quant_min, quant_max] before the clamp, else 0 (the mask is recomputed from x)."""
+    return _ops.fake_quantize_int_backward(grad, x, scale, zero_point, minval, quant_min, quant_max)
+
+
 def fake_quantize_float(x: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Fake-quantize onto float8_e4m3fn / float8_e5m2 / float4_e2m1fn_x2 (saturating, RNE)."""
     return _ops.fake_quantize_float(x, scale, dtype)
+
+
+def fake_quantize_float_backward(
+    grad: torch.Tensor, x: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype
+) -> torch.Tensor:
+    """Straight-through gradient of :func:`fake_quantize_float`: ``grad`` where x / scale lies
+    inside the format's finite range, else 0."""
+    return _ops.fake_quantize_float_backward(grad, x, scale, dtype)
 
 
 def fake_quantize_lsq(
@@ -45,6 +68,23 @@ def fake_quantize_lsq(
 ) -> torch.Tensor:
     """Fake-quantize with a learnable scale and zero point (gradients reach both)."""
     return _ops.fake_quantize_lsq(x, scale, zero_point, quant_min, quant_max, grad_factor)
+
+
+def fake_quantize_lsq_backward(
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    scale: torch.Tensor,
+    zero_point: torch.Tensor,
+    *,
+    quant_min: int,
+    quant_max: int,
+    grad_factor: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(grad_x, grad_scale, grad_zero_point) of :func:`fake_quantize_lsq`; the qparam
+    gradients are summed over each qparam's elements and multiplied by ``grad_factor``."""
+    return _ops.fake_quantize_lsq_backward(
+        grad, x, scale, zero_point, quant_min, quant_max, grad_factor
+    )
 
 
 def minmax(x: torch.Tensor, block_size: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,6 +133,82 @@ def choose_qparams_float(
 ) -> torch.Tensor:
     """Scale for a float format: max_abs / max, or a power of two by the OCP MX rule."""
     return _ops.choose_qparams_float(min_val, max_val, dtype, e8m0, float_range[0], float_range[1])
+
+
+def fused_fake_quantize(
+    x: torch.Tensor,
+    *,
+    observer_on: torch.Tensor,
+    fake_quant_on: torch.Tensor,
+    running_min: torch.Tensor,
+    running_max: torch.Tensor,
+    scale: torch.Tensor,
+    zero_point: torch.Tensor,
+    minval: torch.Tensor,
+    block_size: Sequence[int],
+    dtype: torch.dtype,
+    quant_min: int,
+    quant_max: int,
+    symmetric: bool,
+    use_minval: bool,
+    e8m0: bool,
+    method: str,
+    averaging_constant: float = 0.01,
+    range_min: float | None = None,
+    range_max: float | None = None,
+) -> torch.Tensor:
+    """Observe + choose qparams + fake-quantize in one op (what FakeQuantize.forward calls).
+
+    ``observer_on`` / ``fake_quant_on`` are one-element tensors read by the kernel, so the
+    caller never branches on them. When observing, this batch's range is folded into
+    ``running_min`` / ``running_max`` by ``method`` and the qparams (``scale``, and for
+    integer dtypes ``zero_point`` / ``minval``) are rewritten in place; ``range_min`` and
+    ``range_max`` both given fix the range instead. When fake-quantizing, the result is
+    fake-quantized with the (updated) qparams (minval form if ``use_minval``), else a copy of
+    ``x``. State tensors are float32 (int32 ``zero_point``) of the qparam shape
+    ``x.size(d) // block_size[d]``.
+    """
+    return _ops.fused_fake_quantize(
+        x,
+        observer_on,
+        fake_quant_on,
+        running_min,
+        running_max,
+        scale,
+        zero_point,
+        minval,
+        list(block_size),
+        dtype,
+        quant_min,
+        quant_max,
+        symmetric,
+        use_minval,
+        e8m0,
+        method,
+        averaging_constant,
+        range_min,
+        range_max,
+    )
+
+
+def fused_fake_quantize_backward(
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    *,
+    fake_quant_on: torch.Tensor,
+    scale: torch.Tensor,
+    zero_point: torch.Tensor,
+    minval: torch.Tensor,
+    dtype: torch.dtype,
+    quant_min: int,
+    quant_max: int,
+    use_minval: bool,
+) -> torch.Tensor:
+    """Gradient of :func:`fused_fake_quantize` for ``x``: the straight-through gradient of
+    the matching fake-quantize when ``fake_quant_on``, else ``grad`` unchanged."""
+    return _ops.fused_fake_quantize_backward(
+        grad, x, fake_quant_on, scale, zero_point, minval, dtype, quant_min, quant_max, use_minval
+    )
 
 
 def pack(q: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
