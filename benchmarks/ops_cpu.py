@@ -298,13 +298,6 @@ def activation_cases() -> list[Case]:
     ]
 
     on = torch.tensor([1], dtype=torch.uint8)
-    st = {
-        "rmin": torch.full((1, 1, 1), float("inf")),
-        "rmax": torch.full((1, 1, 1), float("-inf")),
-        "scale": torch.ones(1, 1, 1),
-        "zp": torch.zeros(1, 1, 1, dtype=torch.int32),
-        "minval": torch.zeros(1, 1, 1),
-    }
     a_rmin, a_rmax = torch.tensor(float("inf")), torch.tensor(float("-inf"))
     a_scale, a_zp = torch.ones(1), torch.zeros(1, dtype=torch.int32)
 
@@ -316,6 +309,28 @@ def activation_cases() -> list[Case]:
         sc = torch.clamp_min(torch.maximum(-rmin, rmax) / 127.5, 1.1920929e-07)
         return torch.clamp(torch.round(x / sc), -128, 127) * sc
 
+    # The fused op's arguments by name, with its state (built once: a call times the op).
+    fused_kw = {
+        "x": x,
+        "observer_on": on,
+        "fake_quant_on": on,
+        "running_min": torch.full((1, 1, 1), float("inf")),
+        "running_max": torch.full((1, 1, 1), float("-inf")),
+        "scale": torch.ones(1, 1, 1),
+        "zero_point": torch.zeros(1, 1, 1, dtype=torch.int32),
+        "minval": torch.zeros(1, 1, 1),
+        "block_size": [64, 1024, 768],
+        "dtype": torch.int8,
+        "quant_min": -128,
+        "quant_max": 127,
+        "symmetric": True,
+        "use_minval": False,
+        "e8m0": False,
+        "method": "moving_average",
+        "averaging_constant": 0.01,
+        "range_min": None,
+        "range_max": None,
+    }
     e_rmin, e_rmax = torch.tensor(float("inf")), torch.tensor(float("-inf"))
     c_rmin, c_rmax = torch.tensor(float("inf")), torch.tensor(float("-inf"))
     cases.append(
@@ -324,27 +339,7 @@ def activation_cases() -> list[Case]:
             x.numel(),
             12,
             "read x twice (observe, quantize), write y",
-            ours=lambda: OPS.fused_fake_quantize(
-                x,
-                on,
-                on,
-                st["rmin"],
-                st["rmax"],
-                st["scale"],
-                st["zp"],
-                st["minval"],
-                [64, 1024, 768],
-                torch.int8,
-                -128,
-                127,
-                True,
-                False,
-                False,
-                "moving_average",
-                0.01,
-                None,
-                None,
-            ),
+            ours=lambda: OPS.fused_fake_quantize(**fused_kw),
             copy=lambda: dst.copy_(x),
             aten=lambda: torch.fused_moving_avg_obs_fake_quant(
                 x, on, on, a_rmin, a_rmax, a_scale, a_zp, 0.01, -128, 127, 0, False, True

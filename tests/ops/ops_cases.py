@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import pytest
 import torch
-from reference import INT_DTYPES, int_range
+from reference import FLOAT_FORMATS, INT_DTYPES, int_range
 
 INPUT_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 """Every input dtype the ops accept."""
@@ -97,3 +99,119 @@ def assert_same_bits(got: torch.Tensor, want: torch.Tensor) -> None:
     keep = ~want.isnan()
     ints = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16}
     assert torch.equal(got[keep].view(ints[got.dtype]), want[keep].view(ints[got.dtype]))
+
+
+# ---- fused_fake_quantize: the one place its argument lists are written ----------------------
+
+
+def fresh_fused_state(q_shape: Sequence[int]) -> list[torch.Tensor]:
+    """running_min, running_max, scale, zero_point, minval of a fresh FakeQuantize.
+
+    Uninitialised running range (+inf / -inf), scale 1, zero_point and minval 0; float32
+    buffers and an int32 zero_point of qparam shape ``q_shape``, in schema order.
+    """
+    q = tuple(q_shape)
+    return [
+        torch.full(q, math.inf),
+        torch.full(q, -math.inf),
+        torch.ones(q),
+        torch.zeros(q, dtype=torch.int32),
+        torch.zeros(q),
+    ]
+
+
+@dataclass(frozen=True)
+class FusedFormat:
+    """The quantization format of a fused call (the op's format arguments)."""
+
+    dtype: torch.dtype
+    quant_min: int = 0
+    quant_max: int = 0
+    symmetric: bool = True
+    use_minval: bool = False
+    e8m0: bool = False
+
+    @property
+    def is_float(self) -> bool:
+        """Float formats keep zero_point / minval untouched."""
+        return self.dtype in FLOAT_FORMATS
+
+
+def fused_kwargs(
+    x: torch.Tensor,
+    observer_on: torch.Tensor,
+    fake_quant_on: torch.Tensor,
+    state: Sequence[torch.Tensor],
+    block_size: Sequence[int],
+    fmt: FusedFormat,
+    method: str,
+    averaging_constant: float = 0.01,
+    range_min: float | None = None,
+    range_max: float | None = None,
+) -> dict[str, object]:
+    """Keyword arguments of ``torch.ops.coreai_opt.fused_fake_quantize``.
+
+    ``state`` is (running_min, running_max, scale, zero_point, minval), e.g. from
+    :func:`fresh_fused_state`; the op mutates those tensors in place. Call the op as
+    ``ops.fused_fake_quantize(**fused_kwargs(...))``, or pass the result through
+    :func:`schema_args` where a dispatch path takes positional arguments only.
+    """
+    running_min, running_max, scale, zero_point, minval = state
+    return {
+        "x": x,
+        "observer_on": observer_on,
+        "fake_quant_on": fake_quant_on,
+        "running_min": running_min,
+        "running_max": running_max,
+        "scale": scale,
+        "zero_point": zero_point,
+        "minval": minval,
+        "block_size": list(block_size),
+        "dtype": fmt.dtype,
+        "quant_min": fmt.quant_min,
+        "quant_max": fmt.quant_max,
+        "symmetric": fmt.symmetric,
+        "use_minval": fmt.use_minval,
+        "e8m0": fmt.e8m0,
+        "method": method,
+        "averaging_constant": averaging_constant,
+        "range_min": range_min,
+        "range_max": range_max,
+    }
+
+
+def fused_backward_kwargs(
+    grad: torch.Tensor,
+    x: torch.Tensor,
+    fake_quant_on: torch.Tensor,
+    qparams: Sequence[torch.Tensor],
+    fmt: FusedFormat,
+) -> dict[str, object]:
+    """Keyword arguments of ``torch.ops.coreai_opt.fused_fake_quantize_backward``.
+
+    ``qparams`` is (scale, zero_point, minval), e.g. ``state[2:]`` of a fused state.
+    """
+    scale, zero_point, minval = qparams
+    return {
+        "grad": grad,
+        "x": x,
+        "fake_quant_on": fake_quant_on,
+        "scale": scale,
+        "zero_point": zero_point,
+        "minval": minval,
+        "dtype": fmt.dtype,
+        "quant_min": fmt.quant_min,
+        "quant_max": fmt.quant_max,
+        "use_minval": fmt.use_minval,
+    }
+
+
+def schema_args(overload: torch._ops.OpOverload, kwargs: Mapping[str, object]) -> tuple:
+    """``kwargs`` as a positional tuple in the order of ``overload``'s schema.
+
+    For the paths that take positional arguments only (boxed kernel calls, opcheck cases);
+    every schema argument must be present in ``kwargs``.
+    """
+    names = [a.name for a in overload._schema.arguments]
+    assert set(kwargs) == set(names), sorted(set(kwargs) ^ set(names))
+    return tuple(kwargs[n] for n in names)

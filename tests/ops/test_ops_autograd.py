@@ -7,7 +7,7 @@ import math
 import pytest
 import reference as ref
 import torch
-from ops_cases import int_input, random_scale
+from ops_cases import FusedFormat, fresh_fused_state, fused_kwargs, int_input, random_scale
 
 ops = torch.ops.coreai_opt
 
@@ -94,26 +94,16 @@ def test_lsq_grads(x_shape: tuple[int, ...], q_shape: tuple[int, ...], dtype: to
 
 def test_fused_ste_uses_the_step_qparams() -> None:
     """Backward of a step uses the qparams of that step, even after the state moved on."""
-    q = [4, 1]
-    state = [
-        torch.full(q, math.inf),
-        torch.full(q, -math.inf),
-        torch.ones(q),
-        torch.zeros(q, dtype=torch.int32),
-        torch.zeros(q),
-    ]
+    state = fresh_fused_state([4, 1])
     on = torch.tensor([1], dtype=torch.uint8)
+    fmt = FusedFormat(torch.int8, -128, 127, symmetric=False)
     versions = [t._version for t in state]
     x1 = (torch.randn(4, 32) * 3).requires_grad_()
-    y1 = ops.fused_fake_quantize(
-        x1, on, on, *state, [1, 32], torch.int8, -128, 127, False, False, False, "static"
-    )
+    y1 = ops.fused_fake_quantize(**fused_kwargs(x1, on, on, state, [1, 32], fmt, "static"))
     assert [t._version for t in state] != versions
     scale1, zp1 = state[2].clone(), state[3].clone()
     x2 = torch.randn(4, 32) * 0.01
-    ops.fused_fake_quantize(
-        x2, on, on, *state, [1, 32], torch.int8, -128, 127, False, False, False, "static"
-    )
+    ops.fused_fake_quantize(**fused_kwargs(x2, on, on, state, [1, 32], fmt, "static"))
     assert not torch.equal(scale1, state[2])
     g = torch.randn(4, 32)
     x1_wide = x1.detach().clone()
@@ -123,29 +113,11 @@ def test_fused_ste_uses_the_step_qparams() -> None:
 
 
 def test_fused_fake_quant_off_passes_grad_through() -> None:
-    q = [1, 1]
-    state = [
-        torch.full(q, math.inf),
-        torch.full(q, -math.inf),
-        torch.ones(q),
-        torch.zeros(q, dtype=torch.int32),
-        torch.zeros(q),
-    ]
+    state = fresh_fused_state([1, 1])
     x = (torch.randn(3, 5) * 1000).requires_grad_()
-    y = ops.fused_fake_quantize(
-        x,
-        torch.tensor(False),
-        torch.tensor(False),
-        *state,
-        [3, 5],
-        torch.float8_e4m3fn,
-        0,
-        0,
-        True,
-        False,
-        False,
-        "static",
-    )
+    off = torch.tensor(False), torch.tensor(False)
+    fmt = FusedFormat(torch.float8_e4m3fn, 0, 0, symmetric=True)
+    y = ops.fused_fake_quantize(**fused_kwargs(x, *off, state, [3, 5], fmt, "static"))
     g = torch.randn(3, 5)
     y.backward(g)
     assert torch.equal(x.grad, g)

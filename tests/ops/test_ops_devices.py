@@ -9,7 +9,16 @@ from collections.abc import Callable
 import pytest
 import reference as ref
 import torch
-from ops_cases import GRANULARITIES, int_input, random_scale
+from ops_cases import (
+    GRANULARITIES,
+    FusedFormat,
+    fresh_fused_state,
+    fused_backward_kwargs,
+    fused_kwargs,
+    int_input,
+    random_scale,
+    schema_args,
+)
 
 ops = torch.ops.coreai_opt
 
@@ -36,17 +45,6 @@ def composite(name: str) -> Callable[..., object]:
     )
     keys = torch._C.DispatchKeySet(torch._C.DispatchKey.CPU)
     return lambda *args: kernel.call_boxed(keys, *args)
-
-
-def fresh_state(q: list[int]) -> list[torch.Tensor]:
-    """running_min, running_max, scale, zero_point, minval of a fresh FakeQuantize."""
-    return [
-        torch.full(q, math.inf),
-        torch.full(q, -math.inf),
-        torch.ones(q),
-        torch.zeros(q, dtype=torch.int32),
-        torch.zeros(q),
-    ]
 
 
 # ---- CompositeExplicitAutograd reference == CPU kernels, bit for bit ------------------------
@@ -156,20 +154,27 @@ def test_composite_observe(x_shape: tuple[int, ...], block: list[int], method: s
 def test_composite_fused(
     dtype: torch.dtype, qmin: int, qmax: int, symmetric: bool, use_minval: bool, e8m0: bool
 ) -> None:
-    got, want = fresh_state([4, 2]), fresh_state([4, 2])
+    got, want = fresh_fused_state([4, 2]), fresh_fused_state([4, 2])
+    fmt = FusedFormat(dtype, qmin, qmax, symmetric, use_minval, e8m0)
     for obs, fq in ((1, 1), (1, 0), (0, 1)):
         x = torch.randn(4, 64) * 3
         flags = (torch.tensor([obs], dtype=torch.uint8), torch.tensor([bool(fq)]))
-        rest = ([1, 32], dtype, qmin, qmax, symmetric, use_minval, e8m0, "moving_average", 0.3)
-        y = composite("fused_fake_quantize")(x, *flags, *got, *rest, None, None)
-        wy = ops.fused_fake_quantize(x, *flags, *want, *rest, None, None)
+        fw = [
+            fused_kwargs(x, *flags, state, [1, 32], fmt, "moving_average", 0.3, None, None)
+            for state in (got, want)
+        ]
+        y = composite("fused_fake_quantize")(*schema_args(ops.fused_fake_quantize.default, fw[0]))
+        wy = ops.fused_fake_quantize(**fw[1])
         assert_bitexact(y, wy)
         for a, b in zip(got, want, strict=True):
             assert_bitexact(a, b)
         g = torch.randn(4, 64)
-        bw = (g, x, flags[1], *want[2:], dtype, qmin, qmax, use_minval)
+        bw = fused_backward_kwargs(g, x, flags[1], want[2:], fmt)
         assert_bitexact(
-            composite("fused_fake_quantize_backward")(*bw), ops.fused_fake_quantize_backward(*bw)
+            composite("fused_fake_quantize_backward")(
+                *schema_args(ops.fused_fake_quantize_backward.default, bw)
+            ),
+            ops.fused_fake_quantize_backward(**bw),
         )
 
 
@@ -223,22 +228,20 @@ def meta_cases() -> list:
         )
 
     def fused(d: str) -> tuple:
-        return (
-            torch.randn(4, 12, dtype=torch.float16, device=d),
-            torch.tensor(True, device=d),
-            torch.tensor(True, device=d),
-            *(t.to(d) for t in fresh_state([4, 1])),
-            [1, 12],
-            torch.int8,
-            -128,
-            127,
-            True,
-            False,
-            False,
-            "static",
-            0.01,
-            None,
-            None,
+        return schema_args(
+            ops.fused_fake_quantize.default,
+            fused_kwargs(
+                torch.randn(4, 12, dtype=torch.float16, device=d),
+                torch.tensor(True, device=d),
+                torch.tensor(True, device=d),
+                [t.to(d) for t in fresh_fused_state([4, 1])],
+                [1, 12],
+                FusedFormat(torch.int8, -128, 127, symmetric=True),
+                "static",
+                0.01,
+                None,
+                None,
+            ),
         )
 
     x16 = lambda d: torch.randn(4, 12, dtype=torch.float16, device=d)  # noqa: E731
@@ -375,14 +378,15 @@ def test_cuda_matches_cpu() -> None:
         strict=True,
     ):
         assert_bitexact(a.cpu(), b)
-    state_cpu = fresh_state([6, 4])
+    state_cpu = fresh_fused_state([6, 4])
     state_cuda = [t.cuda() for t in state_cpu]
     flags = [torch.tensor([1], dtype=torch.uint8)] * 2
-    rest = ([1, 32], torch.int8, -128, 127, True, False, False, "moving_average", 0.1)
+    fmt = FusedFormat(torch.int8, -128, 127, symmetric=True)
+    rest = ([1, 32], fmt, "moving_average", 0.1)
     y = ops.fused_fake_quantize(
-        x.nan_to_num(0, 0, 0).cuda(), *[f.cuda() for f in flags], *state_cuda, *rest
+        **fused_kwargs(x.nan_to_num(0, 0, 0).cuda(), *[f.cuda() for f in flags], state_cuda, *rest)
     )
-    wy = ops.fused_fake_quantize(x.nan_to_num(0, 0, 0), *flags, *state_cpu, *rest)
+    wy = ops.fused_fake_quantize(**fused_kwargs(x.nan_to_num(0, 0, 0), *flags, state_cpu, *rest))
     assert_bitexact(y.cpu(), wy)
     for a, b in zip(state_cuda, state_cpu, strict=True):
         assert_bitexact(a.cpu(), b)

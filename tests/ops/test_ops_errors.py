@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
+from ops_cases import FusedFormat, fresh_fused_state, fused_kwargs
 
 ops = torch.ops.coreai_opt
+
+INT8 = FusedFormat(torch.int8, -128, 127, symmetric=True)
+"""The int8 format of the fused-op checks; a test swaps the dtype to reach one check."""
 
 
 def fq_int(x: torch.Tensor, scale: torch.Tensor, **kw: object) -> torch.Tensor:
@@ -145,29 +150,15 @@ def test_e8m0_nan_scale() -> None:
 )
 def test_bad_block_size(block: list[int], pattern: str) -> None:
     x = torch.randn(8, 12)
-    rmin, rmax = torch.full((8, 1), math.inf), torch.full((8, 1), -math.inf)
+    state = fresh_fused_state((8, 1))
+    rmin, rmax = state[0], state[1]
     with pytest.raises(ValueError, match=pattern):
         ops.minmax(x, block)
     with pytest.raises(ValueError, match=pattern):
         ops.update_range(x, rmin, rmax, block, "static")
     with pytest.raises(ValueError, match=pattern):
         ops.fused_fake_quantize(
-            x,
-            torch.tensor(True),
-            torch.tensor(True),
-            rmin,
-            rmax,
-            torch.ones(8, 1),
-            torch.zeros(8, 1, dtype=torch.int32),
-            torch.zeros(8, 1),
-            block,
-            torch.int8,
-            -128,
-            127,
-            True,
-            False,
-            False,
-            "static",
+            **fused_kwargs(x, torch.tensor(True), torch.tensor(True), state, block, INT8, "static")
         )
 
 
@@ -186,103 +177,58 @@ def test_update_range_state_checks() -> None:
         ops.minmax(torch.ones(8, 12, dtype=torch.int32), [1, 12])
 
 
-def fused_state(q: tuple[int, ...]) -> list[torch.Tensor]:
-    """Fresh fused-op buffers of qparam shape q."""
-    return [
-        torch.full(q, math.inf),
-        torch.full(q, -math.inf),
-        torch.ones(q),
-        torch.zeros(q, dtype=torch.int32),
-        torch.zeros(q),
-    ]
-
-
 def test_fused_checks() -> None:
     x = torch.randn(4, 8)
     t = torch.tensor(True)
     with pytest.raises(ValueError, match=r"\[-128, 127\] does not fit torch.int4|Int4"):
         ops.fused_fake_quantize(
-            x,
-            t,
-            t,
-            *fused_state((4, 1)),
-            [1, 8],
-            torch.int4,
-            -128,
-            127,
-            True,
-            False,
-            False,
-            "static",
+            **fused_kwargs(
+                x,
+                t,
+                t,
+                fresh_fused_state((4, 1)),
+                [1, 8],
+                replace(INT8, dtype=torch.int4),
+                "static",
+            )
         )
     with pytest.raises(ValueError, match="observer_on must hold exactly one element"):
         ops.fused_fake_quantize(
-            x,
-            torch.ones(2, dtype=torch.bool),
-            t,
-            *fused_state((4, 1)),
-            [1, 8],
-            torch.int8,
-            -128,
-            127,
-            True,
-            False,
-            False,
-            "static",
+            **fused_kwargs(
+                x,
+                torch.ones(2, dtype=torch.bool),
+                t,
+                fresh_fused_state((4, 1)),
+                [1, 8],
+                INT8,
+                "static",
+            )
         )
-    st = fused_state((4, 1))
+    st = fresh_fused_state((4, 1))
     st[3] = st[3].float()
     with pytest.raises(TypeError, match=r"zero_point has dtype .*must be"):
-        ops.fused_fake_quantize(
-            x, t, t, *st, [1, 8], torch.int8, -128, 127, True, False, False, "static"
-        )
+        ops.fused_fake_quantize(**fused_kwargs(x, t, t, st, [1, 8], INT8, "static"))
     with pytest.raises(ValueError, match=r"running_min has shape \[4, 1\] but the block sizes"):
         ops.fused_fake_quantize(
-            x,
-            t,
-            t,
-            *fused_state((4, 1)),
-            [4, 8],
-            torch.int8,
-            -128,
-            127,
-            True,
-            False,
-            False,
-            "static",
+            **fused_kwargs(x, t, t, fresh_fused_state((4, 1)), [4, 8], INT8, "static")
         )
     with pytest.raises(ValueError, match=r"range_min is 1.*must be <= 0"):
         ops.fused_fake_quantize(
-            x,
-            t,
-            t,
-            *fused_state((4, 1)),
-            [1, 8],
-            torch.int8,
-            -128,
-            127,
-            True,
-            False,
-            False,
-            "static",
-            0.01,
-            1.0,
-            2.0,
+            **fused_kwargs(
+                x, t, t, fresh_fused_state((4, 1)), [1, 8], INT8, "static", 0.01, 1.0, 2.0
+            )
         )
     with pytest.raises(ValueError, match=r"allowed: torch\.int8"):
         ops.fused_fake_quantize(
-            x,
-            t,
-            t,
-            *fused_state((4, 1)),
-            [1, 8],
-            torch.float32,
-            -128,
-            127,
-            True,
-            False,
-            False,
-            "static",
+            **fused_kwargs(
+                x,
+                t,
+                t,
+                fresh_fused_state((4, 1)),
+                [1, 8],
+                replace(INT8, dtype=torch.float32),
+                "static",
+            )
         )
 
 

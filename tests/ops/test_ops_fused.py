@@ -8,7 +8,13 @@ from dataclasses import dataclass
 import pytest
 import reference as ref
 import torch
-from ops_cases import block_size_of
+from ops_cases import (
+    FusedFormat,
+    block_size_of,
+    fresh_fused_state,
+    fused_backward_kwargs,
+    fused_kwargs,
+)
 
 ops = torch.ops.coreai_opt
 
@@ -20,36 +26,19 @@ def assert_bitexact(got: torch.Tensor, want: torch.Tensor) -> None:
     torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
 
 
-@dataclass(frozen=True)
-class Fmt:
-    """One quantization format of a fused call."""
-
-    dtype: torch.dtype
-    quant_min: int = 0
-    quant_max: int = 0
-    symmetric: bool = True
-    use_minval: bool = False
-    e8m0: bool = False
-
-    @property
-    def is_float(self) -> bool:
-        """Float formats keep zero_point / minval untouched."""
-        return self.dtype in ref.FLOAT_FORMATS
-
-
 FORMATS = [
-    pytest.param(Fmt(torch.int8, -128, 127, True), id="int8-sym"),
-    pytest.param(Fmt(torch.int8, -127, 127, True), id="int8-symclip"),
-    pytest.param(Fmt(torch.uint8, 0, 255, False), id="uint8-asym"),
-    pytest.param(Fmt(torch.uint8, 0, 255, False, use_minval=True), id="uint8-asym-minval"),
-    pytest.param(Fmt(torch.int4, -8, 7, True, use_minval=True), id="int4-sym-minval"),
-    pytest.param(Fmt(torch.uint4, 0, 15, True), id="uint4-sym"),
-    pytest.param(Fmt(torch.int2, -2, 1, False), id="int2-asym"),
-    pytest.param(Fmt(torch.uint2, 0, 3, False, use_minval=True), id="uint2-asym-minval"),
-    pytest.param(Fmt(torch.float8_e4m3fn), id="e4m3"),
-    pytest.param(Fmt(torch.float8_e5m2, e8m0=True), id="e5m2-e8m0"),
-    pytest.param(Fmt(torch.float4_e2m1fn_x2, e8m0=True), id="fp4-e8m0"),
-    pytest.param(Fmt(torch.float4_e2m1fn_x2), id="fp4-fp32scale"),
+    pytest.param(FusedFormat(torch.int8, -128, 127, True), id="int8-sym"),
+    pytest.param(FusedFormat(torch.int8, -127, 127, True), id="int8-symclip"),
+    pytest.param(FusedFormat(torch.uint8, 0, 255, False), id="uint8-asym"),
+    pytest.param(FusedFormat(torch.uint8, 0, 255, False, use_minval=True), id="uint8-asym-minval"),
+    pytest.param(FusedFormat(torch.int4, -8, 7, True, use_minval=True), id="int4-sym-minval"),
+    pytest.param(FusedFormat(torch.uint4, 0, 15, True), id="uint4-sym"),
+    pytest.param(FusedFormat(torch.int2, -2, 1, False), id="int2-asym"),
+    pytest.param(FusedFormat(torch.uint2, 0, 3, False, use_minval=True), id="uint2-asym-minval"),
+    pytest.param(FusedFormat(torch.float8_e4m3fn), id="e4m3"),
+    pytest.param(FusedFormat(torch.float8_e5m2, e8m0=True), id="e5m2-e8m0"),
+    pytest.param(FusedFormat(torch.float4_e2m1fn_x2, e8m0=True), id="fp4-e8m0"),
+    pytest.param(FusedFormat(torch.float4_e2m1fn_x2), id="fp4-fp32scale"),
 ]
 
 SHAPES = [
@@ -72,13 +61,7 @@ class State:
     @staticmethod
     def fresh(q_shape: list[int]) -> State:
         """Uninitialised running range (±inf) and placeholder qparams."""
-        return State(
-            torch.full(q_shape, math.inf),
-            torch.full(q_shape, -math.inf),
-            torch.ones(q_shape),
-            torch.zeros(q_shape, dtype=torch.int32),
-            torch.zeros(q_shape),
-        )
+        return State(*fresh_fused_state(q_shape))
 
     def clone(self) -> State:
         """Deep copy."""
@@ -95,7 +78,7 @@ def call_fused(
     fake_quant_on: torch.Tensor,
     st: State,
     block: list[int],
-    f: Fmt,
+    f: FusedFormat,
     method: str,
     c: float = 0.01,
     range_min: float | None = None,
@@ -103,21 +86,9 @@ def call_fused(
 ) -> torch.Tensor:
     """The op with a State."""
     return ops.fused_fake_quantize(
-        x,
-        observer_on,
-        fake_quant_on,
-        *st.tensors(),
-        block,
-        f.dtype,
-        f.quant_min,
-        f.quant_max,
-        f.symmetric,
-        f.use_minval,
-        f.e8m0,
-        method,
-        c,
-        range_min,
-        range_max,
+        **fused_kwargs(
+            x, observer_on, fake_quant_on, st.tensors(), block, f, method, c, range_min, range_max
+        )
     )
 
 
@@ -127,7 +98,7 @@ def fused_reference(
     quantize: bool,
     st: State,
     block: list[int],
-    f: Fmt,
+    f: FusedFormat,
     method: str,
     c: float = 0.01,
     range_min: float | None = None,
@@ -177,7 +148,9 @@ def on(v: bool, dtype: torch.dtype = torch.bool) -> torch.Tensor:
 @pytest.mark.parametrize("method", ["static", "moving_average", "global_minmax"])
 @pytest.mark.parametrize(("x_shape", "q_shape"), SHAPES)
 @pytest.mark.parametrize("f", FORMATS)
-def test_steps(f: Fmt, x_shape: tuple[int, ...], q_shape: tuple[int, ...], method: str) -> None:
+def test_steps(
+    f: FusedFormat, x_shape: tuple[int, ...], q_shape: tuple[int, ...], method: str
+) -> None:
     """Four steps with the switches toggled; y and every buffer match the composition."""
     block = block_size_of(x_shape, q_shape)
     q = [xs // b for xs, b in zip(x_shape, block, strict=True)]
@@ -197,7 +170,7 @@ def test_steps(f: Fmt, x_shape: tuple[int, ...], q_shape: tuple[int, ...], metho
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64], ids=str)
 @pytest.mark.parametrize("f", [FORMATS[2], FORMATS[8]])
-def test_input_dtypes(f: Fmt, dtype: torch.dtype) -> None:
+def test_input_dtypes(f: FusedFormat, dtype: torch.dtype) -> None:
     x = (torch.randn(6, 40) * 3).to(dtype)
     st = State.fresh([6, 1])
     y = call_fused(x, on(True), on(True), st, [1, 40], f, "static")
@@ -208,7 +181,7 @@ def test_input_dtypes(f: Fmt, dtype: torch.dtype) -> None:
 
 
 @pytest.mark.parametrize("f", [FORMATS[0], FORMATS[2], FORMATS[9]])
-def test_float_range_fixes_qparams(f: Fmt) -> None:
+def test_float_range_fixes_qparams(f: FusedFormat) -> None:
     """Both float_range ends given: no observation (running range untouched), fixed qparams."""
     st = State.fresh([3, 1])
     for _ in range(2):
@@ -224,7 +197,7 @@ def test_float_range_fixes_qparams(f: Fmt) -> None:
 
 @pytest.mark.parametrize("switch_dtype", [torch.bool, torch.uint8, torch.int64, torch.float32])
 def test_switch_dtypes(switch_dtype: torch.dtype) -> None:
-    f = Fmt(torch.int8, -128, 127, True)
+    f = FusedFormat(torch.int8, -128, 127, True)
     x = torch.randn(4, 8)
     st = State.fresh([4, 1])
     y = call_fused(x, on(False, switch_dtype), on(False, switch_dtype), st, [1, 8], f, "static")
@@ -237,7 +210,7 @@ def test_switch_dtypes(switch_dtype: torch.dtype) -> None:
 
 
 def test_zero_dim_switches() -> None:
-    f = Fmt(torch.float8_e4m3fn)
+    f = FusedFormat(torch.float8_e4m3fn)
     x = torch.randn(4, 8)
     st = State.fresh([1, 1])
     y = call_fused(x, torch.tensor(True), torch.tensor(1), st, [4, 8], f, "static")
@@ -247,7 +220,7 @@ def test_zero_dim_switches() -> None:
 
 
 def test_non_contiguous_input() -> None:
-    f = Fmt(torch.uint8, 0, 255, False)
+    f = FusedFormat(torch.uint8, 0, 255, False)
     x = torch.randn(40, 6).t()
     st = State.fresh([6, 1])
     y = call_fused(x, on(True), on(True), st, [1, 40], f, "global_minmax")
@@ -263,23 +236,14 @@ def test_non_contiguous_input() -> None:
 
 @pytest.mark.parametrize("fq", [True, False], ids=["fq_on", "fq_off"])
 @pytest.mark.parametrize("f", FORMATS)
-def test_backward(f: Fmt, fq: bool) -> None:
+def test_backward(f: FusedFormat, fq: bool) -> None:
     x = torch.randn(6, 40) * 3
     x[0, :4] = torch.tensor([float("nan"), float("inf"), -float("inf"), 1e4])
     st = State.fresh([6, 1])
     call_fused(x.nan_to_num(0.0, 0.0, 0.0), on(True), on(False), st, [1, 40], f, "static")
     g = torch.randn(6, 40, dtype=torch.float64)
     gx = ops.fused_fake_quantize_backward(
-        g,
-        x,
-        on(fq),
-        st.scale,
-        st.zero_point,
-        st.minval,
-        f.dtype,
-        f.quant_min,
-        f.quant_max,
-        f.use_minval,
+        **fused_backward_kwargs(g, x, on(fq), (st.scale, st.zero_point, st.minval), f)
     )
     if not fq:
         want = g.to(torch.float32)
@@ -296,7 +260,9 @@ def test_backward(f: Fmt, fq: bool) -> None:
 
 @pytest.mark.parametrize(("range_min", "range_max"), [(-0.5, None), (None, 0.25)])
 @pytest.mark.parametrize("f", [FORMATS[2], FORMATS[8]])
-def test_one_float_range_end(f: Fmt, range_min: float | None, range_max: float | None) -> None:
+def test_one_float_range_end(
+    f: FusedFormat, range_min: float | None, range_max: float | None
+) -> None:
     """One float_range end: still observes; that end replaces the observed one."""
     st, want = State.fresh([3, 1]), State.fresh([3, 1])
     for step in range(2):

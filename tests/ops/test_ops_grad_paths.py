@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from ops_cases import FusedFormat, fresh_fused_state, fused_kwargs
 
 ops = torch.ops.coreai_opt
 
@@ -38,30 +39,9 @@ def test_fused_bumps_state_versions_on_both_paths() -> None:
     """The written state's version counters move whether or not autograd records the call."""
     for requires_grad in (False, True):
         x = torch.randn(4, 8, requires_grad=requires_grad)
-        state = [
-            torch.full((1, 1), float("inf")),
-            torch.full((1, 1), float("-inf")),
-            torch.ones(1, 1),
-            torch.zeros(1, 1, dtype=torch.int32),
-            torch.zeros(1, 1),
-        ]
+        state = fresh_fused_state((1, 1))
         before = [t._version for t in state]
         on = torch.ones(1, dtype=torch.uint8)
-        ops.fused_fake_quantize(
-            x,
-            on,
-            on,
-            *state,
-            [4, 8],
-            torch.int8,
-            -128,
-            127,
-            True,
-            False,
-            False,
-            "static",
-            0.01,
-            None,
-            None,
-        )
+        fmt = FusedFormat(torch.int8, -128, 127, symmetric=True)
+        ops.fused_fake_quantize(**fused_kwargs(x, on, on, state, [4, 8], fmt, "static"))
         assert all(t._version > v for t, v in zip(state, before, strict=True))

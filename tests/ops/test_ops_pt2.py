@@ -8,6 +8,13 @@ from collections.abc import Callable
 import pytest
 import torch
 import torch._dynamo.testing
+from ops_cases import (
+    FusedFormat,
+    fresh_fused_state,
+    fused_backward_kwargs,
+    fused_kwargs,
+    schema_args,
+)
 from torch._higher_order_ops.auto_functionalize import auto_functionalized, auto_functionalized_v2
 
 ops = torch.ops.coreai_opt
@@ -31,17 +38,6 @@ OP_NAMES = [
 ]
 
 pt2_only = torch._dynamo.config.patch(only_allow_pt2_compliant_ops=True)
-
-
-def fresh_state(q: list[int]) -> list[torch.Tensor]:
-    """running_min, running_max, scale, zero_point, minval of a fresh FakeQuantize."""
-    return [
-        torch.full(q, math.inf),
-        torch.full(q, -math.inf),
-        torch.ones(q),
-        torch.zeros(q, dtype=torch.int32),
-        torch.zeros(q),
-    ]
 
 
 @pytest.mark.parametrize("name", OP_NAMES)
@@ -123,28 +119,31 @@ def opcheck_cases() -> list:
         ),
         pytest.param(
             ops.fused_fake_quantize.default,
-            (
-                xg,
-                on,
-                on,
-                *fresh_state([4, 1]),
-                [1, 12],
-                torch.uint8,
-                0,
-                255,
-                False,
-                True,
-                False,
-                "global_minmax",
-                0.01,
-                None,
-                None,
+            schema_args(
+                ops.fused_fake_quantize.default,
+                fused_kwargs(
+                    xg,
+                    on,
+                    on,
+                    fresh_fused_state([4, 1]),
+                    [1, 12],
+                    FusedFormat(torch.uint8, 0, 255, symmetric=False, use_minval=True),
+                    "global_minmax",
+                    0.01,
+                    None,
+                    None,
+                ),
             ),
             id="fused",
         ),
         pytest.param(
             ops.fused_fake_quantize_backward.default,
-            (x, x, on, s, zp, torch.zeros(4, 1), torch.int4, -8, 7, False),
+            schema_args(
+                ops.fused_fake_quantize_backward.default,
+                fused_backward_kwargs(
+                    x, x, on, (s, zp, torch.zeros(4, 1)), FusedFormat(torch.int4, -8, 7)
+                ),
+            ),
             id="fused_bw",
         ),
         pytest.param(
@@ -219,35 +218,29 @@ class FakeQuant(torch.nn.Module):
         super().__init__()
         for name, t in zip(
             ("running_min", "running_max", "scale", "zero_point", "minval"),
-            fresh_state(q),
+            fresh_fused_state(q),
             strict=True,
         ):
             self.register_buffer(name, t)
         self.register_buffer("observer_on", torch.tensor([1], dtype=torch.uint8))
         self.register_buffer("fake_quant_on", torch.tensor([1], dtype=torch.uint8))
         self.block = block
-        self.dtype = dtype
+        self.fmt = FusedFormat(dtype, -128, 127, symmetric=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Observe and fake-quantize x."""
+        state = (self.running_min, self.running_max, self.scale, self.zero_point, self.minval)
         return ops.fused_fake_quantize(
-            x,
-            self.observer_on,
-            self.fake_quant_on,
-            self.running_min,
-            self.running_max,
-            self.scale,
-            self.zero_point,
-            self.minval,
-            self.block,
-            self.dtype,
-            -128,
-            127,
-            False,
-            False,
-            False,
-            "moving_average",
-            0.1,
+            **fused_kwargs(
+                x,
+                self.observer_on,
+                self.fake_quant_on,
+                state,
+                self.block,
+                self.fmt,
+                "moving_average",
+                0.1,
+            )
         )
 
 
@@ -362,7 +355,7 @@ def export_cases() -> list:
     zp = torch.zeros(4, 1, dtype=torch.int32)
     mv = torch.zeros(4, 1)
     on = torch.tensor([True])
-    st = dict(zip(("rmin", "rmax", "s", "zp", "mv"), fresh_state([4, 1]), strict=True))
+    st = dict(zip(("rmin", "rmax", "s", "zp", "mv"), fresh_fused_state([4, 1]), strict=True))
     return [
         pytest.param(
             ops.fake_quantize_int.default,
@@ -420,22 +413,15 @@ def export_cases() -> list:
             ops.fused_fake_quantize.default,
             CallOp(
                 lambda m, x: ops.fused_fake_quantize(
-                    x,
-                    m.on,
-                    m.on,
-                    m.rmin,
-                    m.rmax,
-                    m.s,
-                    m.zp,
-                    m.mv,
-                    [1, 8],
-                    torch.int8,
-                    -128,
-                    127,
-                    True,
-                    False,
-                    False,
-                    "static",
+                    **fused_kwargs(
+                        x,
+                        m.on,
+                        m.on,
+                        (m.rmin, m.rmax, m.s, m.zp, m.mv),
+                        [1, 8],
+                        FusedFormat(torch.int8, -128, 127, symmetric=True),
+                        "static",
+                    )
                 ),
                 on=on,
                 **st,
@@ -446,7 +432,9 @@ def export_cases() -> list:
             ops.fused_fake_quantize_backward.default,
             CallOp(
                 lambda m, x: ops.fused_fake_quantize_backward(
-                    x, x, m.on, m.s, m.zp, m.mv, torch.int8, -128, 127, False
+                    **fused_backward_kwargs(
+                        x, x, m.on, (m.s, m.zp, m.mv), FusedFormat(torch.int8, -128, 127)
+                    )
                 ),
                 on=on,
                 s=s,
