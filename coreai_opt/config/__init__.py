@@ -4,7 +4,7 @@
 config hierarchy; ``CompressionSpec`` describes one tensor's compression.
 """
 
-from coreai_opt.config._config import (
+from coreai_opt.config.compression_config import (
     CompressionConfig,
     ModuleCompressionConfig,
     OpCompressionConfig,

@@ -1,27 +1,17 @@
-"""Base classes shared by every compression technique's spec layer.
+"""``CompressionSpec`` (how one tensor is compressed) and ``CompressionType``.
 
-A *spec* says how one tensor is compressed (pure data); a *simulator* is the
-``nn.Module`` that applies it during training/calibration; a *component factory*
-builds simulators from specs.
+Pure data: nothing here imports an ``nn.Module`` implementation.
 """
 
 from __future__ import annotations
 
 import abc
-from typing import Any, ClassVar
 
-import torch
 from pydantic import BaseModel, ConfigDict
 
 from coreai_opt._deprecated_enum import StrEnumBase
 
-__all__ = [
-    "CompressionComponentFactoryBase",
-    "CompressionSimulatorBase",
-    "CompressionSpec",
-    "CompressionTargetTensor",
-    "CompressionType",
-]
+__all__ = ["CompressionSpec", "CompressionType"]
 
 
 class CompressionType(StrEnumBase):
@@ -43,14 +33,6 @@ _COREML_CODES: dict[CompressionType, int] = {
 }
 
 
-class CompressionTargetTensor(StrEnumBase):
-    """Role of the tensor a simulator is attached to."""
-
-    WEIGHT = "weight"
-    ACTIVATION = "activation"
-    LUT = "lut"
-
-
 class CompressionSpec(BaseModel, abc.ABC):
     """Immutable description of how a single tensor is compressed.
 
@@ -64,31 +46,3 @@ class CompressionSpec(BaseModel, abc.ABC):
     @abc.abstractmethod
     def get_compression_type(cls) -> CompressionType:
         """The compression family this spec configures."""
-
-
-class CompressionSimulatorBase(torch.nn.Module, abc.ABC):
-    """``nn.Module`` that simulates a compression scheme in the forward pass."""
-
-    compression_type: ClassVar[CompressionType]
-
-    @abc.abstractmethod
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return *x* as the compressed-then-decompressed tensor would look."""
-
-
-class CompressionComponentFactoryBase(abc.ABC):
-    """Builds the simulator modules for a spec (classmethods only, no state)."""
-
-    @classmethod
-    @abc.abstractmethod
-    def construct(
-        cls, spec: CompressionSpec | None, target: CompressionTargetTensor
-    ) -> CompressionSimulatorBase | None:
-        """Build the simulator for *spec* applied to a *target* tensor (None → None)."""
-
-    @classmethod
-    def construct_many(
-        cls, specs: dict[Any, CompressionSpec | None], target: CompressionTargetTensor
-    ) -> dict[Any, CompressionSimulatorBase | None]:
-        """Build one simulator per entry of *specs* (keys preserved)."""
-        return {key: cls.construct(spec, target) for key, spec in specs.items()}

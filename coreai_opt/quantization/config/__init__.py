@@ -5,17 +5,17 @@ Public: ``ExecutionMode``, ``ModuleQuantizerConfig``, ``OpQuantizerConfig``,
 modes live in :mod:`coreai_opt.quantization.config.resolution`.
 """
 
-from coreai_opt.quantization.config._config import (
-    ExecutionMode,
-    ModuleQuantizerConfig,
-    OpQuantizerConfig,
-    QuantizerConfig,
-)
 from coreai_opt.quantization.config._presets import (
     _ModuleQuantizerConfigPresets,
     _QuantizerConfigPresets,
 )
 from coreai_opt.quantization.config._schedule import QATSchedule
+from coreai_opt.quantization.config.quantization_config import (
+    ExecutionMode,
+    ModuleQuantizerConfig,
+    OpQuantizerConfig,
+    QuantizerConfig,
+)
 
 ModuleQuantizerConfig.presets = _ModuleQuantizerConfigPresets(owner_cls=ModuleQuantizerConfig)
 QuantizerConfig.presets = _QuantizerConfigPresets(owner_cls=QuantizerConfig)

@@ -23,7 +23,18 @@ if TYPE_CHECKING:
         _QuantizerConfigPresets,
     )
 
-__all__ = ["ExecutionMode", "ModuleQuantizerConfig", "OpQuantizerConfig", "QuantizerConfig"]
+__all__ = [
+    "ExecutionMode",
+    "ModuleQuantizerConfig",
+    "OpQuantizerConfig",
+    "QATSchedule",
+    "QuantizerConfig",
+]
+
+_QUANTIZATION_CONFIG = "quantization_config"
+"""Top-level YAML/dict key holding the ``QuantizerConfig`` fields."""
+_QUANTIZATION_SPEC = "quantization_spec"
+"""Top-level YAML/dict key that only hosts anchors (never read)."""
 
 
 class ExecutionMode(StrEnumBase):
@@ -134,8 +145,8 @@ class QuantizerConfig(CompressionConfig[ModuleQuantizerConfig]):
     This class is final. ``QuantizerConfig.presets`` holds ready-made configs.
     """
 
-    _CONFIG_KEY: ClassVar[str] = "quantization_config"
-    _SPEC_KEY: ClassVar[str] = "quantization_spec"
+    _CONFIG_KEY: ClassVar[str] = _QUANTIZATION_CONFIG
+    _SPEC_KEY: ClassVar[str] = _QUANTIZATION_SPEC
     _module_config_cls: ClassVar[type[ModuleCompressionConfig]] = ModuleQuantizerConfig
     presets: ClassVar[_QuantizerConfigPresets]
 

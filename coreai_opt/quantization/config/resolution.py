@@ -30,7 +30,7 @@ import torch
 
 from coreai_opt._deprecated_enum import StrEnumBase
 from coreai_opt.config._keys import ALL_TENSORS, compile_regex_key, type_fqn
-from coreai_opt.quantization.config._config import (
+from coreai_opt.quantization.config.quantization_config import (
     ModuleQuantizerConfig,
     OpQuantizerConfig,
     QuantizerConfig,
