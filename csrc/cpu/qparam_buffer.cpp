@@ -69,9 +69,7 @@ void check_scales_positive(const QParamBuffer& scale, int64_t n, const char* op)
                     s[i], " at flat index ", i);
 }
 
-bool read_switch(const at::Tensor& flag, const char* op, const char* arg) {
-  TORCH_CHECK_VALUE(flag.numel() == 1, "coreai_opt.", op, ": ", arg,
-                    " must hold exactly one element; it has ", flag.numel());
+bool read_switch(const at::Tensor& flag) {
   bool on = false;
   AT_DISPATCH_ALL_TYPES_AND3(at::kBool, at::kHalf, at::kBFloat16, flag.scalar_type(), "switch",
                              [&] { on = *flag.const_data_ptr<scalar_t>() != scalar_t(0); });

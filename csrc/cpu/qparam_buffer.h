@@ -11,6 +11,13 @@ namespace coreai_opt::cpu {
 
 class QParamBuffer {
  public:
+  QParamBuffer() = default;
+  // Movable only: the data pointer may point into the buffer's own storage.
+  QParamBuffer(QParamBuffer&&) = default;
+  QParamBuffer& operator=(QParamBuffer&&) = default;
+  QParamBuffer(const QParamBuffer&) = delete;
+  QParamBuffer& operator=(const QParamBuffer&) = delete;
+
   // Values of t (any real dtype, float8_e8m0fnu included) as float32.
   static QParamBuffer of(const at::Tensor& t);
   // Takes ownership of values computed on the host.
@@ -27,7 +34,8 @@ class QParamBuffer {
 // Every scale must be positive and not NaN (read from CPU memory: no sync involved).
 void check_scales_positive(const QParamBuffer& scale, int64_t n, const char* op);
 
-// Reads a one-element switch tensor (bool or any number type) as a bool.
-bool read_switch(const at::Tensor& flag, const char* op, const char* arg);
+// Reads a one-element switch tensor (bool or any number type; checked by the op's argument
+// check) as a bool.
+bool read_switch(const at::Tensor& flag);
 
 }  // namespace coreai_opt::cpu

@@ -1,10 +1,19 @@
-// Argument checks shared by every kernel of an op (CPU, Meta, reference), so each device
-// reports the same errors. Checks that need tensor values (NaN / non-positive scales)
-// are CPU-only and live with the CPU kernels.
+// One argument check per op, called first by every device's kernel of that op (CPU, Meta,
+// the CompositeExplicitAutograd reference, CUDA), so every device refuses bad input with
+// the same exception type and message; torch.compile, which runs the Meta kernel first,
+// then fails exactly as an eager call does.
+//
+// The checks need no tensor data: dtypes, shapes, ranks, scalar arguments. With symbolic
+// sizes (Meta kernels under torch.compile / torch.export) the shape comparisons are skipped
+// and the real kernel makes them at run time. Checks of values (a NaN or negative scale, a
+// pack code out of range) read data and stay with the CPU kernels: on CUDA they would force
+// a host sync.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/ScalarType.h>
+#include <c10/core/SymIntArrayRef.h>
+#include <c10/util/string_view.h>
 
 #include <optional>
 #include <string>
@@ -29,50 +38,89 @@ struct QuantFormat {
 // Maps torch.int8 / uint8 / int4 / uint4 / int2 / uint2 / float8_e4m3fn / float8_e5m2 /
 // float4_e2m1fn_x2; any other dtype is an error naming the argument and the allowed set.
 QuantFormat quant_format_of(c10::ScalarType dtype, const char* op, const char* arg = "dtype");
-QuantFormat float_format_of(c10::ScalarType dtype, const char* op);
 
-// x must be float16 / bfloat16 / float32 / float64.
-void check_float_input(const at::Tensor& x, const char* op, const char* arg = "x");
-
-// The qparam tensor's shape must encode a granularity of x (see qparam_layout.h). A 0-d
-// qparam is per-tensor. Returns the canonical layout.
-formats::QParamLayout check_qparam_shape(const at::Tensor& x, const at::Tensor& q, const char* op,
-                                         const char* arg);
-
-// `other` must have exactly `ref`'s shape (zero_point / minval vs scale).
-void check_same_shape(const at::Tensor& ref, const at::Tensor& other, const char* op,
-                      const char* ref_arg, const char* other_arg);
-
-// quant_min < quant_max, both inside an int8 / uint8 container.
-void check_int_range(int64_t quant_min, int64_t quant_max, const char* op);
-
-// block_size per dimension; returns the reduced (qparam) sizes.
-std::vector<int64_t> check_block_size(const at::Tensor& x, c10::IntArrayRef block_size,
-                                      const char* op);
-
-// method of update_range / fused_fake_quantize.
+// How update_range / fused_fake_quantize fold a batch's range into the running range.
 enum class RangeMethod { Static, MovingAverage, GlobalMinMax };
-RangeMethod range_method_of(c10::string_view method, const char* op);
-
-// float_range ends (range_min <= 0 <= range_max, range_min < range_max when both given).
-void check_float_range(const std::optional<double>& range_min,
-                       const std::optional<double>& range_max, const char* op);
-
-// An integer format's [quant_min, quant_max] must lie inside the dtype's own range.
-void check_int_range_fits(const QuantFormat& fmt, int64_t quant_min, int64_t quant_max,
-                          c10::ScalarType dtype, const char* op);
-
-// The scalar arguments of fused_fake_quantize, checked the same way on every device.
-struct FusedArgs {
-  QuantFormat format;
-  RangeMethod method;
-};
-FusedArgs check_fused_args(const at::Tensor& x, c10::ScalarType dtype, int64_t quant_min,
-                           int64_t quant_max, const std::optional<double>& range_min,
-                           const std::optional<double>& range_max, c10::string_view method,
-                           const char* op);
 
 // Qparam shape of x's rank as a plain vector (0-d qparams count as all ones).
 std::vector<int64_t> qparam_sizes(const at::Tensor& x, const at::Tensor& q);
+
+// ---- the per-op checks --------------------------------------------------------------------
+// Each returns what its kernels need from the checked arguments. A layout or a reduced
+// shape is nullopt only when sizes are symbolic (never on CPU or CUDA).
+
+std::optional<formats::QParamLayout> check_fake_quantize_int(
+    const at::Tensor& x, const at::Tensor& scale, const std::optional<at::Tensor>& zero_point,
+    const std::optional<at::Tensor>& minval, int64_t quant_min, int64_t quant_max);
+std::optional<formats::QParamLayout> check_fake_quantize_int_backward(
+    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& scale,
+    const std::optional<at::Tensor>& zero_point, const std::optional<at::Tensor>& minval,
+    int64_t quant_min, int64_t quant_max);
+
+struct FloatQuantCheck {
+  QuantFormat format;
+  std::optional<formats::QParamLayout> layout;
+};
+FloatQuantCheck check_fake_quantize_float(const at::Tensor& x, const at::Tensor& scale,
+                                          c10::ScalarType dtype);
+FloatQuantCheck check_fake_quantize_float_backward(const at::Tensor& grad, const at::Tensor& x,
+                                                   const at::Tensor& scale, c10::ScalarType dtype);
+
+std::optional<formats::QParamLayout> check_fake_quantize_lsq(const at::Tensor& x,
+                                                             const at::Tensor& scale,
+                                                             const at::Tensor& zero_point,
+                                                             int64_t quant_min, int64_t quant_max);
+std::optional<formats::QParamLayout> check_fake_quantize_lsq_backward(
+    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& scale,
+    const at::Tensor& zero_point, int64_t quant_min, int64_t quant_max);
+
+// Reduced (qparam) sizes x.size(d) / block_size[d].
+std::optional<std::vector<int64_t>> check_minmax(const at::Tensor& x,
+                                                 c10::SymIntArrayRef block_size);
+
+struct RangeCheck {
+  RangeMethod method;
+  std::optional<std::vector<int64_t>> q_sizes;
+};
+RangeCheck check_update_range(const at::Tensor& x, const at::Tensor& running_min,
+                              const at::Tensor& running_max, c10::SymIntArrayRef block_size,
+                              c10::string_view method, double averaging_constant);
+
+void check_choose_qparams_int(const at::Tensor& min, const at::Tensor& max, int64_t quant_min,
+                              int64_t quant_max, const std::optional<double>& range_min,
+                              const std::optional<double>& range_max);
+QuantFormat check_choose_qparams_float(const at::Tensor& min, const at::Tensor& max,
+                                       c10::ScalarType dtype,
+                                       const std::optional<double>& range_min,
+                                       const std::optional<double>& range_max);
+
+struct FusedCheck {
+  QuantFormat format;
+  RangeMethod method;
+  std::optional<std::vector<int64_t>> q_sizes;
+};
+FusedCheck check_fused_fake_quantize(const at::Tensor& x, const at::Tensor& observer_on,
+                                     const at::Tensor& fake_quant_on, const at::Tensor& running_min,
+                                     const at::Tensor& running_max, const at::Tensor& scale,
+                                     const at::Tensor& zero_point, const at::Tensor& minval,
+                                     c10::SymIntArrayRef block_size, c10::ScalarType dtype,
+                                     int64_t quant_min, int64_t quant_max, c10::string_view method,
+                                     double averaging_constant,
+                                     const std::optional<double>& range_min,
+                                     const std::optional<double>& range_max);
+// Checks the arguments of the backward it runs when fake_quant_on is set, whatever its
+// value (the Meta kernel cannot read it).
+QuantFormat check_fused_fake_quantize_backward(
+    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& fake_quant_on,
+    const at::Tensor& scale, const at::Tensor& zero_point, const at::Tensor& minval,
+    c10::ScalarType dtype, int64_t quant_min, int64_t quant_max, bool use_minval);
+
+// pack: the format and the packed sizes (symbolic sizes pass through).
+struct PackCheck {
+  QuantFormat format;
+  std::vector<c10::SymInt> out_sizes;
+};
+PackCheck check_pack(const at::Tensor& q, c10::ScalarType dtype);
+PackCheck check_unpack(const at::Tensor& packed, c10::ScalarType dtype);
 
 }  // namespace coreai_opt::ops

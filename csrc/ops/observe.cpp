@@ -1,4 +1,4 @@
-// Range observation and qparam calculation schemas.
+// Range observation schemas.
 //
 // block_size has x's rank: block_size[d] == x.size(d) reduces dimension d entirely,
 // 1 keeps it, anything between must divide x.size(d) and reduces blocks of that length.
@@ -19,21 +19,6 @@ void define_observe(torch::Library& m) {
   m.def(
       "update_range(Tensor x, Tensor(a!) running_min, Tensor(b!) running_max, "
       "SymInt[] block_size, str method, float averaging_constant=0.01) -> ()",
-      {at::Tag::pt2_compliant_tag});
-  // choose_qparams_int(min, max, quant_min, quant_max, symmetric, range_min?, range_max?)
-  //   -> (scale, zero_point, minval); formulas in csrc/formats/qparams.h. range_min /
-  //   range_max (float_range) replace the widened observed ends when given. scale and
-  //   minval come back in min's dtype, zero_point as int32.
-  m.def(
-      "choose_qparams_int(Tensor min, Tensor max, int quant_min, int quant_max, bool symmetric, "
-      "float? range_min=None, float? range_max=None) -> (Tensor, Tensor, Tensor)",
-      {at::Tag::pt2_compliant_tag});
-  // choose_qparams_float(min, max, dtype, e8m0, range_min?, range_max?) -> scale
-  //   e8m0 False: scale = max_abs / max(dtype) >= eps; True: the OCP MX FLOOR rule
-  //   (csrc/formats/e8m0.h). scale comes back in min's dtype (float32 values for E8M0).
-  m.def(
-      "choose_qparams_float(Tensor min, Tensor max, ScalarType dtype, bool e8m0, "
-      "float? range_min=None, float? range_max=None) -> Tensor",
       {at::Tag::pt2_compliant_tag});
 }
 

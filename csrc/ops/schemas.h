@@ -1,39 +1,47 @@
-// Per-family schema definitions, called from the one TORCH_LIBRARY block in library.cpp.
+// Per-family schema definitions, called from the one TORCH_LIBRARY block in library.cpp, and
+// the op lists each family's kernels register.
+//
+// Every family has one file of the same name in each folder: ops/ (schemas and their
+// comments), cpu/, meta/, reference/, autograd/ (and cuda/ with cuda_host/ once CUDA kernels
+// land): fake_quantize, lsq, observe, qparams, fused, pack.
 #pragma once
 
 #include <torch/library.h>
 
 namespace coreai_opt::ops {
 
-void define_fake_quantize_int(torch::Library& m);
-void define_fake_quantize_float(torch::Library& m);
-void define_fake_quantize_lsq(torch::Library& m);
+void define_fake_quantize(torch::Library& m);
+void define_lsq(torch::Library& m);
 void define_observe(torch::Library& m);
+void define_qparams(torch::Library& m);
 void define_fused(torch::Library& m);
 void define_pack(torch::Library& m);
 void define_formats(torch::Library& m);
 
 }  // namespace coreai_opt::ops
 
-// The tensor ops, as X-macro lists, so every registration block that implements a whole
-// family names the same ops: X(name) expands once per op.
-#define COREAI_OPT_NUMERIC_OPS(X) \
-  X(fake_quantize_int)            \
-  X(fake_quantize_int_backward)   \
-  X(fake_quantize_float)          \
-  X(fake_quantize_float_backward) \
-  X(fake_quantize_lsq)            \
-  X(fake_quantize_lsq_backward)   \
+// The tensor ops of each family as X-macro lists, so every device that implements a family
+// registers the same ops: X(name) expands once per op.
+#define COREAI_OPT_FAKE_QUANTIZE_OPS(X) \
+  X(fake_quantize_int)                  \
+  X(fake_quantize_int_backward)         \
+  X(fake_quantize_float)                \
+  X(fake_quantize_float_backward)
+#define COREAI_OPT_LSQ_OPS(X) \
+  X(fake_quantize_lsq)        \
+  X(fake_quantize_lsq_backward)
+#define COREAI_OPT_OBSERVE_OPS(X) \
   X(minmax)                       \
-  X(update_range)                 \
+  X(update_range)
+#define COREAI_OPT_QPARAMS_OPS(X) \
   X(choose_qparams_int)           \
-  X(choose_qparams_float)         \
-  X(fused_fake_quantize)          \
+  X(choose_qparams_float)
+#define COREAI_OPT_FUSED_OPS(X) \
+  X(fused_fake_quantize)        \
   X(fused_fake_quantize_backward)
 #define COREAI_OPT_PACK_OPS(X) \
   X(pack)                      \
   X(unpack)
-#define COREAI_OPT_TENSOR_OPS(X) COREAI_OPT_NUMERIC_OPS(X) COREAI_OPT_PACK_OPS(X)
 
 // Registers the function of the same name for each op of a list.
 #define COREAI_OPT_IMPL(name) m.impl(#name, &name);

@@ -3,7 +3,7 @@
 
 namespace coreai_opt::ops {
 
-void define_fake_quantize_lsq(torch::Library& m) {
+void define_lsq(torch::Library& m) {
   // fake_quantize_lsq(x, scale, zero_point, quant_min, quant_max, grad_factor) -> y
   //   zp_r = round(clamp(zero_point, qmin, qmax)); q = round(x / s) + zp_r;
   //   y = (clamp(q, qmin, qmax) - zp_r) * s. scale and zero_point are float tensors with the

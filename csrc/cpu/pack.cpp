@@ -1,4 +1,4 @@
-// CPU pack / unpack of sub-byte formats (lower index in the lower bits).
+// CPU kernels of the pack family: sub-byte formats, the lower index in the lower bits.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
@@ -8,7 +8,6 @@
 #include "formats/float_format.h"
 #include "formats/int_range.h"
 #include "ops/checks.h"
-#include "ops/pack_shape.h"
 #include "ops/schemas.h"
 
 namespace coreai_opt::cpu {
@@ -16,20 +15,16 @@ namespace coreai_opt::cpu {
 namespace {
 
 at::Tensor pack(const at::Tensor& q, c10::ScalarType dtype) {
-  const char* op = "pack";
-  const auto fmt = ops::packable_format_of(dtype, op);
-  const auto out_sizes = ops::packed_sizes(q.sizes(), fmt, op);
+  const auto checked = ops::check_pack(q, dtype);
+  const auto& fmt = checked.format;
   const int per_byte = 8 / fmt.bits;
   const auto qc = q.contiguous();
-  auto out = at::empty(out_sizes, q.options().dtype(at::kByte));
+  auto out =
+      at::empty(c10::asIntArrayRefUnchecked(checked.out_sizes), q.options().dtype(at::kByte));
   uint8_t* dst = out.mutable_data_ptr<uint8_t>();
   const int64_t n_out = out.numel();
   const uint32_t mask = (1u << fmt.bits) - 1u;
   if (fmt.is_float) {
-    TORCH_CHECK_TYPE(at::isFloatingType(q.scalar_type()),
-                     "coreai_opt.pack: FP4 values must be a "
-                     "floating-point tensor; got ",
-                     ops::dtype_name(q.scalar_type()));
     const auto info = formats::float_format_info(fmt.float_format);
     const auto qf = qc.to(at::kFloat);
     const float* src = qf.const_data_ptr<float>();
@@ -51,10 +46,6 @@ at::Tensor pack(const at::Tensor& q, c10::ScalarType dtype) {
     });
     return out;
   }
-  TORCH_CHECK_TYPE(!at::isFloatingType(q.scalar_type()) && q.scalar_type() != at::kBool &&
-                       !at::isComplexType(q.scalar_type()),
-                   "coreai_opt.pack: integer formats take an integer tensor of codes; got ",
-                   ops::dtype_name(q.scalar_type()));
   const auto r = formats::int_range(fmt.bits, fmt.is_signed, false);
   const auto q64 = qc.to(at::kLong);
   const int64_t* src = q64.const_data_ptr<int64_t>();
@@ -76,13 +67,9 @@ at::Tensor pack(const at::Tensor& q, c10::ScalarType dtype) {
 }
 
 at::Tensor unpack(const at::Tensor& packed, c10::ScalarType dtype) {
-  const char* op = "unpack";
-  const auto fmt = ops::packable_format_of(dtype, op);
-  TORCH_CHECK_TYPE(packed.scalar_type() == at::kByte,
-                   "coreai_opt.unpack: packed must be "
-                   "torch.uint8; got ",
-                   ops::dtype_name(packed.scalar_type()));
-  const auto out_sizes = ops::unpacked_sizes(packed.sizes(), fmt);
+  const auto checked = ops::check_unpack(packed, dtype);
+  const auto& fmt = checked.format;
+  const auto out_sizes = c10::asIntArrayRefUnchecked(checked.out_sizes);
   const int per_byte = 8 / fmt.bits;
   const auto pc = packed.contiguous();
   const uint8_t* src = pc.const_data_ptr<uint8_t>();
