@@ -13,8 +13,21 @@ emit a :class:`DeprecationWarning`. Value lookup is case-insensitive for every m
 from __future__ import annotations
 
 import enum
+import sys
 import warnings
 from typing import Any
+
+_SKIPPED_FILES = frozenset({enum.__file__, __file__})
+
+
+def _caller_stacklevel() -> int:
+    """``stacklevel`` pointing at the first frame outside this module and :mod:`enum`."""
+    level = 1
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename in _SKIPPED_FILES:
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 class DeprecatedAliasEnumMeta(enum.EnumMeta):
@@ -24,38 +37,51 @@ class DeprecatedAliasEnumMeta(enum.EnumMeta):
         aliases = cls.__dict__.get("__deprecated_aliases__", {})
         return dict(aliases) if isinstance(aliases, dict) else {}
 
-    def _resolve_alias(cls, name: str, stacklevel: int) -> Any:
+    def _resolve_alias(cls, name: str, value: str | None = None) -> Any:
+        """The member alias *name* stands for, with a DeprecationWarning.
+
+        The text names what the caller wrote: the attribute ``X.OLD`` or, when *value*
+        is given, the value lookup ``X('old')``.
+        """
         target = cls._deprecated_aliases()[name]
-        warnings.warn(
-            f"{cls.__name__}.{name} is deprecated, use {cls.__name__}.{target} instead; "
-            f"the alias will be removed in a future release.",
-            DeprecationWarning,
-            stacklevel=stacklevel,
-        )
-        return cls._member_map_[target]
+        member = cls._member_map_[target]
+        if value is None:
+            text = (
+                f"{cls.__name__}.{name} is deprecated, use {cls.__name__}.{target} instead; "
+                f"the alias will be removed in a future release."
+            )
+        else:
+            text = (
+                f"{cls.__name__}({value!r}) is deprecated, use {cls.__name__}("
+                f"{member.value!r}) or {cls.__name__}.{target} instead; the value {value!r} "
+                f"will stop resolving in a future release."
+            )
+        warnings.warn(text, DeprecationWarning, stacklevel=_caller_stacklevel())
+        return member
 
     def __getattr__(cls, name: str) -> Any:
         """Resolve a deprecated alias on attribute access (``Enum.OLD``)."""
         if not name.startswith("__") and name in cls._deprecated_aliases():
-            return cls._resolve_alias(name, stacklevel=3)
+            return cls._resolve_alias(name)
         raise AttributeError(f"type object {cls.__name__!r} has no attribute {name!r}")
 
     def __getitem__(cls, name: str) -> Any:
         """Resolve a deprecated alias on item access (``Enum["OLD"]``)."""
         if isinstance(name, str) and name in cls._deprecated_aliases():
-            return cls._resolve_alias(name, stacklevel=3)
+            return cls._resolve_alias(name)
         return super().__getitem__(name)
 
     def alias_for_value(cls, value: str) -> Any:
         """Return the member a deprecated alias *value* stands for (with a warning).
 
-        The alias value of ``OLD`` is ``"old"``; the comparison is case-insensitive.
-        Returns None when *value* names no alias.
+        The alias value of ``OLD`` is ``"old"``; the comparison is case-insensitive. The
+        warning names the value lookup (``Enum('old')``). Returns None when *value*
+        names no alias.
         """
         folded = value.casefold()
         for alias in cls._deprecated_aliases():
             if alias.casefold() == folded:
-                return cls._resolve_alias(alias, stacklevel=5)
+                return cls._resolve_alias(alias, value=value)
         return None
 
 

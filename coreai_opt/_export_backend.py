@@ -33,14 +33,49 @@ class ExportBackend(StrEnumBase):
         MLIR: ExportBackend
 
 
-class CoreMLExportError(ValueError):
-    """A quantized tensor uses a dtype that the Core ML backend cannot represent."""
+_COREAI_HINT = "export with backend=ExportBackend.CoreAI instead."
 
-    def __init__(self, dtype: object, context: str) -> None:
-        """Build the error for *dtype* found on *context* (e.g. a weight's name)."""
-        self.dtype = dtype
+
+class CoreMLExportError(ValueError):
+    """A quantized tensor uses a format that the Core ML backend cannot represent.
+
+    Build it with a message (``CoreMLExportError(message)``, the reference's 0.3.0
+    form), with :meth:`from_dtype` / :meth:`from_config`, or with the 0.2.0 form
+    ``CoreMLExportError(dtype, context)``. Every text ends by pointing to
+    ``ExportBackend.CoreAI``.
+    """
+
+    def __init__(self, message: object, context: str | None = None) -> None:
+        """Build the error from *message*; with *context*, *message* is the dtype (0.2.0 form)."""
+        self.dtype: object | None = None
         self.context = context
-        super().__init__(
-            f"The CoreML backend cannot export dtype {dtype} (found on {context}); "
-            f"export with backend=ExportBackend.CoreAI instead."
+        if context is not None:
+            self.dtype = message
+            text = self._dtype_text(message, context)
+        else:
+            text = str(message)
+            if _COREAI_HINT not in text:
+                text = f"{text.rstrip('. ')}; {_COREAI_HINT}"
+        super().__init__(text)
+
+    @staticmethod
+    def _dtype_text(dtype: object, context: str) -> str:
+        return (
+            f"The CoreML backend cannot export dtype {dtype} (found on {context}); {_COREAI_HINT}"
         )
+
+    @classmethod
+    def from_dtype(cls, dtype: object, context: str) -> CoreMLExportError:
+        """The error for a *dtype* Core ML cannot store, found on *context* (e.g. a weight)."""
+        error = cls(cls._dtype_text(dtype, context))
+        error.dtype, error.context = dtype, context
+        return error
+
+    @classmethod
+    def from_config(cls, config: object, context: str) -> CoreMLExportError:
+        """The error for a quantization *config* (e.g. per-channel activations) on *context*."""
+        error = cls(
+            f"The CoreML backend cannot export {context} quantized with {config}; {_COREAI_HINT}"
+        )
+        error.context = context
+        return error

@@ -105,7 +105,7 @@ def test_to_dict_has_python_objects() -> None:
 
 
 def test_pt2e_in_yaml_still_works_with_warning() -> None:
-    with pytest.warns(DeprecationWarning, match=r"PT2E"):
+    with pytest.warns(DeprecationWarning, match=r"ExecutionMode\('pt2e'\) is deprecated"):
         config = QuantizerConfig.from_yaml("quantization_config:\n  execution_mode: pt2e\n")
     assert config.execution_mode is ExecutionMode.GRAPH
 

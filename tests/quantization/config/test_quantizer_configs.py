@@ -284,7 +284,7 @@ def test_export_backend_and_error() -> None:
     assert ExportBackend("CoreAI") is ExportBackend.CoreAI
     with pytest.warns(DeprecationWarning, match=r"ExportBackend\.MIL is deprecated.*CoreML"):
         assert ExportBackend.MIL is ExportBackend.CoreML
-    with pytest.warns(DeprecationWarning, match=r"MLIR.*CoreAI"):
+    with pytest.warns(DeprecationWarning, match=r"ExportBackend\(.mlir.\) is deprecated.*CoreAI"):
         assert ExportBackend("mlir") is ExportBackend.CoreAI
     with pytest.raises(ValueError, match=r"'tflite' is not a valid ExportBackend"):
         ExportBackend("tflite")
