@@ -30,6 +30,7 @@ from pydantic import (
 from typing_extensions import Self
 
 from coreai_opt.config._keys import (
+    ALL_TENSORS,
     compile_regex_key,
     normalize_module_type_key,
     normalize_spec_dict_keys,
@@ -52,6 +53,11 @@ ModuleConfigT = TypeVar("ModuleConfigT", bound="ModuleCompressionConfig")
 _OP_SPEC_FIELDS = ("op_input_spec", "op_output_spec", "op_state_spec")
 _MODULE_SPEC_FIELDS = ("module_input_spec", "module_output_spec", "module_state_spec")
 _STATE_FIELDS = frozenset({"op_state_spec", "module_state_spec"})
+
+
+def spec_dict_is_active(specs: Mapping[Any, Any]) -> bool:
+    """True when a spec dict compresses something (any value is not None)."""
+    return any(spec is not None for spec in specs.values())
 
 
 def _check_mapping(value: object, field: str) -> Mapping[Any, Any]:
@@ -77,7 +83,9 @@ class OpCompressionConfig(BaseModel, Generic[SpecT]):
 
     An explicit key beats ``"*"``; a key mapped to ``None`` leaves that tensor
     uncompressed. Omitting a field gives the technique's default
-    (:meth:`get_default_input_spec` etc.); passing ``None`` gives ``{}`` (disabled).
+    (:meth:`get_default_input_spec` etc.); passing ``None`` stores ``{"*": None}``
+    (nothing in that group is compressed). A spec dict is *active* when any of its
+    values is not None (:func:`spec_dict_is_active`).
     """
 
     model_config = ConfigDict(
@@ -122,15 +130,18 @@ class OpCompressionConfig(BaseModel, Generic[SpecT]):
     @classmethod
     def _normalise_op_specs(cls, value: Any, info: Any) -> Any:
         if value is None:
-            return {}
+            return {ALL_TENSORS: None}
         field = info.field_name
         return normalize_spec_dict_keys(
             _check_mapping(value, field), field, state=field in _STATE_FIELDS
         )
 
     def is_disabled(self) -> bool:
-        """True when this config compresses nothing (every spec dict is empty)."""
-        return not (self.op_input_spec or self.op_output_spec or self.op_state_spec)
+        """True when this config compresses nothing (no spec dict is active)."""
+        return not any(
+            spec_dict_is_active(d)
+            for d in (self.op_input_spec, self.op_output_spec, self.op_state_spec)
+        )
 
     @classmethod
     def disabled(cls) -> Self:
@@ -241,7 +252,8 @@ _KNOWN_MODULE_FIELDS = frozenset(
 class WeightOnlyOpValidationMixin(BaseModel):
     """Mixin for op configs of weight-only techniques: no input/output specs.
 
-    The default input and output spec dicts are empty and a non-empty one is refused.
+    The default input and output spec dicts are empty and an active one (a value that
+    is not None) is refused; ``None`` / ``{"*": None}`` are accepted.
     """
 
     @classmethod
@@ -258,7 +270,7 @@ class WeightOnlyOpValidationMixin(BaseModel):
     def _check_weight_only(self) -> Self:
         for name in ("op_input_spec", "op_output_spec", "module_input_spec", "module_output_spec"):
             value = getattr(self, name, None)
-            if value:
+            if value and spec_dict_is_active(value):
                 raise ValueError(
                     f"{type(self).__name__} is weight-only: {name} must be empty or None, "
                     f"got keys {sorted(map(str, value))}; only state specs are allowed"

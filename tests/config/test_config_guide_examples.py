@@ -174,9 +174,9 @@ quantization_config:
     # The YAML spec leaves qparam_calculator_cls at "default" (moving average for
     # activations), the programmatic one names moving_average explicitly.
     concat = parsed.global_config.op_type_config["concat"]
-    assert concat.op_output_spec == {}
-    assert concat.op_input_spec["*"] == activation_spec.model_copy(
-        update={"qparam_calculator_cls": "default"}
+    assert concat.op_output_spec == {"*": None}
+    assert concat.op_input_spec["*"] == QuantizationSpec(
+        **{**activation_spec.model_dump(), "qparam_calculator_cls": "default"}
     )
     assert parsed.global_config.op_state_spec == programmatic.global_config.op_state_spec
 

@@ -32,8 +32,17 @@ def test_omitted_vs_none() -> None:
     assert op.op_input_spec == {"*": ACT} and op.op_output_spec == {"*": ACT}
     assert op.op_state_spec == {"weight": W}
     off = OpQuantizerConfig(op_input_spec=None, op_output_spec=None, op_state_spec=None)
-    assert (off.op_input_spec, off.op_output_spec, off.op_state_spec) == ({}, {}, {})
+    # 0.3.0: an explicit None is stored as {"*": None} (0.2.0 stored {}).
+    none = {"*": None}
+    assert (off.op_input_spec, off.op_output_spec, off.op_state_spec) == (none, none, none)
     assert off.is_disabled() and not op.is_disabled()
+    # A spec dict is active when any value is not None.
+    assert OpQuantizerConfig(
+        op_input_spec={0: None}, op_output_spec={}, op_state_spec=None
+    ).is_disabled()
+    assert not OpQuantizerConfig(
+        op_input_spec={"*": None, 1: ACT}, op_output_spec=None, op_state_spec=None
+    ).is_disabled()
     module = ModuleQuantizerConfig()
     assert module.op_type_config == {} and module.module_input_spec == {}
     assert module.qat_schedule is None
@@ -101,7 +110,7 @@ def test_bad_module_level_fields() -> None:
 def test_validate_assignment() -> None:
     cfg = ModuleQuantizerConfig()
     cfg.op_input_spec = None
-    assert cfg.op_input_spec == {}
+    assert cfg.op_input_spec == {"*": None}
     with pytest.raises(pydantic.ValidationError, match=r"op_output_spec"):
         cfg.op_output_spec = {-3: ACT}
 
@@ -187,7 +196,7 @@ def test_only_for_and_without() -> None:
 def test_reference_presets(name: str) -> None:
     module = getattr(ModuleQuantizerConfig.presets, name)(axis=1)
     dtype = torch.int8 if name == "w8" else torch.int4
-    assert module.op_input_spec == {} and module.op_output_spec == {}
+    assert module.op_input_spec == {"*": None} and module.op_output_spec == {"*": None}
     assert module.op_state_spec == {
         "weight": QuantizationSpec(dtype=dtype, granularity=PerChannelGranularity(axis=1))
     }
