@@ -9,6 +9,7 @@ import torch.nn as nn
 from coreai_opt.quantization import ModuleQuantizerConfig, QuantizationSpec, QuantizerConfig
 from coreai_opt.quantization.config import OpQuantizerConfig
 from coreai_opt.quantization.spec import (
+    MovingAverageQParamsCalculator,
     PerBlockGranularity,
     PerChannelGranularity,
     QuantizationScheme,
@@ -437,7 +438,7 @@ def test_spec_snippets_run() -> None:
         granularity=PerBlockGranularity(block_size=32),
     )
     assert weight_spec.granularity == PerChannelGranularity(axis=0)
-    assert activation_spec.qparam_calculator_cls == "moving_average"
+    assert activation_spec.qparam_calculator_cls is MovingAverageQParamsCalculator
     assert (int4_spec.quant_min, int4_spec.quant_max) == (-8, 7)
 
 

@@ -4,15 +4,22 @@
 ``torch.ops.coreai_opt.format_range``. Integers: signed n-bit ``[-2^(n-1), 2^(n-1)-1]``
 (``narrow`` → ``[-(2^(n-1)-1), 2^(n-1)-1]``), unsigned ``[0, 2^n-1]`` (``narrow`` has no
 effect). Floats: ``[-max, max]`` (``narrow`` has no effect).
+
+:data:`FORMATS` lists the formats the C++ kernels implement. :func:`format_info` also
+describes other integer dtypes by their name (``int1``, ``uint3``, ``int16``, ...), so
+that a widened ``QuantizationSpec.SUPPORTED_DTYPES`` still gets bit widths and ranges.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
 
-__all__ = ["FORMATS", "FormatInfo", "format_info", "quant_range"]
+__all__ = ["FORMATS", "FormatInfo", "format_info", "is_kernel_format", "quant_range"]
+
+_INT_NAME = re.compile(r"(u?)int([0-9]+)")
 
 
 @dataclass(frozen=True)
@@ -50,14 +57,32 @@ def _name(dtype: torch.dtype | str) -> str:
 
 
 def format_info(dtype: torch.dtype | str) -> FormatInfo:
-    """Table entry for *dtype* (``ValueError`` listing the known formats otherwise)."""
+    """Table entry for *dtype* (``ValueError`` listing the known formats otherwise).
+
+    Integer dtypes outside :data:`FORMATS` (``int1``, ``uint3``, ``int16``, ...) are
+    described from their name: n bits, signed unless ``u``-prefixed, stored in
+    int8 / uint8 up to 8 bits and in themselves beyond.
+    """
     name = _name(dtype)
-    try:
+    if name in FORMATS:
         return FORMATS[name]
-    except KeyError:
-        raise ValueError(
-            f"dtype {name!r} is not a quantization format; known formats: {list(FORMATS)}"
-        ) from None
+    match = _INT_NAME.fullmatch(name)
+    if match is not None and 0 < int(match.group(2)) <= 64:
+        unsigned, bits = match.group(1) == "u", int(match.group(2))
+        storage = name if bits > 8 else ("uint8" if unsigned else "int8")
+        return FormatInfo(name, bits, False, not unsigned, 0.0, storage)
+    raise ValueError(
+        f"dtype {name!r} is not a quantization format; known formats: {list(FORMATS)} and "
+        f"other int<n> / uint<n> dtypes"
+    )
+
+
+def is_kernel_format(dtype: torch.dtype | str) -> bool:
+    """True when the C++ kernels implement *dtype* (an entry of :data:`FORMATS`)."""
+    try:
+        return _name(dtype) in FORMATS
+    except TypeError:
+        return False
 
 
 def quant_range(dtype: torch.dtype | str, narrow: bool) -> tuple[float, float]:

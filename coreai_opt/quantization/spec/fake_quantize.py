@@ -25,7 +25,6 @@ import abc
 import functools
 import logging
 import math
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -37,16 +36,25 @@ from coreai_opt.config.spec import (
     CompressionType,
 )
 from coreai_opt.quantization.spec._dtype_table import format_info
-from coreai_opt.quantization.spec._registry import RegistryMixin
+from coreai_opt.quantization.spec._registry import (
+    FAKE_QUANTIZE_REGISTRY,
+    ClassRegistry,
+    RegistryMixin,
+)
 from coreai_opt.quantization.spec.errors import _BlockSizeMismatchError
 from coreai_opt.quantization.spec.granularity import (
     PerBlockGranularity,
     PerChannelGranularity,
     PerTensorGranularity,
     QuantizationGranularity,
+    block_size_for,
 )
 from coreai_opt.quantization.spec.qformulation import QuantizationFormulation
-from coreai_opt.quantization.spec.qparams_calculator import QParams, QParamsCalculatorBase
+from coreai_opt.quantization.spec.qparams_calculator import (
+    QParams,
+    QParamsCalculatorBase,
+    StatefulQParamsCalculatorBase,
+)
 from coreai_opt.quantization.spec.qscheme import QuantizationScheme
 
 __all__ = ["FakeQuantizeImplBase"]
@@ -56,6 +64,9 @@ logger = logging.getLogger(__name__)
 _FULL = -1
 """Block-pattern entry meaning "the whole dimension, whatever its size"."""
 
+UNKNOWN_TENSOR_FQN = "<unknown>"
+"""``tensor_fqn`` of a fake-quantizer that is not attached to a named parameter."""
+
 
 class FakeQuantizeImplBase(RegistryMixin, CompressionSimulatorBase):
     """Base of the ``nn.Module`` that quantizes and dequantizes a tensor in forward.
@@ -64,10 +75,11 @@ class FakeQuantizeImplBase(RegistryMixin, CompressionSimulatorBase):
     gradient) and ``"lsq"`` (learnable scale / zero point). The base registers the
     switch buffers ``fake_quant_enabled`` / ``observer_enabled`` (uint8, shape [1],
     both on) and the ``_disabled`` flag; subclasses call ``super().__init__()``.
+    ``tensor_fqn`` names the parameter a weight fake-quantizer is attached to
+    (``"<unknown>"`` until a quantizer sets it, and for activations).
     """
 
-    REGISTRY: ClassVar[OrderedDict[str, type]] = OrderedDict()
-    BUILTIN_KEYS: ClassVar[frozenset[str]] = frozenset({"default", "lsq"})
+    REGISTRY: ClassVar[ClassRegistry] = FAKE_QUANTIZE_REGISTRY
     compression_type: ClassVar[CompressionType] = CompressionType.QUANTIZATION
 
     def __init__(self) -> None:
@@ -76,6 +88,23 @@ class FakeQuantizeImplBase(RegistryMixin, CompressionSimulatorBase):
         self.register_buffer("fake_quant_enabled", torch.ones(1, dtype=torch.uint8))
         self.register_buffer("observer_enabled", torch.ones(1, dtype=torch.uint8))
         self._disabled = False
+        self._tensor_fqn = UNKNOWN_TENSOR_FQN
+
+    @property
+    def tensor_fqn(self) -> str:
+        """Qualified name of the quantized parameter (``"<unknown>"`` for activations)."""
+        return self._tensor_fqn
+
+    @tensor_fqn.setter
+    def tensor_fqn(self, value: str | None) -> None:
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"tensor_fqn must be a str or None, got {type(value).__name__}")
+        self._tensor_fqn = value or UNKNOWN_TENSOR_FQN
+
+    @property
+    def is_stateless(self) -> bool:
+        """True when the qparams are recomputed on every forward (no stored qparams)."""
+        return False
 
     def enable_fake_quant(self, enabled: bool = True) -> FakeQuantizeImplBase:
         """Switch fake quantization on (or off with ``enabled=False``)."""
@@ -87,8 +116,12 @@ class FakeQuantizeImplBase(RegistryMixin, CompressionSimulatorBase):
         return self.enable_fake_quant(False)
 
     def enable_observer(self, enabled: bool = True) -> FakeQuantizeImplBase:
-        """Switch observation on (or off with ``enabled=False``)."""
-        self.observer_enabled[0] = 1 if enabled else 0
+        """Switch observation on (or off with ``enabled=False``).
+
+        A stateless fake-quantizer (dynamic qparams) always observes: switching its
+        observer off is a no-op.
+        """
+        self.observer_enabled[0] = 1 if (enabled or self.is_stateless) else 0
         return self
 
     def disable_observer(self) -> FakeQuantizeImplBase:
@@ -102,6 +135,18 @@ class FakeQuantizeImplBase(RegistryMixin, CompressionSimulatorBase):
     @abc.abstractmethod
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Return the fake-quantized *x* (same shape and dtype)."""
+
+
+def fp4_forward(tensor: torch.Tensor) -> torch.Tensor:
+    """*tensor* rounded onto the FP4 (E2M1) grid, in its own dtype.
+
+    Values are clamped to ``[-6, 6]`` and rounded to the nearest E2M1 value (ties to
+    even); NaN passes through. This is the FP4 fake-quantize with a scale of 1
+    (``torch.ops.coreai_opt.fake_quantize_float``); divide by the scale first and
+    multiply after for a scaled tensor.
+    """
+    one = torch.ones((), dtype=torch.float32, device=tensor.device)
+    return torch.ops.coreai_opt.fake_quantize_float(tensor, one, torch.float4_e2m1fn_x2)
 
 
 def enable_observer(module: torch.nn.Module) -> None:
@@ -129,7 +174,10 @@ def disable_fake_quant(module: torch.nn.Module) -> None:
 
 
 def _block_pattern(
-    granularity: QuantizationGranularity, shape: Sequence[int], block: Sequence[int]
+    granularity: QuantizationGranularity,
+    shape: Sequence[int],
+    block: Sequence[int],
+    target: CompressionTargetTensor,
 ) -> tuple[int, ...]:
     """Block size per dimension with ``_FULL`` where the block spans the whole dimension.
 
@@ -143,44 +191,47 @@ def _block_pattern(
         axis = granularity.resolved_axis(rank)
         return tuple(1 if d == axis else _FULL for d in range(rank))
     if isinstance(granularity, PerBlockGranularity):
-        if isinstance(granularity.block_size, tuple):
-            return tuple(_FULL if b == -1 else b for b in granularity.block_size)
-        axis = granularity.axis
-        return tuple(
-            granularity.block_size if d == axis else (1 if d == 1 - axis else _FULL)
-            for d in range(rank)
-        )
+        return granularity.block_pattern(rank, target)
     return tuple(int(b) for b in block)
 
 
 class _QuantizerCommon(FakeQuantizeImplBase):
-    """Constructor, granularity handling and API shared by the built-in implementations."""
+    """Constructor, granularity handling and API shared by the built-in implementations.
+
+    ``qscheme`` and ``quantization_target`` are read from the qparam calculator (as in
+    the reference's 0.3.0); the constructor still accepts them for code written for
+    0.2.0, and refuses values that contradict the calculator.
+    """
 
     def __init__(
         self,
         dtype: torch.dtype,
-        qscheme: QuantizationScheme | str,
         qformulation: QuantizationFormulation | str,
         granularity: QuantizationGranularity,
         target_dtype: torch.dtype,
         quant_min: float,
         quant_max: float,
         qparams_calculator: QParamsCalculatorBase,
-        quantization_target: CompressionTargetTensor | str,
         n_bits: int | None = None,
+        *,
+        qscheme: QuantizationScheme | str | None = None,
+        quantization_target: CompressionTargetTensor | str | None = None,
+        tensor_fqn: str | None = None,
     ) -> None:
         """Build a fake-quantizer.
 
         Args:
             dtype: quantization dtype (see ``QuantizationSpec.SUPPORTED_DTYPES``).
-            qscheme: symmetric / asymmetric / symmetric_with_clipping.
             qformulation: ``zp`` or ``minval`` (integer offset form).
             granularity: block layout of the qparams.
             target_dtype: dtype holding one unpacked code.
             quant_min, quant_max: code range.
-            qparams_calculator: the calculator module (owns the qparam state).
-            quantization_target: ``weight``, ``activation`` or ``lut``.
+            qparams_calculator: the calculator module (owns the qparam state, the scheme
+                and the quantization target).
             n_bits: bits per code (derived from *dtype* when None).
+            qscheme: optional; must equal the calculator's scheme.
+            quantization_target: optional; must equal the calculator's target.
+            tensor_fqn: name of the quantized parameter (None: ``"<unknown>"``).
         """
         super().__init__()
         info = format_info(dtype)
@@ -189,8 +240,21 @@ class _QuantizerCommon(FakeQuantizeImplBase):
                 f"qparams_calculator must be a QParamsCalculatorBase module, got "
                 f"{type(qparams_calculator).__name__}"
             )
+        if qscheme is not None and QuantizationScheme(qscheme) is not qparams_calculator.qscheme:
+            raise ValueError(
+                f"qscheme={QuantizationScheme(qscheme).value!r} contradicts the qparams "
+                f"calculator's qscheme {qparams_calculator.qscheme.value!r}; the fake-quantizer "
+                f"reads it from the calculator (omit the argument)"
+            )
+        if quantization_target is not None:
+            wanted = CompressionTargetTensor(quantization_target)
+            if wanted is not qparams_calculator.quantization_target:
+                raise ValueError(
+                    f"quantization_target={wanted.value!r} contradicts the qparams calculator's "
+                    f"quantization_target {qparams_calculator.quantization_target.value!r}; the "
+                    f"fake-quantizer reads it from the calculator (omit the argument)"
+                )
         self.dtype = dtype
-        self.qscheme = QuantizationScheme(qscheme)
         self.qformulation = QuantizationFormulation(qformulation)
         if info.is_float and self.qformulation is not QuantizationFormulation.ZP:
             raise ValueError(
@@ -202,13 +266,28 @@ class _QuantizerCommon(FakeQuantizeImplBase):
         self.quant_max = quant_max
         self.n_bits = info.n_bits if n_bits is None else n_bits
         self.is_float = info.is_float
-        self.quantization_target = CompressionTargetTensor(quantization_target)
         self.qparams_calculator = qparams_calculator
+        self.tensor_fqn = tensor_fqn
         self._granularity = granularity
         if qparams_calculator.granularity != granularity and not qparams_calculator.initialized:
             qparams_calculator.granularity = granularity
         self._export_mode = False
         self._pattern: tuple[int, ...] | None = None
+
+    @property
+    def qscheme(self) -> QuantizationScheme:
+        """The quantization scheme (read from the qparams calculator)."""
+        return self.qparams_calculator.qscheme
+
+    @property
+    def quantization_target(self) -> CompressionTargetTensor:
+        """Weight, activation or LUT (read from the qparams calculator)."""
+        return self.qparams_calculator.quantization_target
+
+    @property
+    def is_stateless(self) -> bool:
+        """True when the calculator recomputes the qparams on every forward."""
+        return bool(self.qparams_calculator.is_stateless)
 
     @property
     def granularity(self) -> QuantizationGranularity:
@@ -220,6 +299,10 @@ class _QuantizerCommon(FakeQuantizeImplBase):
         self.qparams_calculator.granularity = value
         self._granularity = value
         self._pattern = None
+
+    def get_block_size(self, shape: Sequence[int]) -> tuple[int, ...]:
+        """Block size per dimension for a tensor of *shape* (this quantizer's target)."""
+        return block_size_for(self._granularity, shape, self.quantization_target)
 
     @property
     def use_minval(self) -> bool:
@@ -235,9 +318,13 @@ class _QuantizerCommon(FakeQuantizeImplBase):
         """No-op: the module stays in place through graph conversion passes."""
 
     def set_export_mode(self, enabled: bool = True) -> None:
-        """In export mode forward uses the stored qparams and never observes."""
-        self._export_mode = bool(enabled)
+        """In export mode forward uses the stored qparams and never observes.
+
+        Raises ``NotImplementedError`` for a stateless (dynamic) calculator, which has
+        no stored qparams.
+        """
         self.qparams_calculator.set_export_mode(enabled)
+        self._export_mode = bool(enabled)
 
     def calculate_qparams(self) -> QParams:
         """Stored ``(scale, zero_point, minval)`` (None entries for float formats)."""
@@ -246,19 +333,25 @@ class _QuantizerCommon(FakeQuantizeImplBase):
     def _first_observation(self, x: torch.Tensor) -> bool:
         """Size the state for *x*; False (and disabled) when the block size does not fit."""
         try:
-            block = self._granularity.get_block_size(x.shape)
+            block = self.get_block_size(x.shape)
         except _BlockSizeMismatchError as err:
             logger.warning(
-                "Disabling %s for a tensor of shape %s: %s",
+                "Disabling %s of tensor %s (quantization target %s): the granularity does "
+                "not fit its shape %s: %s",
                 type(self).__name__,
+                self.tensor_fqn,
+                self.quantization_target.value,
                 tuple(x.shape),
                 err,
             )
             self._disabled = True
             return False
+        if self.is_stateless:
+            self._pattern = ()
+            return True
         qshape = tuple(s // b for s, b in zip(x.shape, block, strict=True))
         self.qparams_calculator.initialize_state(qshape, x.dtype, x.dim())
-        self._pattern = _block_pattern(self._granularity, x.shape, block)
+        self._pattern = _block_pattern(self._granularity, x.shape, block, self.quantization_target)
         self._size_extra_state(qshape)
         return True
 
@@ -297,7 +390,11 @@ class FakeQuantize(_QuantizerCommon):
       straight-through estimator and no gradient reaches the qparams;
     * user-registered calculator or range calculator: the calculator module is called
       (under ``no_grad``) when the observer is on, its qparams are stored in its
-      buffers and ``fake_quantize_int`` / ``fake_quantize_float`` applies them.
+      buffers and ``fake_quantize_int`` / ``fake_quantize_float`` applies them;
+    * stateless calculator (``"dynamic"``): the calculator computes this tensor's
+      qparams on every forward (the observer cannot be switched off) and
+      ``fake_quantize_int`` / ``fake_quantize_float`` applies them; export mode raises
+      ``NotImplementedError``.
 
     The qparam state (``running_min`` / ``running_max`` / ``scale`` / ``zero_point`` /
     ``minval``) lives in the calculator submodule and is sized on the first forward;
@@ -334,7 +431,7 @@ class FakeQuantize(_QuantizerCommon):
         zero_point = self._unused_zero_point if self.is_float else calc.zero_point
         minval = self._unused_minval if self.is_float else calc.minval
         observer_on = self._observer_off if self._export_mode else self.observer_enabled
-        lo, hi = calc.float_range
+        lo, hi = calc.effective_float_range(x.dtype)
         return torch.ops.coreai_opt.fused_fake_quantize(
             x,
             observer_on,
@@ -359,21 +456,34 @@ class FakeQuantize(_QuantizerCommon):
 
     def _forward_python(self, x: torch.Tensor) -> torch.Tensor:
         calc = self.qparams_calculator
-        if bool(self.observer_enabled[0]) and not self._export_mode:
+        if self.is_stateless:
+            if not bool(self.fake_quant_enabled[0]):
+                return x
             with torch.no_grad():
-                calc._store_qparams(calc(x))
+                calc(x)  # leaves this tensor's float32 qparams in calc.scale / ...
+        elif bool(self.observer_enabled[0]) and not self._export_mode:
+            with torch.no_grad():
+                qparams = calc(x)
+                if not isinstance(calc, StatefulQParamsCalculatorBase):
+                    # A calculator that only implements forward: keep what it returned.
+                    calc._store_qparams(qparams)
         if not bool(self.fake_quant_enabled[0]):
             return x
+        return self._apply_qparams(x, calc.scale, calc.zero_point, calc.minval)
+
+    def _apply_qparams(
+        self,
+        x: torch.Tensor,
+        scale: torch.Tensor,
+        zero_point: torch.Tensor | None,
+        minval: torch.Tensor | None,
+    ) -> torch.Tensor:
         if self.is_float:
-            return torch.ops.coreai_opt.fake_quantize_float(x, calc.scale, self.dtype)
+            return torch.ops.coreai_opt.fake_quantize_float(x, scale, self.dtype)
         qmin, qmax = int(self.quant_min), int(self.quant_max)
         if self.use_minval:
-            return torch.ops.coreai_opt.fake_quantize_int(
-                x, calc.scale, None, calc.minval, qmin, qmax
-            )
-        return torch.ops.coreai_opt.fake_quantize_int(
-            x, calc.scale, calc.zero_point, None, qmin, qmax
-        )
+            return torch.ops.coreai_opt.fake_quantize_int(x, scale, None, minval, qmin, qmax)
+        return torch.ops.coreai_opt.fake_quantize_int(x, scale, zero_point, None, qmin, qmax)
 
 
 _DefaultFakeQuantizeImpl = FakeQuantize
@@ -401,6 +511,12 @@ class LearnableFakeQuantize(_QuantizerCommon):
             raise ValueError(
                 f"fake_quantize_cls='lsq' supports integer dtypes with qformulation='zp'; got "
                 f"dtype={self.dtype}, qformulation={self.qformulation.value!r}"
+            )
+        if self.is_stateless:
+            raise ValueError(
+                f"fake_quantize_cls='lsq' learns its qparams, so it needs a stateful qparams "
+                f"calculator; got {type(self.qparams_calculator).__name__} (allowed: 'static', "
+                f"'moving_average', 'global_minmax')"
             )
         self.grad_factor = grad_factor
         self.scale = torch.nn.Parameter(torch.empty(0))

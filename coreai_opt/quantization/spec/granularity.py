@@ -3,15 +3,16 @@
 Every granularity turns a tensor shape into a *block size* (one entry per dimension);
 qparam tensors have the input's rank with ``shape[i] // block[i]`` entries.
 Granularities are frozen pydantic models registered under a key; their dict form
-is ``{"type": key, **fields}``.
+is ``{"type": key, **fields}``. This module is pure data: it imports no ``nn.Module``.
 """
 
 from __future__ import annotations
 
 import abc
-from collections import OrderedDict
+import functools
+import inspect
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Literal, cast
+from typing import Any, ClassVar, cast
 
 from pydantic import (
     BaseModel,
@@ -22,7 +23,8 @@ from pydantic import (
     model_validator,
 )
 
-from coreai_opt.quantization.spec._registry import RegistryMixin
+from coreai_opt.config.spec.factory import CompressionTargetTensor
+from coreai_opt.quantization.spec._registry import ClassRegistry, RegistryMixin
 from coreai_opt.quantization.spec.errors import _BlockSizeMismatchError
 
 __all__ = [
@@ -30,7 +32,10 @@ __all__ = [
     "PerChannelGranularity",
     "PerTensorGranularity",
     "QuantizationGranularity",
+    "resolve_block_sizes",
 ]
+
+_WEIGHT = CompressionTargetTensor.WEIGHT
 
 
 def _check_shape(shape: Sequence[int]) -> tuple[int, ...]:
@@ -38,6 +43,47 @@ def _check_shape(shape: Sequence[int]) -> tuple[int, ...]:
     if any(d < 0 for d in dims):
         raise ValueError(f"shape {dims} has a negative dimension")
     return dims
+
+
+def _target(value: CompressionTargetTensor | str) -> CompressionTargetTensor:
+    try:
+        return CompressionTargetTensor(value)
+    except ValueError:
+        raise ValueError(
+            f"quantization_target={value!r} is not a compression target; allowed: "
+            f"{CompressionTargetTensor.allowed_values()}"
+        ) from None
+
+
+def resolve_block_sizes(shape: Sequence[int], blocks: Sequence[int]) -> tuple[int, ...]:
+    """Concrete block size per dimension of a tensor of *shape*.
+
+    *blocks* has one entry per dimension: a positive block size, or ``-1`` for the whole
+    dimension. Raises ``ValueError`` when the lengths differ or an entry is neither, and
+    ``_BlockSizeMismatchError`` (a ``ValueError``) when a block does not divide its
+    dimension.
+    """
+    dims = _check_shape(shape)
+    wanted = tuple(int(b) for b in blocks)
+    if len(wanted) != len(dims):
+        raise ValueError(
+            f"block sizes {wanted} have {len(wanted)} entries but the tensor has rank "
+            f"{len(dims)} (shape {dims}); give one entry per dimension"
+        )
+    bad = [b for b in wanted if b != -1 and b <= 0]
+    if bad:
+        raise ValueError(
+            f"block sizes {wanted} have entries {bad}; allowed entries are positive ints or "
+            f"-1 (the whole dimension)"
+        )
+    block = tuple(d if b == -1 else b for d, b in zip(dims, wanted, strict=True))
+    for i, (d, b) in enumerate(zip(dims, block, strict=True)):
+        if b == 0 or d % b:
+            raise _BlockSizeMismatchError(
+                f"block size {b} does not divide dimension {i} of size {d} (shape {dims}, "
+                f"block sizes {wanted})"
+            )
+    return block
 
 
 class QuantizationGranularity(RegistryMixin, BaseModel):
@@ -50,7 +96,7 @@ class QuantizationGranularity(RegistryMixin, BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    REGISTRY: ClassVar[OrderedDict[str, type]] = OrderedDict()
+    REGISTRY: ClassVar[ClassRegistry] = ClassRegistry("QuantizationGranularity")
 
     @computed_field(repr=False)  # type: ignore[prop-decorator]
     @property
@@ -83,15 +129,72 @@ class QuantizationGranularity(RegistryMixin, BaseModel):
         klass = QuantizationGranularity.resolve(data["type"], "granularity.type")
         return cast(type[QuantizationGranularity], klass).model_validate(dict(data))
 
-    @abc.abstractmethod
-    def get_block_size(self, shape: Sequence[int]) -> tuple[int, ...]:
-        """Block size per dimension of a tensor of *shape*."""
+    @classmethod
+    def maybe_build_from_dict(
+        cls, data: QuantizationGranularity | Mapping[str, Any]
+    ) -> QuantizationGranularity:
+        """A granularity from a ``{"type": key, ...}`` dict; a granularity is returned as is.
 
-    def get_qparams_shape(self, shape: Sequence[int]) -> tuple[int, ...]:
+        Raises ``ValueError`` for a dict without ``"type"``, an unknown type key and any
+        other kind of value.
+        """
+        if isinstance(data, QuantizationGranularity):
+            return data
+        if isinstance(data, Mapping):
+            return QuantizationGranularity.from_dict(data)
+        raise ValueError(
+            f"granularity must be a QuantizationGranularity or a {{'type': key, ...}} dict, "
+            f"got {type(data).__name__}: {data!r}"[:300]
+            + f"; allowed types: {QuantizationGranularity.available_keys()}"
+        )
+
+    @abc.abstractmethod
+    def get_block_size(
+        self,
+        shape: Sequence[int],
+        quantization_target: CompressionTargetTensor | str = _WEIGHT,
+    ) -> tuple[int, ...]:
+        """Block size per dimension of a tensor of *shape* quantized as *quantization_target*."""
+
+    def get_qparams_shape(
+        self,
+        shape: Sequence[int],
+        quantization_target: CompressionTargetTensor | str = _WEIGHT,
+    ) -> tuple[int, ...]:
         """Shape of the scale / zero-point tensors for an input of *shape*."""
         dims = _check_shape(shape)
-        block = self.get_block_size(dims)
+        block = block_size_for(self, dims, quantization_target)
         return tuple(d // b if b else 0 for d, b in zip(dims, block, strict=False))
+
+
+@functools.lru_cache(maxsize=256)
+def _takes_target(klass: type) -> bool:
+    """True when *klass*'s ``get_block_size`` accepts a quantization target argument."""
+    try:
+        params = list(inspect.signature(klass.get_block_size).parameters.values())
+    except (TypeError, ValueError):
+        return True
+    positional = [
+        p
+        for p in params
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    ]
+    return len(positional) >= 3 or any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params)
+
+
+def block_size_for(
+    granularity: QuantizationGranularity,
+    shape: Sequence[int],
+    quantization_target: CompressionTargetTensor | str = _WEIGHT,
+) -> tuple[int, ...]:
+    """``granularity.get_block_size(shape, quantization_target)``.
+
+    A granularity written for the reference's 0.2.0, whose ``get_block_size`` takes the
+    shape only, is called with the shape alone.
+    """
+    if _takes_target(type(granularity)):
+        return tuple(granularity.get_block_size(shape, quantization_target))
+    return tuple(granularity.get_block_size(shape))
 
 
 @QuantizationGranularity.register("per_tensor")
@@ -100,7 +203,11 @@ class PerTensorGranularity(QuantizationGranularity):
 
     axis: None = None
 
-    def get_block_size(self, shape: Sequence[int]) -> tuple[int, ...]:
+    def get_block_size(
+        self,
+        shape: Sequence[int],
+        quantization_target: CompressionTargetTensor | str = _WEIGHT,
+    ) -> tuple[int, ...]:
         """The full shape."""
         return _check_shape(shape)
 
@@ -134,8 +241,12 @@ class PerChannelGranularity(QuantizationGranularity):
             )
         return _normalise_axis(self.axis, rank, "PerChannelGranularity")
 
-    def get_block_size(self, shape: Sequence[int]) -> tuple[int, ...]:
-        """1 on the channel axis, the full size elsewhere."""
+    def get_block_size(
+        self,
+        shape: Sequence[int],
+        quantization_target: CompressionTargetTensor | str = _WEIGHT,
+    ) -> tuple[int, ...]:
+        """1 on the channel axis, the full size elsewhere (weights and activations alike)."""
         dims = _check_shape(shape)
         axis = self.resolved_axis(len(dims))
         return tuple(1 if i == axis else d for i, d in enumerate(dims))
@@ -147,17 +258,20 @@ class PerBlockGranularity(QuantizationGranularity):
 
     Two forms:
 
-    * ``block_size: int`` with ``axis`` 0 or 1: blocks of ``block_size`` along
-      ``axis``, size 1 along the other of dims 0/1, the full extent on dims >= 2.
-      ``axis=None`` is filled in at prepare from the consuming module type.
+    * ``block_size: int`` with an ``axis`` (any axis of the tensor, negative allowed):
+      blocks of ``block_size`` along ``axis``. For weights, the other of dims 0/1 gets
+      size 1 and every remaining dimension is taken whole (one scale per output channel
+      and block). For activations, every dimension but ``axis`` gets size 1 (one scale
+      per block of each row, e.g. per token). ``axis=None`` is filled in at prepare from
+      the consuming module type (weights only).
     * ``block_size: tuple`` (one entry per dimension, ``-1`` = whole dimension) with
-      ``axis=None``.
+      ``axis=None``; the same for every quantization target.
 
     A block size that does not divide the dimension raises ``_BlockSizeMismatchError``
     from :meth:`get_block_size`.
     """
 
-    axis: Literal[0, 1] | None = None
+    axis: StrictInt | None = None
     block_size: StrictInt | tuple[StrictInt, ...]
 
     @field_validator("block_size", mode="before")
@@ -191,37 +305,48 @@ class PerBlockGranularity(QuantizationGranularity):
             )
         return self
 
-    def get_block_size(self, shape: Sequence[int]) -> tuple[int, ...]:
-        """Block size per dimension (see the class docstring)."""
-        dims = _check_shape(shape)
+    def block_pattern(
+        self,
+        rank: int,
+        quantization_target: CompressionTargetTensor | str = _WEIGHT,
+    ) -> tuple[int, ...]:
+        """Block size per dimension with ``-1`` for "the whole dimension".
+
+        Does not depend on the dimension sizes (only on the rank), so a caller can reuse
+        it for tensors whose sizes change between calls.
+        """
         if isinstance(self.block_size, tuple):
-            if len(self.block_size) != len(dims):
+            if len(self.block_size) != rank:
                 raise ValueError(
                     f"PerBlockGranularity block_size={self.block_size} has "
-                    f"{len(self.block_size)} entries but the tensor has rank {len(dims)} "
-                    f"(shape {dims}); give one entry per dimension"
+                    f"{len(self.block_size)} entries but the tensor has rank {rank}; give one "
+                    f"entry per dimension"
                 )
-            block = tuple(d if b == -1 else b for d, b in zip(dims, self.block_size, strict=False))
-        else:
-            if self.axis is None:
-                raise ValueError(
-                    "PerBlockGranularity axis is None: it must be set (0 or 1) or resolved "
-                    "from the module type at prepare (Conv/Linear/Embedding weights)"
-                )
-            if self.axis >= len(dims):
-                raise ValueError(
-                    f"PerBlockGranularity axis={self.axis} is out of range for shape {dims}; "
-                    f"allowed axes: 0..{min(len(dims), 2) - 1}"
-                )
-            other = 1 - self.axis
-            block = tuple(
-                self.block_size if i == self.axis else (1 if i == other else d)
-                for i, d in enumerate(dims)
+            return self.block_size
+        if self.axis is None:
+            raise ValueError(
+                "PerBlockGranularity axis is None: it must be set or resolved from the module "
+                "type at prepare (Conv/Linear/Embedding weights); activations need an "
+                "explicit axis"
             )
-        for i, (d, b) in enumerate(zip(dims, block, strict=False)):
-            if b == 0 or d % b:
-                raise _BlockSizeMismatchError(
-                    f"block size {b} does not divide dimension {i} of size {d} (shape {dims}, "
-                    f"block_size={self.block_size}, axis={self.axis})"
-                )
-        return block
+        axis = _normalise_axis(self.axis, rank, "PerBlockGranularity")
+        if _target(quantization_target) is CompressionTargetTensor.ACTIVATION:
+            return tuple(self.block_size if i == axis else 1 for i in range(rank))
+        return tuple(
+            self.block_size if i == axis else (1 if i in (0, 1) else -1) for i in range(rank)
+        )
+
+    def get_block_size(
+        self,
+        shape: Sequence[int],
+        quantization_target: CompressionTargetTensor | str = _WEIGHT,
+    ) -> tuple[int, ...]:
+        """Block size per dimension (see the class docstring)."""
+        dims = _check_shape(shape)
+        pattern = self.block_pattern(len(dims), quantization_target)
+        try:
+            return resolve_block_sizes(dims, pattern)
+        except _BlockSizeMismatchError as err:
+            raise _BlockSizeMismatchError(
+                f"{err} (PerBlockGranularity block_size={self.block_size}, axis={self.axis})"
+            ) from None

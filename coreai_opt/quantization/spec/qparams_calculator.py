@@ -1,24 +1,37 @@
-"""Qparam calculators: base class, registry and the built-in calculators.
+"""Qparam calculators: base classes, registry and the built-in calculators.
 
-A qparam calculator observes a tensor through its range calculator, folds the range
-into its state and returns ``(scale, zero_point, minval)`` (``zero_point`` / ``minval``
-are None for float formats). Built-in keys (``BUILTIN_KEYS``):
+A qparam calculator observes a tensor through its range calculator and returns
+``(scale, zero_point, minval)`` (``zero_point`` / ``minval`` are None for float
+formats). Two families:
 
-* ``"static"`` (:class:`StaticQParamsCalculator`): qparams of the current tensor only.
-* ``"moving_average"`` (:class:`MovingAverageQParamsCalculator`): exponential moving
-  average of the range, ``r <- c * batch + (1 - c) * r`` (the first batch sets ``r``).
-* ``"global_minmax"`` (:class:`GlobalMinMaxQParamsCalculator`): running min of the
-  minima and max of the maxima.
-* ``"default"``: a marker resolved by the component factory (static for weights and
-  LUTs, moving average for activations); constructing it directly is an error.
+* stateful (:class:`StatefulQParamsCalculatorBase`): the qparams live in buffers,
+  sized on the first forward and reused in export mode or with the observer off.
 
-State (buffers, float32 except ``zero_point`` int32, shape = the qparam shape of the
-input, sized on the first forward): ``running_min`` / ``running_max`` (start at +inf /
--inf: "nothing observed"), ``scale``, ``zero_point``, ``minval``. The numbers come from
-the C++ ops ``update_range`` / ``choose_qparams_int`` / ``choose_qparams_float``; when the
-input requires grad (and grad mode is on) the same formulas run as differentiable torch
-ops so that the returned qparams carry autograd history. Returned qparams have the
-input's dtype; the stored buffers stay float32.
+  - ``"static"`` (:class:`StaticQParamsCalculator`): qparams of the current tensor only.
+  - ``"moving_average"`` (:class:`MovingAverageQParamsCalculator`): exponential moving
+    average of the range, ``r <- c * batch + (1 - c) * r`` (the first batch sets ``r``).
+  - ``"global_minmax"`` (:class:`GlobalMinMaxQParamsCalculator`): running min of the
+    minima and max of the maxima.
+
+* stateless (:class:`StatelessQParamsCalculatorBase`): recomputed on every forward,
+  nothing stored, so the qparam shape may change between calls.
+
+  - ``"dynamic"`` (:class:`DynamicQParamsCalculator`): dynamic activation quantization.
+
+``"default"`` is a marker resolved by the component factory (static for weights and
+LUTs, moving average for activations); constructing it directly is an error.
+
+Stateful state (buffers, float32 except ``zero_point`` int32, shape = the qparam shape
+of the input): ``running_min`` / ``running_max`` (start at +inf / -inf: "nothing
+observed"), ``scale``, ``zero_point``, ``minval``. The numbers come from the C++ ops
+``minmax`` / ``update_range`` / ``choose_qparams_int`` / ``choose_qparams_float``; when
+the input requires grad (and grad mode is on) the same formulas run as differentiable
+torch ops so that the returned qparams carry autograd history. Returned qparams have the
+input's dtype; stored buffers stay float32.
+
+``float_range``: a pinned bound replaces the observed one; pinned bounds are clamped so
+that ``min <= 0 <= max``, and with one bound pinned it is first rounded to the input's
+dtype (as the observed bound is).
 
 Register custom calculators with ``@QParamsCalculatorBase.register("key")``; they are
 built with the keyword arguments of :meth:`QParamsCalculatorBase.__init__`.
@@ -29,17 +42,22 @@ from __future__ import annotations
 import abc
 import math
 import warnings
-from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
-from coreai_opt.quantization.spec._dtype_table import format_info, quant_range
-from coreai_opt.quantization.spec._registry import RegistryMixin
+from coreai_opt.config.spec.factory import CompressionTargetTensor
+from coreai_opt.quantization.spec._dtype_table import format_info, is_kernel_format, quant_range
+from coreai_opt.quantization.spec._registry import (
+    QPARAMS_CALCULATOR_REGISTRY,
+    ClassRegistry,
+    RegistryMixin,
+)
 from coreai_opt.quantization.spec.granularity import (
     PerChannelGranularity,
     QuantizationGranularity,
+    block_size_for,
 )
 from coreai_opt.quantization.spec.qscheme import QuantizationScheme
 from coreai_opt.quantization.spec.range_calculator import (
@@ -47,54 +65,103 @@ from coreai_opt.quantization.spec.range_calculator import (
     RangeCalculatorBase,
 )
 
+if TYPE_CHECKING:
+    from coreai_opt.quantization.spec.spec import QuantizationSpec
+
 __all__ = [
+    "DynamicQParamsCalculator",
     "GlobalMinMaxQParamsCalculator",
     "MovingAverageQParamsCalculator",
     "QParamsCalculatorBase",
     "RunningRangeMixin",
+    "StatefulQParamsCalculatorBase",
+    "StatelessQParamsCalculatorBase",
     "StaticQParamsCalculator",
 ]
 
 _E8M0 = torch.float8_e8m0fnu
 _EPS = float(torch.finfo(torch.float32).eps)
 QParams = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]
+FloatRange = tuple[float | None, float | None]
 
 # Buffers resized to the qparam shape on the first forward (and on load_state_dict).
 _STATE_BUFFERS = ("running_min", "running_max", "scale", "zero_point", "minval")
 
+# Significand bits (implicit bit included), smallest normal exponent and largest finite
+# value of the reduced-precision input dtypes a pinned float_range bound is rounded to.
+_ROUNDING: dict[torch.dtype, tuple[int, int, float]] = {
+    torch.bfloat16: (8, -126, float(torch.finfo(torch.bfloat16).max)),
+    torch.float16: (11, -14, float(torch.finfo(torch.float16).max)),
+    torch.float32: (24, -126, float(torch.finfo(torch.float32).max)),
+}
+
 
 def _f32(value: float) -> float:
     """*value* rounded to float32 (as the C++ kernels see it)."""
-    return float(torch.tensor(value, dtype=torch.float32))
+    return _round_to(value, torch.float32)
 
 
-def _check_float_range(value: Sequence[float | None]) -> tuple[float | None, float | None]:
+def _round_to(value: float, dtype: torch.dtype) -> float:
+    """*value* rounded to nearest-even in *dtype* (plain Python; float64 and others unchanged)."""
+    spec = _ROUNDING.get(dtype)
+    if spec is None or value == 0.0 or not math.isfinite(value):
+        return value
+    bits, min_exp, max_value = spec
+    # frexp: value = m * 2**e with 0.5 <= |m| < 1; below the normal range the quantum stays
+    # at the subnormal step.
+    exp = max(math.frexp(value)[1], min_exp + 1)
+    rounded = math.ldexp(round(math.ldexp(value, bits - exp)), exp - bits)
+    return math.copysign(math.inf, value) if abs(rounded) > max_value else rounded
+
+
+def _check_float_range(value: Sequence[float | None]) -> FloatRange:
     if not isinstance(value, (list, tuple)) or len(value) != 2:
         raise ValueError(f"float_range must be [min, max] (numbers or None), got {value!r}")
-    lo, hi = (None if v is None else float(v) for v in value)
-    if lo is not None and lo > 0:
-        raise ValueError(f"float_range min={lo} must be <= 0")
-    if hi is not None and hi < 0:
-        raise ValueError(f"float_range max={hi} must be >= 0")
+    out: list[float | None] = []
+    for name, entry in zip(("min", "max"), value, strict=True):
+        if entry is None:
+            out.append(None)
+            continue
+        if isinstance(entry, bool) or not isinstance(entry, (int, float)):
+            raise ValueError(
+                f"float_range {name} entry {entry!r} has type {type(entry).__name__}; allowed: "
+                f"int, float or None"
+            )
+        if not math.isfinite(float(entry)):
+            raise ValueError(f"float_range {name} entry {entry!r} must be finite")
+        out.append(float(entry))
+    lo, hi = out
     if lo is not None and hi is not None and not lo < hi:
         raise ValueError(f"float_range {list(value)!r}: min must be < max")
     return lo, hi
 
 
+def _target(value: CompressionTargetTensor | str) -> CompressionTargetTensor:
+    try:
+        return CompressionTargetTensor(value)
+    except ValueError:
+        raise ValueError(
+            f"quantization_target={value!r} is not a compression target; allowed: "
+            f"{CompressionTargetTensor.allowed_values()}"
+        ) from None
+
+
 class QParamsCalculatorBase(RegistryMixin, torch.nn.Module, abc.ABC):
     """Base of the ``nn.Module`` that turns observed ranges into scale/zero-point/minval.
 
-    Subclasses implement :meth:`forward`; the built-ins call :meth:`_observe`, which
-    uses :meth:`update_running_range` to fold a batch range into the state. See the
-    module docstring for the state and numerics.
+    Holds the format (dtype, scheme, code range, scale dtype), the granularity, the
+    range calculator and ``float_range``, and computes qparams from a range
+    (:meth:`compute_qparams`). Unless the class is stateless (``is_stateless``) it also
+    owns the qparam state described in :class:`StatefulQParamsCalculatorBase`, so a
+    subclass that only implements :meth:`forward` gets buffers that a fake-quantizer
+    fills with its results. The built-ins derive from
+    :class:`StatefulQParamsCalculatorBase` (qparams kept in buffers) or
+    :class:`StatelessQParamsCalculatorBase` (recomputed every forward).
     """
 
-    REGISTRY: ClassVar[OrderedDict[str, type]] = OrderedDict()
-    BUILTIN_KEYS: ClassVar[frozenset[str]] = frozenset(
-        {"default", "static", "moving_average", "global_minmax"}
-    )
-    _range_method: ClassVar[str | None] = None
-    """Name of the range fold in ``torch.ops.coreai_opt.update_range`` (built-ins only)."""
+    REGISTRY: ClassVar[ClassRegistry] = QPARAMS_CALCULATOR_REGISTRY
+    is_stateless: ClassVar[bool] = False
+    """True for calculators that keep no qparam state (recomputed on every forward)."""
 
     def __init__(
         self,
@@ -108,6 +175,7 @@ class QParamsCalculatorBase(RegistryMixin, torch.nn.Module, abc.ABC):
         float_range: Sequence[float | None] = (None, None),
         scale_dtype: torch.dtype | None = None,
         n_bits: int | None = None,
+        quantization_target: CompressionTargetTensor | str = CompressionTargetTensor.WEIGHT,
     ) -> None:
         """Build a calculator for one quantized tensor.
 
@@ -121,11 +189,14 @@ class QParamsCalculatorBase(RegistryMixin, torch.nn.Module, abc.ABC):
                 *qscheme*).
             range_calculator: computes per-block ``(min, max)``; default
                 :class:`MinMaxRangeCalculator` with *granularity*.
-            float_range: fixed ``[min, max]`` ends replacing the observed ones; with
-                both set the qparams are frozen after the first forward.
+            float_range: pinned ``[min, max]`` ends replacing the observed ones (clamped
+                to ``min <= 0 <= max``); with both set a stateful calculator's qparams
+                are frozen after the first forward.
             scale_dtype: None (float32 scales) or ``torch.float8_e8m0fnu`` (power-of-two
                 scales; float formats only).
             n_bits: bits per code (informational; derived from *dtype* when None).
+            quantization_target: ``weight``, ``activation`` or ``lut``; selects how an
+                integer ``PerBlockGranularity`` lays out its blocks.
         """
         super().__init__()
         info = format_info(dtype)
@@ -157,8 +228,9 @@ class QParamsCalculatorBase(RegistryMixin, torch.nn.Module, abc.ABC):
             )
         self.scale_dtype = scale_dtype
         self.float_range = _check_float_range(float_range)
+        self.quantization_target = _target(quantization_target)
         if range_calculator is None:
-            range_calculator = MinMaxRangeCalculator(granularity)
+            range_calculator = MinMaxRangeCalculator(granularity, self.quantization_target)
         if not isinstance(range_calculator, RangeCalculatorBase):
             raise TypeError(
                 f"range_calculator must be a RangeCalculatorBase module, got "
@@ -167,20 +239,32 @@ class QParamsCalculatorBase(RegistryMixin, torch.nn.Module, abc.ABC):
         self.range_calculator = range_calculator
         self._granularity = granularity
         self.range_calculator.granularity = granularity
+        self.range_calculator.quantization_target = self.quantization_target
         self._initialized = False
         self._export_mode = False
         self._compute_dtype_for_export: torch.dtype | None = None
         self._input_rank: int | None = None
-        # Empty until the first observation (or load_state_dict) gives them their shape.
-        self.register_buffer("running_min", torch.empty(0))
-        self.register_buffer("running_max", torch.empty(0))
-        self.register_buffer("scale", torch.empty(0))
-        if self.is_float:
-            self.register_buffer("zero_point", None)
-            self.register_buffer("minval", None)
-        else:
-            self.register_buffer("zero_point", torch.empty(0, dtype=torch.int32))
-            self.register_buffer("minval", torch.empty(0))
+        if not self.is_stateless:
+            # Empty until the first observation (or load_state_dict) gives them their shape.
+            self.register_buffer("running_min", torch.empty(0))
+            self.register_buffer("running_max", torch.empty(0))
+            self.register_buffer("scale", torch.empty(0))
+            if self.is_float:
+                self.register_buffer("zero_point", None)
+                self.register_buffer("minval", None)
+            else:
+                self.register_buffer("zero_point", torch.empty(0, dtype=torch.int32))
+                self.register_buffer("minval", torch.empty(0))
+
+    # -- spec rules -----------------------------------------------------------------------
+
+    @classmethod
+    def validate_spec(cls, spec: QuantizationSpec) -> None:
+        """Refuse spec fields this calculator cannot work with (``ValueError``).
+
+        ``QuantizationSpec`` calls it for its ``qparam_calculator_cls``; the base
+        accepts everything.
+        """
 
     # -- properties ---------------------------------------------------------------------
 
@@ -193,9 +277,9 @@ class QParamsCalculatorBase(RegistryMixin, torch.nn.Module, abc.ABC):
     def granularity(self, value: QuantizationGranularity) -> None:
         if self._initialized:
             raise RuntimeError(
-                f"{type(self).__name__}.granularity cannot change after the first forward "
-                f"(qparams already have shape {tuple(self.scale.shape)}); set it before "
-                f"observing data"
+                f"{type(self).__name__}.granularity cannot change after the calculator has "
+                f"observed data (its qparams already have shape {tuple(self.scale.shape)}); "
+                f"set the granularity before the first forward pass"
             )
         if not isinstance(value, QuantizationGranularity):
             raise TypeError(
@@ -234,37 +318,135 @@ class QParamsCalculatorBase(RegistryMixin, torch.nn.Module, abc.ABC):
             return gran.axis if gran.axis >= 0 else None
         return gran.resolved_axis(self._input_rank)
 
-    def fused_method(self) -> str | None:
-        """The ``update_range`` method of this calculator when the fused op can run it.
-
-        Only the built-in calculators (exact classes) with the built-in min/max range
-        calculator qualify; anything else returns None (a Python path is used).
-        """
-        if type(self) not in _FUSABLE or type(self.range_calculator) is not MinMaxRangeCalculator:
-            return None
-        return self._range_method
-
     @property
     def averaging_constant_value(self) -> float:
         """Averaging constant passed to the range fold (0.01 unless overridden)."""
         return float(getattr(self, "averaging_constant", 0.01))
 
-    # -- state --------------------------------------------------------------------------
+    def block_size(self, shape: Sequence[int]) -> tuple[int, ...]:
+        """Block size for an input of *shape* (raises on a block size that does not fit)."""
+        return block_size_for(self._granularity, shape, self.quantization_target)
 
     def qparams_shape(self, shape: Sequence[int]) -> tuple[int, ...]:
         """Qparam shape for an input of *shape* (raises on a block size that does not fit)."""
-        block = self._granularity.get_block_size(shape)
+        block = self.block_size(shape)
         return tuple(s // b for s, b in zip(shape, block, strict=True))
+
+    def effective_float_range(self, dtype: torch.dtype) -> FloatRange:
+        """``float_range`` as used for an input of *dtype*.
+
+        Pinned bounds are clamped so that ``min <= 0 <= max``. With exactly one bound
+        pinned, that bound is rounded to *dtype* (the observed one already is).
+        """
+        lo, hi = self.float_range
+        if lo is None and hi is None:
+            return lo, hi
+        if lo is not None:
+            lo = min(lo, 0.0)
+        if hi is not None:
+            hi = max(hi, 0.0)
+        if (lo is None) != (hi is None):
+            lo = None if lo is None else _round_to(lo, dtype)
+            hi = None if hi is None else _round_to(hi, dtype)
+        return lo, hi
+
+    # -- qparams ------------------------------------------------------------------------
+
+    def _qparams_op(self, lo: torch.Tensor, hi: torch.Tensor, float_range: FloatRange) -> QParams:
+        lo_fix, hi_fix = float_range
+        if self.is_float:
+            scale = torch.ops.coreai_opt.choose_qparams_float(
+                lo, hi, self.dtype, self.e8m0, lo_fix, hi_fix
+            )
+            return scale, None, None
+        scale, zp, minval = torch.ops.coreai_opt.choose_qparams_int(
+            lo, hi, int(self.quant_min), int(self.quant_max), self.symmetric, lo_fix, hi_fix
+        )
+        return scale, zp, minval
+
+    def _qparams_torch(
+        self, lo: torch.Tensor, hi: torch.Tensor, float_range: FloatRange
+    ) -> QParams:
+        """The qparam formulas with differentiable torch ops (float32 in and out)."""
+        lo_fix, hi_fix = float_range
+        lo = torch.full_like(lo, lo_fix) if lo_fix is not None else torch.clamp(lo, max=0.0)
+        hi = torch.full_like(hi, hi_fix) if hi_fix is not None else torch.clamp(hi, min=0.0)
+        max_abs = torch.maximum(-lo, hi)
+        if self.is_float:
+            if self.e8m0:
+                scale = torch.ops.coreai_opt.choose_qparams_float(
+                    lo.detach(), hi.detach(), self.dtype, True, None, None
+                )
+                return scale, None, None
+            return torch.clamp(max_abs / format_info(self.dtype).max_abs, min=_EPS), None, None
+        qmin, qmax = int(self.quant_min), int(self.quant_max)
+        if self.symmetric:
+            scale = torch.clamp(max_abs / _f32((qmax - qmin) / 2.0), min=_EPS)
+            zp_value = int(_f32(qmax + qmin + 1) / 2.0)
+            zp = torch.full(scale.shape, zp_value, dtype=torch.int32, device=scale.device)
+            return scale, zp, -max_abs
+        scale = torch.clamp((hi - lo) / float(qmax - qmin), min=_EPS)
+        with torch.no_grad():
+            zp_f = torch.clamp(qmin - torch.round(lo / scale), qmin, qmax)
+            zp = torch.where(torch.isnan(zp_f), torch.full_like(zp_f, qmin), zp_f)
+        return scale, zp.to(torch.int32), lo
+
+    def _qparams_f32(self, lo: torch.Tensor, hi: torch.Tensor, dtype: torch.dtype) -> QParams:
+        """Float32 qparams of the range ``[lo, hi]`` seen on an input of *dtype*."""
+        float_range = self.effective_float_range(dtype)
+        differentiable = (lo.requires_grad or hi.requires_grad) and torch.is_grad_enabled()
+        if differentiable:
+            return self._qparams_torch(lo.float(), hi.float(), float_range)
+        return self._qparams_op(lo.detach().float(), hi.detach().float(), float_range)
+
+    @staticmethod
+    def _as_input_dtype(qparams: QParams, dtype: torch.dtype) -> QParams:
+        scale, zp, minval = qparams
+        return scale.to(dtype), zp, None if minval is None else minval.to(dtype)
+
+    def compute_qparams(
+        self, tensor: torch.Tensor, min_val: torch.Tensor, max_val: torch.Tensor
+    ) -> QParams:
+        """``(scale, zero_point, minval)`` for the range ``[min_val, max_val]`` of *tensor*.
+
+        Pure formula (``float_range`` applied, nothing stored); scale and minval come back
+        in *tensor*'s dtype, zero_point as int32 (None entries for float formats).
+        """
+        return self._as_input_dtype(self._qparams_f32(min_val, max_val, tensor.dtype), tensor.dtype)
+
+    @abc.abstractmethod
+    def forward(self, x: torch.Tensor) -> QParams:
+        """Observe *x* and return ``(scale, zero_point, minval)``."""
+
+    def fused_method(self) -> str | None:
+        """The ``update_range`` method of this calculator when the fused op can run it.
+
+        Only the built-in calculators (exact classes) with the built-in min/max range
+        calculator and a dtype the kernels implement qualify; anything else returns None
+        (a Python path is used).
+        """
+        if (
+            type(self) not in _FUSABLE
+            or type(self.range_calculator) is not MinMaxRangeCalculator
+            or not is_kernel_format(self.dtype)
+        ):
+            return None
+        return _FUSABLE[type(self)]
+
+    # -- state --------------------------------------------------------------------------
 
     def initialize_state(self, qshape: Sequence[int], dtype: torch.dtype, rank: int) -> None:
         """Size the state buffers for qparams of *qshape* (first observation only)."""
+        if self.is_stateless:
+            raise TypeError(f"{type(self).__name__} is stateless and has no state to size")
         qshape = tuple(int(d) for d in qshape)
         if self._initialized:
             if tuple(self.scale.shape) != qshape:
                 raise ValueError(
                     f"{type(self).__name__}: input gives qparams of shape {qshape} but the "
                     f"state has shape {tuple(self.scale.shape)} (fixed by the first "
-                    f"observation); the quantized tensor's layout must not change"
+                    f"observation); the quantized tensor's layout must not change (use "
+                    f"qparam_calculator_cls='dynamic' for activations whose shape varies)"
                 )
             return
         device = self.scale.device
@@ -288,6 +470,17 @@ class QParamsCalculatorBase(RegistryMixin, torch.nn.Module, abc.ABC):
         unexpected_keys: list[str],
         error_msgs: list[str],
     ) -> None:
+        if self.is_stateless:
+            super()._load_from_state_dict(
+                state_dict,
+                prefix,
+                local_metadata,
+                strict,
+                missing_keys,
+                unexpected_keys,
+                error_msgs,
+            )
+            return
         for name in _STATE_BUFFERS:
             key = prefix + name
             own = getattr(self, name)
@@ -334,7 +527,7 @@ class QParamsCalculatorBase(RegistryMixin, torch.nn.Module, abc.ABC):
         """Fold a batch range into ``running_min`` / ``running_max``.
 
         Returns the new range as float32 tensors (differentiable when the inputs are);
-        the buffers receive detached copies. The base class keeps the batch range.
+        the buffers receive detached copies. The base keeps the batch range.
         """
         lo, hi = min_val.float(), max_val.float()
         self._store_running(lo, hi)
@@ -344,45 +537,6 @@ class QParamsCalculatorBase(RegistryMixin, torch.nn.Module, abc.ABC):
         with torch.no_grad():
             self.running_min.copy_(lo)
             self.running_max.copy_(hi)
-
-    # -- qparams ------------------------------------------------------------------------
-
-    def _qparams_op(self, lo: torch.Tensor, hi: torch.Tensor) -> QParams:
-        lo_fix, hi_fix = self.float_range
-        if self.is_float:
-            scale = torch.ops.coreai_opt.choose_qparams_float(
-                lo, hi, self.dtype, self.e8m0, lo_fix, hi_fix
-            )
-            return scale, None, None
-        scale, zp, minval = torch.ops.coreai_opt.choose_qparams_int(
-            lo, hi, int(self.quant_min), int(self.quant_max), self.symmetric, lo_fix, hi_fix
-        )
-        return scale, zp, minval
-
-    def _qparams_torch(self, lo: torch.Tensor, hi: torch.Tensor) -> QParams:
-        """The qparam formulas with differentiable torch ops (float32 in and out)."""
-        lo_fix, hi_fix = self.float_range
-        lo = torch.full_like(lo, lo_fix) if lo_fix is not None else torch.clamp(lo, max=0.0)
-        hi = torch.full_like(hi, hi_fix) if hi_fix is not None else torch.clamp(hi, min=0.0)
-        max_abs = torch.maximum(-lo, hi)
-        if self.is_float:
-            if self.e8m0:
-                scale = torch.ops.coreai_opt.choose_qparams_float(
-                    lo.detach(), hi.detach(), self.dtype, True, None, None
-                )
-                return scale, None, None
-            return torch.clamp(max_abs / format_info(self.dtype).max_abs, min=_EPS), None, None
-        qmin, qmax = int(self.quant_min), int(self.quant_max)
-        if self.symmetric:
-            scale = torch.clamp(max_abs / _f32((qmax - qmin) / 2.0), min=_EPS)
-            zp_value = int(_f32(qmax + qmin + 1) / 2.0)
-            zp = torch.full(scale.shape, zp_value, dtype=torch.int32, device=scale.device)
-            return scale, zp, -max_abs
-        scale = torch.clamp((hi - lo) / float(qmax - qmin), min=_EPS)
-        with torch.no_grad():
-            zp_f = torch.clamp(qmin - torch.round(lo / scale), qmin, qmax)
-            zp = torch.where(torch.isnan(zp_f), torch.full_like(zp_f, qmin), zp_f)
-        return scale, zp.to(torch.int32), lo
 
     def _store_qparams(self, qparams: QParams) -> None:
         scale, zp, minval = qparams
@@ -397,7 +551,7 @@ class QParamsCalculatorBase(RegistryMixin, torch.nn.Module, abc.ABC):
         """Observe *x*, update the state and return qparams in *x*'s dtype."""
         if self._export_mode or (self.fixed_range and self._initialized):
             return self._stored(x.dtype)
-        block = self._granularity.get_block_size(x.shape)
+        block = self.block_size(x.shape)
         qshape = tuple(s // b for s, b in zip(x.shape, block, strict=True))
         self.initialize_state(qshape, x.dtype, x.dim())
         differentiable = x.requires_grad and torch.is_grad_enabled()
@@ -417,37 +571,18 @@ class QParamsCalculatorBase(RegistryMixin, torch.nn.Module, abc.ABC):
         else:
             batch_lo, batch_hi = self.range_calculator(x)
             lo, hi = self.update_running_range(batch_lo, batch_hi)
-        if differentiable:
-            qparams = self._qparams_torch(lo, hi)
-        else:
-            qparams = self._qparams_op(lo.detach(), hi.detach())
+        if not differentiable:
+            lo, hi = lo.detach(), hi.detach()
+        qparams = self._qparams_f32(lo, hi, x.dtype)
         self._store_qparams(qparams)
-        scale, zp, minval = qparams
-        return (
-            scale.to(x.dtype),
-            zp,
-            None if minval is None else minval.to(x.dtype),
-        )
-
-    @abc.abstractmethod
-    def forward(self, x: torch.Tensor) -> QParams:
-        """Observe *x* and return ``(scale, zero_point, minval)``."""
+        return self._as_input_dtype(qparams, x.dtype)
 
     def extra_repr(self) -> str:
-        """Format, scheme, range and state summary."""
-        parts = [
-            f"dtype={self.dtype}",
-            f"qscheme={self.qscheme.value}",
-            f"quant_min={self.quant_min}",
-            f"quant_max={self.quant_max}",
-            f"granularity={self._granularity!r}",
-        ]
-        if self.float_range != (None, None):
-            parts.append(f"float_range={list(self.float_range)}")
-        if self.scale_dtype is not None:
-            parts.append(f"scale_dtype={self.scale_dtype}")
-        parts.append(f"initialized={self._initialized}")
-        return ", ".join(parts)
+        """The current qparams and the export-mode flag."""
+        return (
+            f"scale={self.scale}, zero_point={self.zero_point}, minval={self.minval}, "
+            f"export_mode={self._export_mode}"
+        )
 
 
 def _default_quant_range(dtype: torch.dtype, qscheme: QuantizationScheme) -> tuple[Any, Any]:
@@ -458,12 +593,28 @@ def _default_quant_range(dtype: torch.dtype, qscheme: QuantizationScheme) -> tup
     return int(lo), int(hi)
 
 
+class StatefulQParamsCalculatorBase(QParamsCalculatorBase):
+    """Base of calculators that keep their qparams in buffers across forwards.
+
+    Buffers ``running_min`` / ``running_max`` / ``scale`` / ``zero_point`` /
+    ``minval`` are empty until the first forward (or ``load_state_dict``) gives them the
+    qparam shape, which must not change afterwards (use a stateless calculator for
+    variable shapes). Export mode and a fully pinned ``float_range`` return the stored
+    qparams without observing. Subclasses only choose how the range accumulates
+    (:meth:`update_running_range`, or :class:`RunningRangeMixin`).
+    """
+
+    def forward(self, x: torch.Tensor) -> QParams:
+        """Observe *x*, update the stored qparams and return them in *x*'s dtype."""
+        return self._observe(x)
+
+
 class RunningRangeMixin:
     """Marks a calculator whose range accumulates over batches.
 
     Subclasses implement :meth:`_fold` (float32 batch range and running range in,
     new running range out, with the ``update_range`` op's semantics);
-    :meth:`update_running_range` stores it.
+    :meth:`update_running_range` stores it. The repr adds the running range.
     """
 
     running_min: torch.Tensor
@@ -486,27 +637,24 @@ class RunningRangeMixin:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         raise TypeError(f"{type(self).__name__} must implement _fold()")
 
+    def extra_repr(self) -> str:
+        """The base summary plus a line with the running range."""
+        base = super().extra_repr()  # type: ignore[misc]
+        return f"{base}\nrunning_min={self.running_min}, running_max={self.running_max}"
+
 
 @QParamsCalculatorBase.register("static")
-class StaticQParamsCalculator(QParamsCalculatorBase):
+class StaticQParamsCalculator(StatefulQParamsCalculatorBase):
     """Qparams from the current tensor only (the usual choice for weights)."""
-
-    _range_method: ClassVar[str | None] = "static"
-
-    def forward(self, x: torch.Tensor) -> QParams:
-        """Observe *x* and return its qparams."""
-        return self._observe(x)
 
 
 @QParamsCalculatorBase.register("moving_average")
-class MovingAverageQParamsCalculator(RunningRangeMixin, QParamsCalculatorBase):
+class MovingAverageQParamsCalculator(RunningRangeMixin, StatefulQParamsCalculatorBase):
     """Exponential moving average of the observed range (the usual choice for activations).
 
     ``averaging_constant`` (default 0.01, in (0, 1]) weights the new batch:
     ``r <- c * batch + (1 - c) * r``; the first batch sets ``r``.
     """
-
-    _range_method: ClassVar[str | None] = "moving_average"
 
     def __init__(self, *args: Any, averaging_constant: float = 1e-2, **kwargs: Any) -> None:
         """Same arguments as :class:`QParamsCalculatorBase`, plus ``averaging_constant``."""
@@ -521,25 +669,15 @@ class MovingAverageQParamsCalculator(RunningRangeMixin, QParamsCalculatorBase):
         self, lo: torch.Tensor, hi: torch.Tensor, run_lo: torch.Tensor, run_hi: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         c = _f32(self.averaging_constant)
-        keep = float(torch.tensor(1.0) - torch.tensor(self.averaging_constant))
+        keep = _f32(1.0 - c)
         new_lo = torch.where(torch.isposinf(run_lo), lo, c * lo + keep * run_lo)
         new_hi = torch.where(torch.isneginf(run_hi), hi, c * hi + keep * run_hi)
         return new_lo, new_hi
 
-    def forward(self, x: torch.Tensor) -> QParams:
-        """Observe *x*, update the moving average and return its qparams."""
-        return self._observe(x)
-
-    def extra_repr(self) -> str:
-        """Base summary plus the averaging constant."""
-        return f"{super().extra_repr()}, averaging_constant={self.averaging_constant}"
-
 
 @QParamsCalculatorBase.register("global_minmax")
-class GlobalMinMaxQParamsCalculator(RunningRangeMixin, QParamsCalculatorBase):
+class GlobalMinMaxQParamsCalculator(RunningRangeMixin, StatefulQParamsCalculatorBase):
     """Running minimum of the minima and maximum of the maxima over all batches."""
-
-    _range_method: ClassVar[str | None] = "global_minmax"
 
     def _fold(
         self, lo: torch.Tensor, hi: torch.Tensor, run_lo: torch.Tensor, run_hi: torch.Tensor
@@ -548,9 +686,113 @@ class GlobalMinMaxQParamsCalculator(RunningRangeMixin, QParamsCalculatorBase):
         new_hi = torch.where((hi > run_hi) | torch.isnan(hi), hi, run_hi)
         return new_lo, new_hi
 
+
+class StatelessQParamsCalculatorBase(QParamsCalculatorBase):
+    """Base of calculators that recompute the qparams on every forward and store nothing.
+
+    No buffers: the qparam shape may change from one call to the next (e.g. per-token
+    scales of a variable-length sequence). ``scale`` / ``zero_point`` / ``minval`` are
+    plain attributes holding the last forward's values for inspection (not in
+    ``state_dict``). ``float_range`` must be ``[None, None]``; export mode and
+    :meth:`get_qparams` raise ``NotImplementedError`` (there are no stored qparams).
+    A fake-quantizer keeps the observer of a stateless calculator on.
+    """
+
+    is_stateless: ClassVar[bool] = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Same arguments as :class:`QParamsCalculatorBase` (``float_range`` unpinned)."""
+        super().__init__(*args, **kwargs)
+        if self.float_range != (None, None):
+            raise ValueError(
+                f"{type(self).__name__} recomputes qparams from every tensor, so float_range "
+                f"must be [None, None]; got {list(self.float_range)}"
+            )
+        self.scale: torch.Tensor | None = None
+        self.zero_point: torch.Tensor | None = None
+        self.minval: torch.Tensor | None = None
+
+    @classmethod
+    def validate_spec(cls, spec: QuantizationSpec) -> None:
+        """Refuse a pinned ``float_range`` (stateless qparams follow every tensor)."""
+        super().validate_spec(spec)
+        if list(spec.float_range) != [None, None]:
+            key = QPARAMS_CALCULATOR_REGISTRY.key_of(cls)
+            raise ValueError(
+                f"qparam_calculator_cls={key!r} recomputes qparams from every tensor, so "
+                f"float_range must be [None, None]; got {list(spec.float_range)}"
+            )
+
+    def set_export_mode(self, enabled: bool = True) -> None:
+        """Export mode needs stored qparams, which a stateless calculator has none of.
+
+        ``set_export_mode(False)`` is a no-op; ``True`` raises ``NotImplementedError``.
+        """
+        if enabled:
+            raise NotImplementedError(
+                f"{type(self).__name__} keeps no qparams (they are recomputed on every "
+                f"forward), so it has no export mode; use a stateful calculator such as "
+                f"'static' or 'moving_average' for exportable qparams"
+            )
+
+    def get_qparams(self) -> QParams:
+        """Not available: a stateless calculator stores no qparams (``NotImplementedError``)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} stores no qparams; call it on a tensor to get that "
+            f"tensor's qparams (the last ones are in .scale / .zero_point / .minval)"
+        )
+
     def forward(self, x: torch.Tensor) -> QParams:
-        """Observe *x*, widen the global range and return its qparams."""
-        return self._observe(x)
+        """Qparams of *x* alone, in *x*'s dtype (nothing is stored)."""
+        lo, hi = self.range_calculator(x)
+        qparams = self._qparams_f32(lo, hi, x.dtype)
+        self.scale, self.zero_point, self.minval = (
+            None if t is None else t.detach() for t in qparams
+        )
+        self._compute_dtype_for_export = x.dtype
+        self._input_rank = x.dim()
+        return self._as_input_dtype(qparams, x.dtype)
+
+
+@QParamsCalculatorBase.register("dynamic")
+class DynamicQParamsCalculator(StatelessQParamsCalculatorBase):
+    """Dynamic quantization: the qparams of each tensor are computed from that tensor.
+
+    For activations only (the component factory refuses weights and LUTs); refuses
+    ``symmetric_with_clipping`` and a pinned ``float_range``. Computes with the
+    ``minmax`` and ``choose_qparams_int`` / ``choose_qparams_float`` ops; nothing is
+    stored, so the qparam shape may change between calls.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        quantization_target: CompressionTargetTensor | str = CompressionTargetTensor.ACTIVATION,
+        **kwargs: Any,
+    ) -> None:
+        """Same arguments as :class:`QParamsCalculatorBase`; the target defaults to activation."""
+        super().__init__(*args, quantization_target=quantization_target, **kwargs)
+        if self.quantization_target is not CompressionTargetTensor.ACTIVATION:
+            raise ValueError(
+                f"qparam_calculator_cls='dynamic' quantizes activations only; got "
+                f"quantization_target={self.quantization_target.value!r} (allowed: "
+                f"'activation')"
+            )
+        if self.qscheme is QuantizationScheme.SYMMETRIC_WITH_CLIPPING:
+            raise ValueError(_DYNAMIC_QSCHEME_ERROR.format(self.qscheme.value))
+
+    @classmethod
+    def validate_spec(cls, spec: QuantizationSpec) -> None:
+        """Refuse ``symmetric_with_clipping`` and a pinned ``float_range``."""
+        super().validate_spec(spec)
+        if spec.qscheme is QuantizationScheme.SYMMETRIC_WITH_CLIPPING:
+            raise ValueError(_DYNAMIC_QSCHEME_ERROR.format(spec.qscheme.value))
+
+
+_DYNAMIC_QSCHEME_ERROR = (
+    "qscheme={!r} is not supported with qparam_calculator_cls='dynamic'; allowed: "
+    "'symmetric', 'asymmetric'"
+)
 
 
 @QParamsCalculatorBase.register("default")
@@ -571,6 +813,12 @@ class _DefaultQParamsCalculatorMarker(QParamsCalculatorBase):
         raise RuntimeError("the 'default' qparam calculator marker cannot run")
 
 
-_FUSABLE: frozenset[type] = frozenset(
-    {StaticQParamsCalculator, MovingAverageQParamsCalculator, GlobalMinMaxQParamsCalculator}
-)
+_DefaultQParamsCalculator = _DefaultQParamsCalculatorMarker
+"""The reference's name of the ``"default"`` marker class."""
+
+_FUSABLE: dict[type, str] = {
+    StaticQParamsCalculator: "static",
+    MovingAverageQParamsCalculator: "moving_average",
+    GlobalMinMaxQParamsCalculator: "global_minmax",
+}
+"""Built-in calculators the fused op runs, with their ``update_range`` method."""

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import enum
+from coreai_opt._deprecated_enum import StrEnumBase
 
 __all__ = ["QuantizationScheme"]
 
 
-class QuantizationScheme(enum.Enum):
-    """Placement of the quantization grid.
+class QuantizationScheme(StrEnumBase):
+    """Placement of the quantization grid (a ``str`` enum; lookup is case-insensitive).
 
     Members:
         SYMMETRIC: grid centred on zero (zero point at the middle of the range).

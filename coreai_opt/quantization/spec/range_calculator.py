@@ -3,21 +3,25 @@
 A range calculator turns a tensor into its per-block ``(min, max)``; the block layout
 comes from the calculator's granularity (one result per block, same rank as the
 input). Register custom range calculators with ``@RangeCalculatorBase.register("key")``;
-their constructor receives ``granularity`` (plus any extra fields of a
-``QuantizationSpec`` subclass that it names).
+their constructor receives ``granularity`` and ``quantization_target`` (plus any extra
+fields of a ``QuantizationSpec`` subclass that it names).
 """
 
 from __future__ import annotations
 
 import abc
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
 
-from coreai_opt.quantization.spec._registry import RegistryMixin
-from coreai_opt.quantization.spec.granularity import QuantizationGranularity
+from coreai_opt.config.spec.factory import CompressionTargetTensor
+from coreai_opt.quantization.spec._registry import (
+    RANGE_CALCULATOR_REGISTRY,
+    ClassRegistry,
+    RegistryMixin,
+)
+from coreai_opt.quantization.spec.granularity import QuantizationGranularity, block_size_for
 
 __all__ = ["MinMaxRangeCalculator", "RangeCalculatorBase"]
 
@@ -52,18 +56,35 @@ def blockwise_minmax_torch(
     return lo, hi
 
 
+def _target(value: CompressionTargetTensor | str) -> CompressionTargetTensor:
+    try:
+        return CompressionTargetTensor(value)
+    except ValueError:
+        raise ValueError(
+            f"quantization_target={value!r} is not a compression target; allowed: "
+            f"{CompressionTargetTensor.allowed_values()}"
+        ) from None
+
+
 class RangeCalculatorBase(RegistryMixin, torch.nn.Module, abc.ABC):
     """Base of the ``nn.Module`` that computes per-block ``(min, max)`` of a tensor.
 
-    Built-in key: ``"minmax"``. Subclasses call ``super().__init__(granularity)`` and
-    implement :meth:`forward`.
+    Built-in key: ``"minmax"``. Subclasses call
+    ``super().__init__(granularity, quantization_target)`` and implement :meth:`forward`.
     """
 
-    REGISTRY: ClassVar[OrderedDict[str, type]] = OrderedDict()
-    BUILTIN_KEYS: ClassVar[frozenset[str]] = frozenset({"minmax"})
+    REGISTRY: ClassVar[ClassRegistry] = RANGE_CALCULATOR_REGISTRY
 
-    def __init__(self, granularity: QuantizationGranularity | None = None) -> None:
-        """Store the *granularity* whose blocks the range is computed over."""
+    def __init__(
+        self,
+        granularity: QuantizationGranularity | None = None,
+        quantization_target: CompressionTargetTensor | str = CompressionTargetTensor.WEIGHT,
+    ) -> None:
+        """Store the *granularity* whose blocks the range is computed over.
+
+        *quantization_target* (weight, activation or LUT) selects how an integer
+        ``PerBlockGranularity`` lays out its blocks.
+        """
         super().__init__()
         if granularity is not None and not isinstance(granularity, QuantizationGranularity):
             raise TypeError(
@@ -71,6 +92,7 @@ class RangeCalculatorBase(RegistryMixin, torch.nn.Module, abc.ABC):
                 f"{type(granularity).__name__}: {granularity!r}"[:300]
             )
         self.granularity = granularity
+        self.quantization_target = _target(quantization_target)
 
     def block_size(self, shape: Sequence[int]) -> tuple[int, ...]:
         """Block size for an input of *shape* (``_BlockSizeMismatchError`` if it does not fit)."""
@@ -78,15 +100,15 @@ class RangeCalculatorBase(RegistryMixin, torch.nn.Module, abc.ABC):
             raise ValueError(
                 f"{type(self).__name__} has no granularity; pass one to the constructor"
             )
-        return self.granularity.get_block_size(shape)
+        return block_size_for(self.granularity, shape, self.quantization_target)
 
     @abc.abstractmethod
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(min, max)`` of *x* per block."""
 
     def extra_repr(self) -> str:
-        """The granularity."""
-        return f"granularity={self.granularity!r}"
+        """The granularity and the quantization target."""
+        return f"granularity={self.granularity!r}, quantization_target={self.quantization_target}"
 
 
 @RangeCalculatorBase.register("minmax")

@@ -1,4 +1,10 @@
-"""``QuantizationSpec``: how one tensor is quantized (pure, frozen data)."""
+"""``QuantizationSpec``: how one tensor is quantized (pure, frozen data).
+
+This module imports no ``nn.Module`` implementation. The component fields name their
+classes through the registries of :mod:`._registry`; a built-in key (``"default"``,
+``"static"``, ``"minmax"``, ...) loads the module that registers it the first time a
+spec uses it, and the field then holds the registered class.
+"""
 
 from __future__ import annotations
 
@@ -10,24 +16,28 @@ import torch
 from pydantic import (
     Field,
     SerializationInfo,
+    ValidationInfo,
     computed_field,
     field_serializer,
     field_validator,
     model_validator,
 )
 
-from coreai_opt.config.spec import CompressionSpec, CompressionType
+from coreai_opt.config.spec.base import CompressionSpec, CompressionType
 from coreai_opt.quantization.spec._dtype_table import format_info, quant_range
-from coreai_opt.quantization.spec.fake_quantize import FakeQuantizeImplBase
+from coreai_opt.quantization.spec._registry import (
+    FAKE_QUANTIZE_REGISTRY,
+    QPARAMS_CALCULATOR_REGISTRY,
+    RANGE_CALCULATOR_REGISTRY,
+    ClassRegistry,
+)
 from coreai_opt.quantization.spec.granularity import (
     PerChannelGranularity,
     PerTensorGranularity,
     QuantizationGranularity,
 )
 from coreai_opt.quantization.spec.qformulation import QuantizationFormulation
-from coreai_opt.quantization.spec.qparams_calculator import QParamsCalculatorBase
 from coreai_opt.quantization.spec.qscheme import QuantizationScheme
-from coreai_opt.quantization.spec.range_calculator import RangeCalculatorBase
 
 __all__ = [
     "QuantizationSpec",
@@ -42,6 +52,11 @@ _DTYPE_ALIASES: dict[str, str] = {
 }
 _E8M0 = torch.float8_e8m0fnu
 _DERIVED_FIELDS = ("n_bits", "target_dtype", "quant_min", "quant_max", "_quant_range")
+_COMPONENT_REGISTRIES: dict[str, ClassRegistry] = {
+    "fake_quantize_cls": FAKE_QUANTIZE_REGISTRY,
+    "qparam_calculator_cls": QPARAMS_CALCULATOR_REGISTRY,
+    "range_calculator_cls": RANGE_CALCULATOR_REGISTRY,
+}
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -82,8 +97,11 @@ class QuantizationSpec(CompressionSpec):
     * ``qformulation`` (``zp``): ``zp`` or ``minval``; float dtypes need ``zp``.
     * ``granularity`` (per-tensor): a granularity object or ``{"type": key, ...}``.
     * ``fake_quantize_cls`` (``"default"``), ``qparam_calculator_cls``
-      (``"default"``: static for weights, moving average for activations),
-      ``range_calculator_cls`` (``"minmax"``): registry keys or registered classes.
+      (``"default"``: static for weights, moving average for activations; also
+      ``"static"``, ``"moving_average"``, ``"global_minmax"``, ``"dynamic"``),
+      ``range_calculator_cls`` (``"minmax"``): registry keys or registered classes; the
+      field holds the registered class (a key is looked up when the spec is built).
+      ``"dynamic"`` refuses ``symmetric_with_clipping`` and a pinned ``float_range``.
     * ``float_range`` (``[None, None]``): fixed ``[min, max]`` replacing the observed
       range at either end; ``min <= 0 <= max`` and ``min < max`` when both are set.
     * ``scale_dtype`` (None): None or ``float8_e8m0fnu`` (power-of-two MX scales);
@@ -112,15 +130,9 @@ class QuantizationSpec(CompressionSpec):
     qscheme: QuantizationScheme = QuantizationScheme.SYMMETRIC
     qformulation: QuantizationFormulation = QuantizationFormulation.ZP
     granularity: QuantizationGranularity = Field(default_factory=PerTensorGranularity)
-    fake_quantize_cls: type[FakeQuantizeImplBase] | str = Field(
-        default="default", validate_default=True
-    )
-    qparam_calculator_cls: type[QParamsCalculatorBase] | str = Field(
-        default="default", validate_default=True
-    )
-    range_calculator_cls: type[RangeCalculatorBase] | str = Field(
-        default="minmax", validate_default=True
-    )
+    fake_quantize_cls: type = Field(default="default", validate_default=True)
+    qparam_calculator_cls: type = Field(default="default", validate_default=True)
+    range_calculator_cls: type = Field(default="minmax", validate_default=True)
     float_range: list[float | None] = Field(default_factory=lambda: [None, None])
     scale_dtype: torch.dtype | None = None
 
@@ -218,20 +230,26 @@ class QuantizationSpec(CompressionSpec):
         # Dump with the concrete class's fields (and its "type" key), not the base's.
         return value.model_dump(mode=info.mode)
 
-    @field_validator("fake_quantize_cls", mode="before")
+    @field_validator(*_COMPONENT_REGISTRIES, mode="before")
     @classmethod
-    def _validate_fq(cls, value: Any) -> Any:
-        return FakeQuantizeImplBase.resolve(value, "fake_quantize_cls")
+    def _resolve_component(cls, value: Any, info: ValidationInfo) -> type:
+        field = info.field_name
+        assert field is not None
+        return _COMPONENT_REGISTRIES[field].resolve(value, field)
 
-    @field_validator("qparam_calculator_cls", mode="before")
-    @classmethod
-    def _validate_qparams(cls, value: Any) -> Any:
-        return QParamsCalculatorBase.resolve(value, "qparam_calculator_cls")
+    @field_serializer("dtype", "scale_dtype", "target_dtype")
+    def _dump_dtype(self, value: torch.dtype | None, info: SerializationInfo) -> Any:
+        # Python mode keeps torch dtypes; JSON mode writes their names ("int8").
+        if info.mode == "json" and value is not None:
+            return _dtype_name(value)
+        return value
 
-    @field_validator("range_calculator_cls", mode="before")
-    @classmethod
-    def _validate_range(cls, value: Any) -> Any:
-        return RangeCalculatorBase.resolve(value, "range_calculator_cls")
+    @field_serializer(*_COMPONENT_REGISTRIES)
+    def _dump_component(self, value: type, info: SerializationInfo) -> Any:
+        # Python mode keeps the class (as the reference); JSON mode writes its key.
+        if info.mode == "json":
+            return value.__dict__.get("__registry_key__", value.__qualname__)
+        return value
 
     @field_validator("float_range", mode="before")
     @classmethod
@@ -286,6 +304,10 @@ class QuantizationSpec(CompressionSpec):
                 f"scale_dtype={_dtype_name(self.scale_dtype)} is not supported with integer "
                 f"dtype {name}; allowed: None"
             )
+        # Rules a calculator sets on the spec (e.g. "dynamic": no pinned float_range).
+        check = getattr(self.qparam_calculator_cls, "validate_spec", None)
+        if callable(check):
+            check(self)
         return self
 
     # -- derived values ---------------------------------------------------------------
@@ -320,23 +342,32 @@ class QuantizationSpec(CompressionSpec):
         return format_info(self.dtype).is_float
 
     @classmethod
-    def get_n_bits_from_dtype(cls, dtype: torch.dtype) -> int:
-        """Bits per value of a quantization *dtype*."""
-        return format_info(dtype).n_bits
+    def get_n_bits_from_dtype(cls, dtype: torch.dtype | str) -> int:
+        """Bits per value of a quantization *dtype* (a dtype or its name, aliases allowed).
+
+        Integer dtypes give their width (``int1`` → 1, ``uint4`` → 4, ``int16`` → 16),
+        float8 formats 8 and float4 4.
+        """
+        return format_info(dtype_from_name(dtype, "dtype")).n_bits
 
     @classmethod
-    def get_target_dtype(cls, dtype: torch.dtype) -> torch.dtype:
-        """Storage dtype of one unpacked code of *dtype*."""
-        return getattr(torch, format_info(dtype).storage)
+    def get_target_dtype(cls, dtype: torch.dtype | str) -> torch.dtype:
+        """Storage dtype of one unpacked code of *dtype*.
+
+        Integers up to 8 bits → int8 / uint8, wider integers → themselves, float4 →
+        float8_e4m3fn, float8 formats → themselves.
+        """
+        return getattr(torch, format_info(dtype_from_name(dtype, "dtype")).storage)
 
     @classmethod
     def get_quant_range(
-        cls, dtype: torch.dtype, qscheme: QuantizationScheme | str
+        cls, dtype: torch.dtype | str, qscheme: QuantizationScheme | str
     ) -> tuple[int, int] | tuple[float, float]:
         """``(quant_min, quant_max)`` for *dtype* under *qscheme*."""
+        resolved = dtype_from_name(dtype, "dtype")
         narrow = QuantizationScheme(qscheme) is QuantizationScheme.SYMMETRIC_WITH_CLIPPING
-        lo, hi = quant_range(dtype, narrow)
-        if format_info(dtype).is_float:
+        lo, hi = quant_range(resolved, narrow)
+        if format_info(resolved).is_float:
             return lo, hi
         return int(lo), int(hi)
 

@@ -224,7 +224,7 @@ def test_moving_average_constant() -> None:
     calc(torch.tensor([[-1.0, 1.0]]))
     calc(torch.tensor([[-3.0, 5.0]]))
     assert calc.running_min.item() == -2.0 and calc.running_max.item() == 3.0
-    assert "averaging_constant=0.5" in repr(calc)
+    assert calc.averaging_constant == 0.5
     with pytest.raises(ValueError, match=r"averaging_constant=1.5 .* \(0, 1\]"):
         _calc(
             "moving_average",
@@ -270,24 +270,40 @@ def test_granularity_setter() -> None:
     assert calc.range_calculator.granularity == PerChannelGranularity(axis=1)
     calc(torch.randn(3, 4))
     assert calc.scale.shape == (1, 4) and calc._resolved_axis == 1
-    with pytest.raises(RuntimeError, match=r"granularity cannot change after the first forward"):
+    with pytest.raises(RuntimeError, match=r"granularity cannot change after the calculator has"):
         calc.granularity = PerTensorGranularity()
+    # The same granularity again is refused too: the state is fixed after the first forward.
+    with pytest.raises(RuntimeError, match=r"before the first forward pass"):
+        calc.granularity = PerChannelGranularity(axis=1)
+    assert calc.granularity == PerChannelGranularity(axis=1)
 
 
-def test_extra_repr_and_validation() -> None:
-    calc = _calc(
-        "static", torch.int4, "asymmetric", PerTensorGranularity(), float_range=(None, 2.0)
+def test_extra_repr_shows_the_state_as_the_reference() -> None:
+    """repr shows scale / zero_point / minval / export_mode; running calculators add a line."""
+    static = _calc("static", torch.int4, "asymmetric", PerTensorGranularity())
+    first_line = repr(static).splitlines()[1].strip()
+    assert first_line == (
+        "scale=tensor([]), zero_point=tensor([], dtype=torch.int32), minval=tensor([]), "
+        "export_mode=False"
     )
-    text = repr(calc)
-    for part in (
-        "dtype=torch.int4",
-        "qscheme=asymmetric",
-        "quant_min=-8",
-        "quant_max=7",
-        "float_range=[None, 2.0]",
-        "MinMaxRangeCalculator",
-    ):
-        assert part in text
+    assert "running_min" not in static.extra_repr()
+    static(torch.tensor([[-1.0, 2.0]]))
+    static.set_export_mode(True)
+    assert static.extra_repr() == (
+        f"scale={static.scale}, zero_point={static.zero_point}, minval={static.minval}, "
+        f"export_mode=True"
+    )
+    for method in ("moving_average", "global_minmax"):
+        calc = _calc(method, torch.int8, "symmetric", PerTensorGranularity())
+        calc(torch.tensor([[-1.0, 3.0]]))
+        head, running = calc.extra_repr().split("\n")
+        assert head.startswith("scale=tensor([[") and head.endswith("export_mode=False")
+        assert running == f"running_min={calc.running_min}, running_max={calc.running_max}"
+    fp8 = _calc("static", torch.float8_e4m3fn, "symmetric", PerTensorGranularity())
+    assert "zero_point=None, minval=None" in fp8.extra_repr()
+
+
+def test_validation() -> None:
     with pytest.raises(ValueError, match=r"scale_dtype=float8_e8m0fnu needs a float dtype"):
         _calc(
             "static",
@@ -296,8 +312,8 @@ def test_extra_repr_and_validation() -> None:
             PerTensorGranularity(),
             scale_dtype=torch.float8_e8m0fnu,
         )
-    with pytest.raises(ValueError, match=r"float_range min=1.0 must be <= 0"):
-        _calc("static", torch.int8, "symmetric", PerTensorGranularity(), float_range=(1.0, None))
+    with pytest.raises(ValueError, match=r"float_range \[2.0, 1.0\]: min must be < max"):
+        _calc("static", torch.int8, "symmetric", PerTensorGranularity(), float_range=(2.0, 1.0))
     with pytest.raises(RuntimeError, match=re.escape("qparam_calculator_cls='default'")):
         QParamsCalculatorBase.REGISTRY["default"](dtype=torch.int8)
 

@@ -161,7 +161,7 @@ def test_granularity_setter_propagates() -> None:
     assert fq.qparams_calculator.range_calculator.granularity == PerChannelGranularity(axis=1)
     fq(torch.randn(3, 4))
     assert fq.calculate_qparams()[0].shape == (1, 4)
-    with pytest.raises(RuntimeError, match=r"cannot change after the first forward"):
+    with pytest.raises(RuntimeError, match=r"cannot change after the calculator has observed data"):
         fq.granularity = PerTensorGranularity()
 
 

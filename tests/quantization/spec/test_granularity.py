@@ -88,7 +88,9 @@ def test_per_block_errors() -> None:
     ):
         PerBlockGranularity(axis=0, block_size=(4, 4))
     with pytest.raises(pydantic.ValidationError, match=r"axis"):
-        PerBlockGranularity(axis=2, block_size=4)
+        PerBlockGranularity(axis="1", block_size=4)
+    with pytest.raises(ValueError, match=r"axis=3 is out of range .* allowed axes: -3..2"):
+        PerBlockGranularity(axis=3, block_size=4).get_block_size((4, 4, 4))
     with pytest.raises(pydantic.ValidationError, match=r"block_size"):
         PerBlockGranularity()
 

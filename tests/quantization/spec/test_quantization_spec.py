@@ -18,7 +18,17 @@ from coreai_opt.quantization.spec import (
     default_weight_quantization_spec,
 )
 from coreai_opt.quantization.spec._dtype_table import FORMATS, quant_range
-from coreai_opt.quantization.spec.fake_quantize import FakeQuantizeImplBase
+from coreai_opt.quantization.spec.fake_quantize import (
+    FakeQuantizeImplBase,
+    _DefaultFakeQuantizeImpl,
+)
+from coreai_opt.quantization.spec.qparams_calculator import (
+    GlobalMinMaxQParamsCalculator,
+    MovingAverageQParamsCalculator,
+    StaticQParamsCalculator,
+    _DefaultQParamsCalculator,
+)
+from coreai_opt.quantization.spec.range_calculator import MinMaxRangeCalculator
 
 ALL_DTYPES = sorted(FORMATS)
 
@@ -29,8 +39,10 @@ def test_defaults() -> None:
     assert spec.qscheme is QuantizationScheme.SYMMETRIC
     assert spec.qformulation is QuantizationFormulation.ZP
     assert spec.granularity == PerTensorGranularity()
-    assert (spec.fake_quantize_cls, spec.qparam_calculator_cls) == ("default", "default")
-    assert spec.range_calculator_cls == "minmax"
+    # Keys resolve to the registered classes, as in the reference.
+    assert spec.fake_quantize_cls is _DefaultFakeQuantizeImpl
+    assert spec.qparam_calculator_cls is _DefaultQParamsCalculator
+    assert spec.range_calculator_cls is MinMaxRangeCalculator
     assert spec.float_range == [None, None]
     assert spec.scale_dtype is None
     assert (spec.n_bits, spec.target_dtype, spec.quant_min, spec.quant_max) == (
@@ -44,10 +56,10 @@ def test_defaults() -> None:
 def test_default_spec_functions() -> None:
     weight = default_weight_quantization_spec()
     assert weight.granularity == PerChannelGranularity(axis=0)
-    assert weight.qparam_calculator_cls == "static"
+    assert weight.qparam_calculator_cls is StaticQParamsCalculator
     act = default_activation_quantization_spec()
     assert act.granularity == PerTensorGranularity()
-    assert act.qparam_calculator_cls == "moving_average"
+    assert act.qparam_calculator_cls is MovingAverageQParamsCalculator
 
 
 @pytest.mark.parametrize(
@@ -116,8 +128,17 @@ def test_scale_dtype_rules() -> None:
 
 
 def test_calculator_keys_and_registered_classes() -> None:
-    for key in ("default", "static", "moving_average", "global_minmax"):
-        assert QuantizationSpec(qparam_calculator_cls=key).qparam_calculator_cls == key
+    expected = {
+        "default": _DefaultQParamsCalculator,
+        "static": StaticQParamsCalculator,
+        "moving_average": MovingAverageQParamsCalculator,
+        "global_minmax": GlobalMinMaxQParamsCalculator,
+    }
+    for key, klass in expected.items():
+        assert QuantizationSpec(qparam_calculator_cls=key).qparam_calculator_cls is klass
+        assert QuantizationSpec(qparam_calculator_cls=klass) == QuantizationSpec(
+            qparam_calculator_cls=key
+        )
 
     @QParamsCalculatorBase.register("test_only_calc")
     class _Calc(QParamsCalculatorBase):
@@ -243,7 +264,14 @@ def test_bad_component_keys() -> None:
         "not registered",
         "available keys",
     )
-    _fails({"fake_quantize_cls": 1.5}, "fake_quantize_cls", "float", "registry key", exc=TypeError)
+    # 0.3.0: any other value is a ValueError naming the registry and its keys.
+    _fails(
+        {"fake_quantize_cls": 1.5},
+        "fake_quantize_cls",
+        "float",
+        "FakeQuantizeImplBase registry",
+        "'default'",
+    )
 
 
 @pytest.mark.parametrize(

@@ -15,11 +15,26 @@ from coreai_opt.quantization.spec.axis_defaults import WEIGHT_AXIS_DEFAULTS, def
 from coreai_opt.quantization.spec.fake_quantize import FakeQuantizeImplBase
 
 
-def test_builtin_keys_are_accepted_without_classes() -> None:
-    assert FakeQuantizeImplBase.resolve("default") == "default"
-    assert RangeCalculatorBase.resolve("minmax") == "minmax"
-    for key in ("default", "static", "moving_average", "global_minmax"):
-        assert QParamsCalculatorBase.resolve(key) == key
+def test_builtin_keys_resolve_to_their_registered_classes() -> None:
+    assert FakeQuantizeImplBase.resolve("default") is FakeQuantizeImplBase.REGISTRY["default"]
+    assert FakeQuantizeImplBase.resolve("default").__name__ == "FakeQuantize"
+    assert RangeCalculatorBase.resolve("minmax").__name__ == "MinMaxRangeCalculator"
+    for key in ("default", "static", "moving_average", "global_minmax", "dynamic"):
+        klass = QParamsCalculatorBase.resolve(key)
+        assert QParamsCalculatorBase.REGISTRY[key] is klass
+        assert QParamsCalculatorBase.resolve(klass) is klass
+        assert QParamsCalculatorBase.get_class(key) is klass
+    assert {"static", "dynamic"} <= QParamsCalculatorBase.list_registry_keys()
+    assert QParamsCalculatorBase.resolve("static") in QParamsCalculatorBase.list_registry_values()
+
+
+@pytest.mark.parametrize("value", [1.5, None, ["static"], object()], ids=repr)
+def test_lookup_of_other_values_is_a_value_error(value: object) -> None:
+    """0.3.0: neither a key nor a registered class -> ValueError naming registry and keys."""
+    with pytest.raises(ValueError, match=r"QParamsCalculatorBase registry.*'moving_average'"):
+        QParamsCalculatorBase.resolve(value)
+    with pytest.raises(ValueError, match=r"no class is registered with key 'ema'.*'static'"):
+        QParamsCalculatorBase.get_class("ema")
 
 
 def test_register_and_lookup(caplog: pytest.LogCaptureFixture) -> None:
