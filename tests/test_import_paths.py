@@ -275,3 +275,13 @@ def test_reference_snippets_run_unchanged() -> None:
     )
     assert isinstance(fq, _DefaultFakeQuantizeImpl)
     assert spec.fake_quantize_cls is _DefaultFakeQuantizeImpl
+
+
+def test_factory_base_declares_both_constructors() -> None:
+    """The reference's factory base declares construct and construct_partial (abstract)."""
+    from coreai_opt.config.spec.factory import CompressionComponentFactoryBase
+    from coreai_opt.quantization.spec.factory import QuantizationComponentFactory
+
+    assert CompressionComponentFactoryBase.__abstractmethods__ == {"construct", "construct_partial"}
+    assert issubclass(QuantizationComponentFactory, CompressionComponentFactoryBase)
+    assert QuantizationComponentFactory.construct_partial(None, "weight") is None

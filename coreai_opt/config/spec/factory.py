@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from typing import Any
 
 from coreai_opt._deprecated_enum import StrEnumBase
@@ -29,6 +30,13 @@ class CompressionComponentFactoryBase(abc.ABC):
         cls, spec: CompressionSpec | None, target: CompressionTargetTensor
     ) -> CompressionSimulatorBase | None:
         """Build the simulator for *spec* applied to a *target* tensor (None → None)."""
+
+    @classmethod
+    @abc.abstractmethod
+    def construct_partial(
+        cls, spec: CompressionSpec | None, target: CompressionTargetTensor
+    ) -> Callable[[], CompressionSimulatorBase] | None:
+        """A zero-argument constructor of the simulator for *spec* (None → None)."""
 
     @classmethod
     def construct_many(
