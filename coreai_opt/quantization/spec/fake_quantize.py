@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from coreai_opt import _ops
 from coreai_opt.config.spec import (
     CompressionSimulatorBase,
     CompressionTargetTensor,
@@ -146,7 +147,7 @@ def fp4_forward(tensor: torch.Tensor) -> torch.Tensor:
     multiply after for a scaled tensor.
     """
     one = torch.ones((), dtype=torch.float32, device=tensor.device)
-    return torch.ops.coreai_opt.fake_quantize_float(tensor, one, torch.float4_e2m1fn_x2)
+    return _ops.fake_quantize_float(tensor, one, torch.float4_e2m1fn_x2)
 
 
 def enable_observer(module: torch.nn.Module) -> None:
@@ -432,26 +433,26 @@ class FakeQuantize(_QuantizerCommon):
         minval = self._unused_minval if self.is_float else calc.minval
         observer_on = self._observer_off if self._export_mode else self.observer_enabled
         lo, hi = calc.effective_float_range(x.dtype)
-        return torch.ops.coreai_opt.fused_fake_quantize(
+        return _ops.fused_fake_quantize(
             x,
-            observer_on,
-            self.fake_quant_enabled,
-            calc.running_min,
-            calc.running_max,
-            calc.scale,
-            zero_point,
-            minval,
-            self._block_size(x.shape),
-            self.dtype,
-            0 if self.is_float else int(self.quant_min),
-            0 if self.is_float else int(self.quant_max),
-            calc.symmetric,
-            self.use_minval,
-            calc.e8m0,
-            self._method,
-            calc.averaging_constant_value,
-            lo,
-            hi,
+            observer_on=observer_on,
+            fake_quant_on=self.fake_quant_enabled,
+            running_min=calc.running_min,
+            running_max=calc.running_max,
+            scale=calc.scale,
+            zero_point=zero_point,
+            minval=minval,
+            block_size=self._block_size(x.shape),
+            dtype=self.dtype,
+            quant_min=0 if self.is_float else int(self.quant_min),
+            quant_max=0 if self.is_float else int(self.quant_max),
+            symmetric=calc.symmetric,
+            use_minval=self.use_minval,
+            e8m0=calc.e8m0,
+            method=self._method,
+            averaging_constant=calc.averaging_constant_value,
+            range_min=lo,
+            range_max=hi,
         )
 
     def _forward_python(self, x: torch.Tensor) -> torch.Tensor:
@@ -479,11 +480,11 @@ class FakeQuantize(_QuantizerCommon):
         minval: torch.Tensor | None,
     ) -> torch.Tensor:
         if self.is_float:
-            return torch.ops.coreai_opt.fake_quantize_float(x, scale, self.dtype)
+            return _ops.fake_quantize_float(x, scale, self.dtype)
         qmin, qmax = int(self.quant_min), int(self.quant_max)
         if self.use_minval:
-            return torch.ops.coreai_opt.fake_quantize_int(x, scale, None, minval, qmin, qmax)
-        return torch.ops.coreai_opt.fake_quantize_int(x, scale, zero_point, None, qmin, qmax)
+            return _ops.fake_quantize_int(x, scale, None, minval, quant_min=qmin, quant_max=qmax)
+        return _ops.fake_quantize_int(x, scale, zero_point, quant_min=qmin, quant_max=qmax)
 
 
 _DefaultFakeQuantizeImpl = FakeQuantize
@@ -572,8 +573,13 @@ class LearnableFakeQuantize(_QuantizerCommon):
         if factor is None:
             per_scale = max(x.numel() // max(self.scale.numel(), 1), 1)
             factor = 1.0 / math.sqrt(per_scale * max(int(self.quant_max), 1))
-        return torch.ops.coreai_opt.fake_quantize_lsq(
-            x, self.scale, self.zero_point, int(self.quant_min), int(self.quant_max), factor
+        return _ops.fake_quantize_lsq(
+            x,
+            self.scale,
+            self.zero_point,
+            quant_min=int(self.quant_min),
+            quant_max=int(self.quant_max),
+            grad_factor=factor,
         )
 
     def calculate_qparams(self) -> QParams:

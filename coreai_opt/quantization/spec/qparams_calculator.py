@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from coreai_opt import _ops
 from coreai_opt.config.spec.factory import CompressionTargetTensor
 from coreai_opt.quantization.spec._dtype_table import format_info, is_kernel_format, quant_range
 from coreai_opt.quantization.spec._registry import (
@@ -355,12 +356,17 @@ class QParamsCalculatorBase(RegistryMixin, torch.nn.Module, abc.ABC):
     def _qparams_op(self, lo: torch.Tensor, hi: torch.Tensor, float_range: FloatRange) -> QParams:
         lo_fix, hi_fix = float_range
         if self.is_float:
-            scale = torch.ops.coreai_opt.choose_qparams_float(
-                lo, hi, self.dtype, self.e8m0, lo_fix, hi_fix
+            scale = _ops.choose_qparams_float(
+                lo, hi, self.dtype, e8m0=self.e8m0, float_range=(lo_fix, hi_fix)
             )
             return scale, None, None
-        scale, zp, minval = torch.ops.coreai_opt.choose_qparams_int(
-            lo, hi, int(self.quant_min), int(self.quant_max), self.symmetric, lo_fix, hi_fix
+        scale, zp, minval = _ops.choose_qparams_int(
+            lo,
+            hi,
+            quant_min=int(self.quant_min),
+            quant_max=int(self.quant_max),
+            symmetric=self.symmetric,
+            float_range=(lo_fix, hi_fix),
         )
         return scale, zp, minval
 
@@ -374,9 +380,7 @@ class QParamsCalculatorBase(RegistryMixin, torch.nn.Module, abc.ABC):
         max_abs = torch.maximum(-lo, hi)
         if self.is_float:
             if self.e8m0:
-                scale = torch.ops.coreai_opt.choose_qparams_float(
-                    lo.detach(), hi.detach(), self.dtype, True, None, None
-                )
+                scale = _ops.choose_qparams_float(lo.detach(), hi.detach(), self.dtype, e8m0=True)
                 return scale, None, None
             return torch.clamp(max_abs / format_info(self.dtype).max_abs, min=_EPS), None, None
         qmin, qmax = int(self.quant_min), int(self.quant_max)
@@ -559,13 +563,8 @@ class QParamsCalculatorBase(RegistryMixin, torch.nn.Module, abc.ABC):
         if self.fixed_range:
             lo, hi = self.running_min, self.running_max
         elif method is not None and not differentiable:
-            torch.ops.coreai_opt.update_range(
-                x,
-                self.running_min,
-                self.running_max,
-                list(block),
-                method,
-                self.averaging_constant_value,
+            _ops.update_range(
+                x, self.running_min, self.running_max, block, method, self.averaging_constant_value
             )
             lo, hi = self.running_min, self.running_max
         else:

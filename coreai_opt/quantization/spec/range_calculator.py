@@ -15,6 +15,7 @@ from typing import ClassVar
 
 import torch
 
+from coreai_opt import _ops
 from coreai_opt.config.spec.factory import CompressionTargetTensor
 from coreai_opt.quantization.spec._registry import (
     RANGE_CALCULATOR_REGISTRY,
@@ -125,5 +126,5 @@ class MinMaxRangeCalculator(RangeCalculatorBase):
         block = self.block_size(x.shape)
         if x.requires_grad and torch.is_grad_enabled():
             return blockwise_minmax_torch(x, block)
-        lo, hi = torch.ops.coreai_opt.minmax(x, list(block))
+        lo, hi = _ops.minmax(x, block)
         return lo, hi
