@@ -7,13 +7,12 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-import coreai_opt  # noqa: F401
+import coreai_opt
 from coreai_opt._loader import check_torch_version
 
 OPS = torch.ops.coreai_opt
@@ -35,39 +34,18 @@ def test_one_openmp_runtime_is_loaded() -> None:
     assert len(libs) == 1, f"expected one OpenMP runtime, found {sorted(libs)}"
 
 
-def _best_wall_time(fn, repeats: int = 5) -> float:
-    """Fastest of several runs (the least disturbed by other processes)."""
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+def test_kernels_run_parallel_regions() -> None:
+    """at::parallel_for in the kernels is real OpenMP, not the serial fallback it becomes
+    without -fopenmp: the library calls GOMP_parallel (whose runtime is torch's, see above).
 
-
-@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPU cores")
-def test_two_threads_beat_one_on_a_large_tensor() -> None:
-    """at::parallel_for really runs in parallel (the kernels are compiled with OpenMP).
-
-    A compute-heavy case (FP4 rounding of float64 input, the scalar path) so that memory
-    bandwidth, which two threads may share, does not decide the outcome.
+    Read from the library's dynamic symbols rather than timed, so machine load cannot
+    decide it.
     """
-    x = torch.randn(1 << 21, dtype=torch.float64)
-    scale = torch.tensor(0.05)
-
-    def run() -> None:
-        OPS.fake_quantize_float(x, scale, torch.float4_e2m1fn_x2)
-
-    old = torch.get_num_threads()
-    try:
-        run()
-        torch.set_num_threads(1)
-        one = _best_wall_time(run)
-        torch.set_num_threads(2)
-        two = _best_wall_time(run)
-    finally:
-        torch.set_num_threads(old)
-    assert two < 0.85 * one, f"1 thread {one * 1e3:.1f} ms, 2 threads {two * 1e3:.1f} ms"
+    so = next(Path(coreai_opt.__file__).parent.glob("_C*.so"))
+    symbols = subprocess.run(
+        ["nm", "-D", "--undefined-only", str(so)], capture_output=True, text=True, check=True
+    ).stdout
+    assert re.search(r"\bGOMP_parallel\b", symbols), "the kernels were built without OpenMP"
 
 
 def _forceable_isas() -> list[str]:

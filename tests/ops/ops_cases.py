@@ -35,6 +35,25 @@ GRANULARITIES: list = [
 """Granularities by scale shape, including odd sizes (vector tails) and parallel sizes."""
 
 
+# Every tensor op of the library (each device registers a kernel for each).
+TENSOR_OPS = [
+    "fake_quantize_int",
+    "fake_quantize_int_backward",
+    "fake_quantize_float",
+    "fake_quantize_float_backward",
+    "fake_quantize_lsq",
+    "fake_quantize_lsq_backward",
+    "minmax",
+    "update_range",
+    "choose_qparams_int",
+    "choose_qparams_float",
+    "fused_fake_quantize",
+    "fused_fake_quantize_backward",
+    "pack",
+    "unpack",
+]
+
+
 def int_ranges() -> list:
     """Every (quant_min, quant_max) of int2..int8 / uint2..uint8, plus the narrow signed ones."""
     out = []

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch._dynamo.testing
 from ops_cases import (
+    TENSOR_OPS,
     FusedFormat,
     fresh_fused_state,
     fused_backward_kwargs,
@@ -19,23 +20,7 @@ from torch._higher_order_ops.auto_functionalize import auto_functionalized, auto
 
 ops = torch.ops.coreai_opt
 
-OP_NAMES = [
-    "fake_quantize_int",
-    "fake_quantize_int_backward",
-    "fake_quantize_float",
-    "fake_quantize_float_backward",
-    "fake_quantize_lsq",
-    "fake_quantize_lsq_backward",
-    "minmax",
-    "update_range",
-    "choose_qparams_int",
-    "choose_qparams_float",
-    "fused_fake_quantize",
-    "fused_fake_quantize_backward",
-    "pack",
-    "unpack",
-    "format_range",
-]
+OP_NAMES = [*TENSOR_OPS, "format_range"]
 
 pt2_only = torch._dynamo.config.patch(only_allow_pt2_compliant_ops=True)
 

@@ -11,7 +11,13 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from ops_cases import FusedFormat, fresh_fused_state, fused_backward_kwargs, fused_kwargs
+from ops_cases import (
+    TENSOR_OPS,
+    FusedFormat,
+    fresh_fused_state,
+    fused_backward_kwargs,
+    fused_kwargs,
+)
 from ops_cases import schema_args as positional
 from torch._C import DispatchKey, DispatchKeySet
 
@@ -318,23 +324,7 @@ def _outcome(op_name: str, kw: dict, path: str) -> tuple[type, str]:
 def test_every_op_has_cases() -> None:
     """Each tensor op of the library is covered by at least one bad-argument case."""
     covered = {make.op for make in CASES.values()}  # type: ignore[attr-defined]
-    tensor_ops = {
-        "fake_quantize_int",
-        "fake_quantize_int_backward",
-        "fake_quantize_float",
-        "fake_quantize_float_backward",
-        "fake_quantize_lsq",
-        "fake_quantize_lsq_backward",
-        "minmax",
-        "update_range",
-        "choose_qparams_int",
-        "choose_qparams_float",
-        "fused_fake_quantize",
-        "fused_fake_quantize_backward",
-        "pack",
-        "unpack",
-    }
-    assert covered == tensor_ops
+    assert covered == set(TENSOR_OPS)
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -20,6 +20,17 @@ class CompressionTargetTensor(StrEnumBase):
     ACTIVATION = "activation"
     LUT = "lut"
 
+    @classmethod
+    def parse(cls, value: CompressionTargetTensor | str) -> CompressionTargetTensor:
+        """*value* as a member; a ValueError names the argument and the allowed values."""
+        try:
+            return cls(value)
+        except ValueError:
+            raise ValueError(
+                f"quantization_target={value!r} is not a compression target; allowed: "
+                f"{cls.allowed_values()}"
+            ) from None
+
 
 class CompressionComponentFactoryBase(abc.ABC):
     """Builds the simulator modules for a spec (classmethods only, no state)."""

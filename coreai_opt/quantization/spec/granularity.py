@@ -45,16 +45,6 @@ def _check_shape(shape: Sequence[int]) -> tuple[int, ...]:
     return dims
 
 
-def _target(value: CompressionTargetTensor | str) -> CompressionTargetTensor:
-    try:
-        return CompressionTargetTensor(value)
-    except ValueError:
-        raise ValueError(
-            f"quantization_target={value!r} is not a compression target; allowed: "
-            f"{CompressionTargetTensor.allowed_values()}"
-        ) from None
-
-
 def resolve_block_sizes(shape: Sequence[int], blocks: Sequence[int]) -> tuple[int, ...]:
     """Concrete block size per dimension of a tensor of *shape*.
 
@@ -330,7 +320,7 @@ class PerBlockGranularity(QuantizationGranularity):
                 "explicit axis"
             )
         axis = _normalise_axis(self.axis, rank, "PerBlockGranularity")
-        if _target(quantization_target) is CompressionTargetTensor.ACTIVATION:
+        if CompressionTargetTensor.parse(quantization_target) is CompressionTargetTensor.ACTIVATION:
             return tuple(self.block_size if i == axis else 1 for i in range(rank))
         return tuple(
             self.block_size if i == axis else (1 if i in (0, 1) else -1) for i in range(rank)

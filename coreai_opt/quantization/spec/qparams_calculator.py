@@ -137,16 +137,6 @@ def _check_float_range(value: Sequence[float | None]) -> FloatRange:
     return lo, hi
 
 
-def _target(value: CompressionTargetTensor | str) -> CompressionTargetTensor:
-    try:
-        return CompressionTargetTensor(value)
-    except ValueError:
-        raise ValueError(
-            f"quantization_target={value!r} is not a compression target; allowed: "
-            f"{CompressionTargetTensor.allowed_values()}"
-        ) from None
-
-
 class QParamsCalculatorBase(RegistryMixin, torch.nn.Module, abc.ABC):
     """Base of the ``nn.Module`` that turns observed ranges into scale/zero-point/minval.
 
@@ -229,7 +219,7 @@ class QParamsCalculatorBase(RegistryMixin, torch.nn.Module, abc.ABC):
             )
         self.scale_dtype = scale_dtype
         self.float_range = _check_float_range(float_range)
-        self.quantization_target = _target(quantization_target)
+        self.quantization_target = CompressionTargetTensor.parse(quantization_target)
         if range_calculator is None:
             range_calculator = MinMaxRangeCalculator(granularity, self.quantization_target)
         if not isinstance(range_calculator, RangeCalculatorBase):

@@ -57,16 +57,6 @@ def blockwise_minmax_torch(
     return lo, hi
 
 
-def _target(value: CompressionTargetTensor | str) -> CompressionTargetTensor:
-    try:
-        return CompressionTargetTensor(value)
-    except ValueError:
-        raise ValueError(
-            f"quantization_target={value!r} is not a compression target; allowed: "
-            f"{CompressionTargetTensor.allowed_values()}"
-        ) from None
-
-
 class RangeCalculatorBase(RegistryMixin, torch.nn.Module, abc.ABC):
     """Base of the ``nn.Module`` that computes per-block ``(min, max)`` of a tensor.
 
@@ -93,7 +83,7 @@ class RangeCalculatorBase(RegistryMixin, torch.nn.Module, abc.ABC):
                 f"{type(granularity).__name__}: {granularity!r}"[:300]
             )
         self.granularity = granularity
-        self.quantization_target = _target(quantization_target)
+        self.quantization_target = CompressionTargetTensor.parse(quantization_target)
 
     def block_size(self, shape: Sequence[int]) -> tuple[int, ...]:
         """Block size for an input of *shape* (``_BlockSizeMismatchError`` if it does not fit)."""
