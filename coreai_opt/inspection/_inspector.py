@@ -1,0 +1,351 @@
+"""``ModelInspector``: find the module names, module types, op names and op types of a
+model, the names a ``QuantizerConfig`` uses to target parts of it.
+
+Graph mode exports the model with ``torch.export.export(..., strict=False)`` (as
+``Quantizer.prepare`` does) and reads every node of the graph; see
+:mod:`coreai_opt.inspection._graph_parse` for how nodes become ops. Eager-mode inspection
+is not part of this build yet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import re
+import warnings
+from collections.abc import Collection
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from coreai_opt.inspection._errors import InvalidExecutionModeError
+from coreai_opt.inspection._graph_parse import parse_graph_module, qualified_type_name
+from coreai_opt.inspection._info import ModelSummary, OpInfo
+from coreai_opt.inspection._render import render_summary
+from coreai_opt.quantization.config import ExecutionMode
+
+__all__ = ["ModelInspector"]
+
+
+class ModelInspector:
+    """The ops and modules of a model, under the names quantization configs use.
+
+    Args:
+        model: the model to inspect (an ``nn.Module``; a ``torch.fx.GraphModule`` from
+            ``torch.export`` may be given with ``example_inputs=None`` and is then read
+            as it is).
+        example_inputs: positional inputs for ``torch.export`` (a tuple; a list is
+            accepted). None only for a ``GraphModule`` in graph mode.
+        execution_mode: ``ExecutionMode.GRAPH`` / ``"graph"`` (the names of
+            ``torch.export`` graph nodes, what graph-mode configs match) or
+            ``ExecutionMode.EAGER`` / ``"eager"`` (not available yet).
+        compressor: a ``Quantizer`` class (or subclass); when given, only the ops its
+            ``get_compressible_op_names(model, execution_mode)`` returns are kept.
+        dynamic_shapes: passed to ``torch.export.export`` unchanged.
+        export_with_no_grad: export under ``torch.no_grad()`` (default True).
+
+    Raises:
+        TypeError: *model* is not an ``nn.Module``.
+        InvalidExecutionModeError: (a ``ValueError``) *execution_mode* is not an
+            ``ExecutionMode`` value.
+        ValueError: *example_inputs* is None for anything but a ``GraphModule`` in
+            graph mode, or *compressor* is not a ``Quantizer`` subclass.
+        NotImplementedError: eager mode (after the checks; a ``GraphModule`` given in
+            eager mode raises ``TypeError`` first).
+
+    Example::
+
+        model = nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 5))
+        inspector = ModelInspector(model, (torch.randn(1, 10),), execution_mode="graph")
+        print(inspector.format_summary())
+        inspector.get_matched_ops_for_op_type("linear")  # (linear, linear_1)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        example_inputs: tuple[Any, ...] | list[Any] | None,
+        execution_mode: ExecutionMode | str,
+        compressor: type | None = None,
+        dynamic_shapes: Any = None,
+        export_with_no_grad: bool = True,
+    ) -> None:
+        """Check the arguments, then capture and parse the model (see the class doc)."""
+        if not isinstance(model, nn.Module):
+            raise TypeError(
+                f"model must be a torch.nn.Module, got {type(model).__module__}."
+                f"{type(model).__qualname__}"
+            )
+        mode = _parse_mode(execution_mode)
+        is_graph_module = isinstance(model, fx.GraphModule)
+        if example_inputs is None and not (is_graph_module and mode is ExecutionMode.GRAPH):
+            raise ValueError(
+                "example_inputs=None is only allowed for a torch.fx.GraphModule in "
+                f"execution_mode='graph'; got a {type(model).__name__} in execution_mode="
+                f"{mode.value!r}. Pass a tuple of example inputs."
+            )
+        if example_inputs is not None:
+            example_inputs = _as_tuple(example_inputs)
+        _check_compressor(compressor)
+
+        self._model = model
+        self._mode = mode
+        self._compressor = compressor
+
+        if mode is ExecutionMode.EAGER:
+            if is_graph_module:
+                raise TypeError(
+                    "execution_mode='eager' inspects a plain nn.Module; got a "
+                    "torch.fx.GraphModule. Pass the original model, or use "
+                    "execution_mode='graph'."
+                )
+            for name, value, default in (
+                ("dynamic_shapes", dynamic_shapes, None),
+                ("export_with_no_grad", export_with_no_grad, True),
+            ):
+                if value is not default:
+                    warnings.warn(
+                        f"{name}={value!r} only applies to execution_mode='graph'; it is "
+                        "ignored in execution_mode='eager'",
+                        UserWarning,
+                        stacklevel=2,
+                    )
+            raise NotImplementedError(
+                "ModelInspector does not support execution_mode='eager' yet: eager-mode "
+                "inspection is not available in this build. Use "
+                "execution_mode=ExecutionMode.GRAPH ('graph') to inspect the exported graph."
+            )
+
+        if example_inputs is None:
+            assert isinstance(model, fx.GraphModule)
+            if dynamic_shapes is not None:
+                warnings.warn(
+                    "dynamic_shapes is ignored when example_inputs is None (the "
+                    "GraphModule is inspected as given, without exporting it)",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            graph_module = model
+            root_type: str | None = None
+            source_model: nn.Module | None = None
+        else:
+            graph_module = export_graph_module(
+                model, example_inputs, dynamic_shapes, export_with_no_grad
+            )
+            root_type = qualified_type_name(type(model))
+            source_model = model
+        self._graph_module = graph_module
+
+        keep = None
+        if compressor is not None:
+            names = compressor.get_compressible_op_names(graph_module, ExecutionMode.GRAPH)  # type: ignore[attr-defined]
+            allowed = _as_name_set(names, compressor)
+            keep = lambda op: op.op_name in allowed  # noqa: E731
+        parsed = parse_graph_module(
+            graph_module, root_type=root_type, source_model=source_model, keep=keep
+        )
+        self._ops = tuple(parsed.kept)
+        self._root = parsed.root
+        self._hidden = frozenset(
+            op.op_name for op in parsed.ops if op.op_type in ("placeholder", "output")
+        )
+
+    # -- accessors -----------------------------------------------------------------------
+
+    @property
+    def model(self) -> nn.Module:
+        """The model given to the constructor."""
+        return self._model
+
+    @property
+    def execution_mode(self) -> ExecutionMode:
+        """The execution mode the model was inspected in."""
+        return self._mode
+
+    @property
+    def graph_module(self) -> fx.GraphModule:
+        """The graph that was inspected (the exported model, or the one given)."""
+        return self._graph_module
+
+    @property
+    def ops(self) -> tuple[OpInfo, ...]:
+        """Every op kept (all ops, or the compressible ones), in execution order."""
+        return self._ops
+
+    @property
+    def summary(self) -> ModelSummary:
+        """The module tree with the kept ops, and the execution mode."""
+        return ModelSummary(model=self._root, mode=self._mode)
+
+    # -- queries -------------------------------------------------------------------------
+
+    def get_matched_ops_for_op_type(self, op_type: str) -> tuple[OpInfo, ...]:
+        """The ops whose ``op_type`` equals *op_type* (exact, case-sensitive)."""
+        if not isinstance(op_type, str):
+            raise TypeError(f"op_type must be a str, got {type(op_type).__name__}")
+        return tuple(op for op in self._ops if op.op_type == op_type)
+
+    def get_matched_ops_for_op_name(self, op_name: str) -> tuple[OpInfo, ...]:
+        """The ops whose ``op_name`` fully matches the regular expression *op_name*."""
+        pattern = _compile("op_name", op_name)
+        return tuple(op for op in self._ops if pattern.fullmatch(op.op_name))
+
+    def get_matched_ops_for_module_name(self, module_name: str) -> tuple[OpInfo, ...]:
+        """The ops called inside a module (at any depth of their module stack) whose
+        qualified name fully matches the regular expression *module_name*."""
+        pattern = _compile("module_name", module_name)
+        return tuple(
+            op
+            for op in self._ops
+            if any(pattern.fullmatch(ctx.module_name) for ctx in op.module_stack)
+        )
+
+    def get_matched_ops_for_module_type(self, module_type: type | str) -> tuple[OpInfo, ...]:
+        """The ops called inside a module of class *module_type* (at any depth).
+
+        *module_type* is a class or its fully qualified name (e.g.
+        ``"torch.nn.modules.linear.Linear"``); the match is exact (no subclasses).
+        """
+        if isinstance(module_type, type):
+            wanted = qualified_type_name(module_type)
+        elif isinstance(module_type, str):
+            wanted = module_type
+        else:
+            raise TypeError(
+                "module_type must be a class or its fully qualified name (str), got "
+                f"{module_type!r}"
+            )
+        return tuple(
+            op for op in self._ops if any(ctx.module_type == wanted for ctx in op.module_stack)
+        )
+
+    # -- display -------------------------------------------------------------------------
+
+    def format_summary(self, colorize: bool | None = None) -> str:
+        """The module tree as text (see :mod:`coreai_opt.inspection._render`).
+
+        Args:
+            colorize: True forces ANSI colours, False gives plain text, None (default)
+                colours only when standard output is a colour terminal.
+
+        Returns ``"(no compressible operations found)"`` when no op is kept.
+        """
+        if colorize is not None and not isinstance(colorize, bool):
+            raise TypeError(f"colorize must be True, False or None, got {colorize!r}")
+        return render_summary(self._root, colorize, self._hidden)
+
+    def __repr__(self) -> str:
+        """Model class, mode and number of ops."""
+        return (
+            f"ModelInspector(model={type(self._model).__name__}, "
+            f"execution_mode={self._mode.value!r}, ops={len(self._ops)})"
+        )
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def export_graph_module(
+    model: nn.Module,
+    example_inputs: tuple[Any, ...],
+    dynamic_shapes: Any,
+    export_with_no_grad: bool,
+) -> fx.GraphModule:
+    """``torch.export.export(model, ..., strict=False).module()`` without guard checks.
+
+    An export failure is re-raised as it is, with a note listing what may help.
+    """
+    grad_context = torch.no_grad() if export_with_no_grad else contextlib.nullcontext()
+    try:
+        with grad_context:
+            program = torch.export.export(
+                model, example_inputs, dynamic_shapes=dynamic_shapes, strict=False
+            )
+    except Exception as err:
+        hints = [
+            "ModelInspector could not export the model with torch.export.export(strict=False).",
+            f"Try export_with_no_grad={not export_with_no_grad}"
+            + (
+                ", or pass dynamic_shapes"
+                if dynamic_shapes is None
+                else ", or check dynamic_shapes"
+            )
+            + ", or inspect in execution_mode='eager' once it is available.",
+        ]
+        if hasattr(err, "add_note"):
+            for hint in hints:
+                err.add_note(hint)
+        raise
+    kwargs: dict[str, Any] = {}
+    if "check_guards" in inspect.signature(program.module).parameters:
+        kwargs["check_guards"] = False
+    graph_module = program.module(**kwargs)
+    assert isinstance(graph_module, fx.GraphModule)
+    return graph_module
+
+
+def _parse_mode(execution_mode: object) -> ExecutionMode:
+    allowed = [mode.value for mode in ExecutionMode]
+    if isinstance(execution_mode, ExecutionMode):
+        return execution_mode
+    if isinstance(execution_mode, str):
+        try:
+            return ExecutionMode(execution_mode)
+        except ValueError as err:
+            raise InvalidExecutionModeError(
+                f"execution_mode={execution_mode!r} is not a valid execution mode; allowed "
+                f"values: {allowed} (or the ExecutionMode members)"
+            ) from err
+    raise InvalidExecutionModeError(
+        f"execution_mode must be an ExecutionMode or one of {allowed}, got "
+        f"{execution_mode!r} ({type(execution_mode).__name__})"
+    )
+
+
+def _as_tuple(example_inputs: object) -> tuple[Any, ...]:
+    if isinstance(example_inputs, tuple):
+        return example_inputs
+    if isinstance(example_inputs, list):
+        return tuple(example_inputs)
+    raise TypeError(
+        "example_inputs must be a tuple of positional inputs (e.g. (tensor,)), got "
+        f"{type(example_inputs).__name__}"
+    )
+
+
+def _check_compressor(compressor: object) -> None:
+    if compressor is None:
+        return
+    from coreai_opt.quantization.quantizer import Quantizer
+
+    if not (isinstance(compressor, type) and issubclass(compressor, Quantizer)):
+        got = (
+            f"the instance {type(compressor).__name__}(...)"
+            if isinstance(compressor, Quantizer)
+            else repr(compressor)
+        )
+        raise ValueError(
+            "compressor must be None or the Quantizer class or a subclass of it (the "
+            f"class, not an instance); got {got}"
+        )
+
+
+def _as_name_set(names: object, compressor: type) -> frozenset[str]:
+    if isinstance(names, str) or not isinstance(names, Collection):
+        raise TypeError(
+            f"{compressor.__name__}.get_compressible_op_names must return a collection of "
+            f"op names, got {type(names).__name__}"
+        )
+    return frozenset(str(name) for name in names)
+
+
+def _compile(argument: str, pattern: str) -> re.Pattern[str]:
+    if not isinstance(pattern, str):
+        raise TypeError(f"{argument} must be a regular expression (str), got {pattern!r}")
+    try:
+        return re.compile(pattern)
+    except re.error as err:
+        raise ValueError(
+            f"{argument}={pattern!r} is not a valid regular expression: {err}"
+        ) from err
