@@ -66,14 +66,30 @@ Owner = str | tuple[str, type | str | None]
 
 
 def mark_prepared(model: nn.Module) -> nn.Module:
-    """Mark *model* as prepared (non-persistent buffer ``_coreai_opt_prepared = True``)."""
+    """Mark *model* as prepared (non-persistent buffer ``_coreai_opt_prepared = True``).
+
+    A ``GraphModule`` also records the marker among its user-preserved attributes: its
+    deepcopy rebuilds the module from the graph and would otherwise drop the buffer.
+    """
     model.register_buffer(PREPARED_MARKER, torch.tensor(True), persistent=False)
+    if isinstance(model, torch.fx.GraphModule):
+        preserved = model.meta.setdefault(_GRAPH_PRESERVED_KEY, {})
+        preserved[PREPARED_MARKER] = torch.tensor(True)
     return model
 
 
+# Where a GraphModule keeps attributes that its deepcopy restores (torch.fx convention).
+_GRAPH_PRESERVED_KEY = "_user_preserved_attributes"
+
+
 def is_prepared(model: nn.Module) -> bool:
-    """True when *model* carries the prepared marker."""
-    return isinstance(model, nn.Module) and PREPARED_MARKER in model._buffers
+    """True when *model* carries the prepared marker (a buffer, or the attribute a
+    GraphModule's deepcopy restores)."""
+    if not isinstance(model, nn.Module):
+        return False
+    return PREPARED_MARKER in model._buffers or isinstance(
+        model.__dict__.get(PREPARED_MARKER), torch.Tensor
+    )
 
 
 def require_prepared(model: nn.Module, caller: str) -> None:

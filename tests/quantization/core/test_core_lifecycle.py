@@ -270,14 +270,18 @@ def test_finalize_dispatch_and_errors(tmp_path) -> None:
         q.finalize(backend="tflite")
     with pytest.raises(ValueError, match=r"only supported with backend=ExportBackend.CoreAI"):
         q.finalize(backend=ExportBackend.CoreML, mmap_dir=str(tmp_path))
-    graph_q, _ = _prepared(QuantizerConfig())
+    graph_q = Quantizer(nn.Sequential(nn.Linear(4, 4)), QuantizerConfig())
+    graph_q.prepare((torch.randn(2, 4),))
     with pytest.raises(ValueError, match=r"only supported in execution_mode='eager'"):
         graph_q.finalize(backend=ExportBackend.CoreAI, mmap_dir=str(tmp_path))
+    eager = QuantizerConfig(execution_mode=ExecutionMode.EAGER)
     with pytest.raises(RuntimeError, match=r"finalize\(\) needs a prepared model"):
+        Quantizer(nn.Linear(2, 2), eager).finalize(backend=ExportBackend._TORCH)
+    with pytest.raises(TypeError, match=r"graph mode needs the torch.fx.GraphModule"):
         Quantizer(nn.Linear(2, 2)).finalize(backend=ExportBackend._TORCH)
 
 
-@pytest.mark.parametrize("mode", [ExecutionMode.GRAPH, ExecutionMode.EAGER])
+@pytest.mark.parametrize("mode", [ExecutionMode.EAGER])
 def test_prepare_names_the_unavailable_mode(mode) -> None:
     q = Quantizer(nn.Linear(2, 2), QuantizerConfig(execution_mode=mode))
     with pytest.raises(RuntimeError, match=rf"needs the '{mode.value}' execution mode"):

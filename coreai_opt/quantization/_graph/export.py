@@ -1,0 +1,62 @@
+"""``torch.export`` of the model to quantize, with errors that say what to try."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+__all__ = ["export_model"]
+
+
+def export_model(
+    model: nn.Module,
+    example_inputs: tuple[Any, ...],
+    dynamic_shapes: Any = None,
+    export_with_no_grad: bool = True,
+) -> fx.GraphModule:
+    """*model* exported (non-strict, training IR) and unlifted into a ``GraphModule``.
+
+    Raises:
+        RuntimeError: the export failed; the cause is attached and the message lists
+            what commonly helps.
+    """
+    grad = torch.no_grad() if export_with_no_grad else contextlib.nullcontext()
+    try:
+        with grad:
+            program = torch.export.export(
+                model, example_inputs, dynamic_shapes=dynamic_shapes, strict=False
+            )
+    except Exception as err:
+        raise RuntimeError(
+            f"Failed to trace the model with torch.export.export(): {type(err).__name__}: "
+            f"{err}\nThings to try: prepare(..., export_with_no_grad={not export_with_no_grad}); "
+            f"dynamic_shapes=... if the input shapes vary (or None if the given spec is "
+            f"wrong); or QuantizerConfig(execution_mode='eager'), which needs no export"
+        ) from err
+    if "check_guards" in inspect.signature(program.module).parameters:
+        gm = program.module(check_guards=False)
+    else:
+        gm = program.module()
+    _drop_unpicklable_hooks(gm, example_inputs)
+    # Unpickling re-traces the generated code with the recorded tracer class; export's
+    # own tracer cannot be built without arguments, the plain FX tracer can.
+    gm._tracer_cls = None
+    gm._tracer_extras = {}
+    return gm
+
+
+def _drop_unpicklable_hooks(gm: fx.GraphModule, example_inputs: tuple[Any, ...]) -> None:
+    """Remove the hooks the unlifted module gets for inputs that are nn.Modules when there
+    are none: they do nothing then, and as local lambdas they make the model unpicklable."""
+    leaves = torch.utils._pytree.tree_leaves(example_inputs)
+    if any(isinstance(leaf, nn.Module) for leaf in leaves):
+        return
+    for hooks in (gm._forward_pre_hooks, gm._forward_hooks):
+        for key, hook in list(hooks.items()):
+            if "<lambda>" in getattr(hook, "__qualname__", ""):
+                del hooks[key]
+                gm._forward_hooks_always_called.pop(key, None)

@@ -1,0 +1,213 @@
+"""Insertion of the fake-quantizers into an annotated graph.
+
+Every FQ is a root submodule ``activation_post_process_<N>`` called by a ``call_module``
+node of the same name (its name becomes the Core AI buffer name at finalize).
+
+- State: one FQ per ``get_attr`` node with a spec, read by every consumer of that tensor
+  (a shared weight shares one FQ).
+- Activations: for each value, the edges to its consumers take the consumer's input spec,
+  or else the producer's output spec (a decline on one side leaves the other side's
+  spec). Edges with equal specs share one FQ placed right after the producer, so a
+  producer-output / consumer-input pair is one FQ.
+- Values that an op only moves (view, permute, dropout, max pooling, ...) stay on the grid
+  of the FQ before them: a consumer asking for the same spec reuses that FQ instead of
+  adding one. Averaging shared ops (avg pooling, mean) call the same FQ module again on
+  their output, so input and output share qparams.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+from torch import fx, nn
+
+from coreai_opt.config.spec.factory import CompressionTargetTensor
+from coreai_opt.quantization._graph import op_kinds as k
+from coreai_opt.quantization._graph.annotate import Annotations
+from coreai_opt.quantization.spec import QuantizationComponentFactory, QuantizationSpec
+
+__all__ = ["FQ_PREFIX", "Placement", "insert_fake_quantizers", "is_fq_node"]
+
+FQ_PREFIX = "activation_post_process_"
+
+
+def is_fq_node(node: fx.Node) -> bool:
+    """True for a call of one of the inserted fake-quantizers."""
+    return node.op == "call_module" and str(node.target).startswith(FQ_PREFIX)
+
+
+@dataclass
+class Placement:
+    """What was inserted: weight FQs with their consuming aten ops, activation FQs, and
+    the module(s) whose QATSchedule each FQ follows."""
+
+    weights: dict[str, list[object]] = field(default_factory=dict)
+    activations: list[str] = field(default_factory=list)
+    owners: dict[str, list[tuple[str, type | str | None]]] = field(default_factory=dict)
+
+
+@dataclass
+class _Quantized:
+    node: fx.Node  # the node whose output holds the fake-quantized value
+    spec: QuantizationSpec
+    module: str
+
+
+class _Inserter:
+    def __init__(self, gm: fx.GraphModule, start: int) -> None:
+        self.gm = gm
+        self.counter = itertools.count(start)
+        self.placement = Placement()
+        self.specs: dict[str, QuantizationSpec] = {}
+
+    def new_fq(
+        self,
+        spec: QuantizationSpec,
+        target: CompressionTargetTensor,
+        after: fx.Node,
+        owner: tuple[str, type | str | None],
+    ) -> fx.Node:
+        name = f"{FQ_PREFIX}{next(self.counter)}"
+        self.gm.add_submodule(
+            name, QuantizationComponentFactory.create_fake_quantizer(spec, target)
+        )
+        node = self.call(name, after)
+        self.placement.owners[name] = [owner]
+        self.specs[name] = spec
+        return node
+
+    def call(self, name: str, after: fx.Node, node_name: str | None = None) -> fx.Node:
+        """A call of the FQ module *name* on *after*'s output; the node is named like the
+        module (a repeated call of a shared FQ gets a ``_shared`` suffix instead)."""
+        with self.gm.graph.inserting_after(after):
+            node = self.gm.graph.create_node("call_module", name, (after,), name=node_name or name)
+        if "val" in after.meta:
+            node.meta["val"] = after.meta["val"]
+        node.meta["nn_module_stack"] = after.meta.get("nn_module_stack", {})
+        return node
+
+
+def _next_index(gm: fx.GraphModule) -> int:
+    used = [
+        int(name[len(FQ_PREFIX) :])
+        for name, _ in gm.named_children()
+        if name.startswith(FQ_PREFIX) and name[len(FQ_PREFIX) :].isdigit()
+    ]
+    return max(used, default=-1) + 1
+
+
+def insert_fake_quantizers(gm: fx.GraphModule, ann: Annotations) -> Placement:
+    """Insert the FQs that *ann* asks for into *gm* (in place) and recompile it."""
+    ins = _Inserter(gm, _next_index(gm))
+    original = list(gm.graph.nodes)
+    for node, slot in ann.states.items():
+        if slot.spec is None:
+            continue
+        users = [u for u in node.users if not is_fq_node(u)]
+        fq = ins.new_fq(slot.spec, CompressionTargetTensor.WEIGHT, node, slot.owner)
+        for user in users:
+            user.replace_input_with(node, fq)
+        ins.placement.weights[str(fq.target)] = [u.target for u in users]
+    quantized: dict[fx.Node, _Quantized] = {}
+    for value in original:
+        if value.op not in ("placeholder", "call_function") or not k.is_float_value(value):
+            continue
+        _inherit(ins, ann, value, quantized)
+        _quantize_edges(ins, ann, value, quantized)
+    gm.graph.lint()
+    gm.recompile()
+    return ins.placement
+
+
+def _source(node: fx.Node, quantized: dict[fx.Node, _Quantized], ins: _Inserter) -> object:
+    """The quantization state of a value feeding an op: its FQ or inherited grid."""
+    if is_fq_node(node) and str(node.target) in ins.specs:
+        return _Quantized(node, ins.specs[str(node.target)], str(node.target))
+    return quantized.get(node)
+
+
+def _inherit(
+    ins: _Inserter, ann: Annotations, value: fx.Node, quantized: dict[fx.Node, _Quantized]
+) -> None:
+    """Values computed by grid-keeping ops inherit their input's FQ."""
+    if value.op != "call_function":
+        return
+    inputs = k.tensor_inputs(value)
+    if not inputs:
+        return
+    if k.is_one_of(value, k.SHARED["concat"]):
+        sources = [_source(n, quantized, ins) for n in inputs]
+        modules = {s.module for s in sources if isinstance(s, _Quantized)}
+        if len(modules) == 1 and all(isinstance(s, _Quantized) for s in sources):
+            src = sources[0]
+            quantized[value] = _Quantized(value, src.spec, src.module)
+        return
+    src = _source(inputs[0], quantized, ins)
+    if not isinstance(src, _Quantized):
+        return
+    if k.is_one_of(value, k.AVERAGING) and value in ann.shared:
+        users = [u for u in value.users if not is_fq_node(u)]
+        again = ins.call(src.module, value, f"{src.module}_shared")
+        for user in users:
+            user.replace_input_with(value, again)
+        quantized[value] = _Quantized(again, src.spec, src.module)
+    elif k.is_one_of(value, k.VALUE_PRESERVING):
+        quantized[value] = _Quantized(value, src.spec, src.module)
+
+
+def _quantize_edges(
+    ins: _Inserter, ann: Annotations, value: fx.Node, quantized: dict[fx.Node, _Quantized]
+) -> None:
+    out = ann.outputs.get(value)
+    out_spec = out.spec if out is not None else None
+    groups: list[tuple[QuantizationSpec, list[fx.Node], tuple]] = []
+    for user in list(value.users):
+        if is_fq_node(user):
+            continue
+        for index, inp in enumerate(k.tensor_inputs(user)):
+            if inp is not value:
+                continue
+            slot = ann.inputs.get((user, index))
+            spec, owner = (slot.spec, slot.owner) if slot is not None else (None, None)
+            if spec is None and out is not None:
+                spec, owner = out_spec, out.owner
+            if spec is None:
+                continue
+            for g_spec, g_users, _ in groups:
+                if g_spec == spec:
+                    g_users.append(user)
+                    break
+            else:
+                groups.append((spec, [user], owner))
+    for spec, users, owner in groups:
+        have = quantized.get(value)
+        if have is not None and have.spec == spec:
+            target = have.node
+            if target is not value:
+                for user in users:
+                    user.replace_input_with(value, target)
+            continue
+        fq = ins.new_fq(spec, CompressionTargetTensor.ACTIVATION, value, owner)
+        ins.placement.activations.append(str(fq.target))
+        for user in set(users):
+            user.replace_input_with(value, fq)
+        if out_spec is not None and spec == out_spec:
+            quantized[value] = _Quantized(fq, spec, str(fq.target))
+
+
+def remove_fake_quantizer_node(gm: fx.GraphModule, name: str) -> None:
+    """Remove every call of the FQ module *name* (its input takes its place) and the module."""
+    for node in list(gm.graph.nodes):
+        if node.op == "call_module" and node.target == name:
+            node.replace_all_uses_with(node.args[0])
+            gm.graph.erase_node(node)
+    if hasattr(gm, name):
+        delattr(gm, name)
+    gm.graph.lint()
+    gm.recompile()
+
+
+def fq_modules(gm: nn.Module) -> dict[str, nn.Module]:
+    """The inserted FQ modules of *gm* by name."""
+    return {n: m for n, m in gm.named_children() if n.startswith(FQ_PREFIX)}

@@ -1,0 +1,180 @@
+"""``ExecutionMode.GRAPH``: prepare = torch.export + annotate + insert FQ modules.
+
+The passes are separate modules (``export``, ``annotate``, ``insert``, ``train_eval``);
+this class strings them together and plugs into the facade's life cycle
+(``_lifecycle``), which is shared with eager mode.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from coreai_opt._export_backend import ExportBackend
+from coreai_opt.quantization import _lifecycle
+from coreai_opt.quantization._graph.annotate import annotate
+from coreai_opt.quantization._graph.export import export_model
+from coreai_opt.quantization._graph.insert import (
+    fq_modules,
+    insert_fake_quantizers,
+    remove_fake_quantizer_node,
+)
+from coreai_opt.quantization._graph.patterns import annotation_patterns
+from coreai_opt.quantization._graph.train_eval import make_train_eval_switchable
+from coreai_opt.quantization._mode import ModeImplementation, ModeUnavailableError, register_mode
+from coreai_opt.quantization.config import ExecutionMode
+from coreai_opt.quantization.config.resolution import build_module_config_dict
+
+__all__ = ["GraphMode"]
+
+logger = logging.getLogger(__name__)
+
+_OWNERS_KEY = "coreai_opt_fq_owners"
+_PRESERVED_KEY = "_user_preserved_attributes"  # restored by GraphModule's deepcopy
+
+
+def _check_inputs(example_inputs: Any) -> None:
+    if not isinstance(example_inputs, tuple):
+        raise TypeError(
+            f"example_inputs must be a tuple of the model's positional inputs, got "
+            f"{type(example_inputs).__name__}; wrap a single tensor as (x,)"
+        )
+    if len(example_inputs) == 0:
+        raise ValueError("example_inputs is an empty tuple; pass at least one input")
+
+
+@register_mode(ExecutionMode.GRAPH)
+class GraphMode(ModeImplementation):
+    """Graph-mode prepare / finalize over ``torch.export``."""
+
+    def validate(self) -> None:
+        """Spec keys graph mode can address: op inputs/outputs by int or "*", outputs 0."""
+        config = self.quantizer.config
+        configs = [config.global_config, *config.module_type_configs.values()]
+        configs += list(config.module_name_configs.values())
+        for module_config in configs:
+            if module_config is None:
+                continue
+            op_configs = [module_config.op_defaults()]
+            op_configs += [c for c in module_config.op_type_config.values() if c is not None]
+            op_configs += [c for c in module_config.op_name_config.values() if c is not None]
+            for op_config in op_configs:
+                for field in ("op_input_spec", "op_output_spec"):
+                    for key in getattr(op_config, field):
+                        if not (key == "*" or isinstance(key, int)):
+                            raise NotImplementedError(
+                                f"{field} key {key!r}: graph mode addresses op tensors by "
+                                f"int position or '*' only"
+                            )
+                for key in op_config.op_output_spec:
+                    if key not in ("*", 0):
+                        raise NotImplementedError(
+                            f"op_output_spec key {key!r}: graph-mode ops have one output; "
+                            f"use 0 or '*'"
+                        )
+            for field in ("module_input_spec", "module_output_spec"):
+                for key in getattr(module_config, field):
+                    if not (key == "*" or isinstance(key, int)):
+                        raise NotImplementedError(
+                            f"{field} key {key!r}: graph mode addresses module boundary "
+                            f"tensors by int position or '*' only"
+                        )
+
+    def prepare(
+        self,
+        example_inputs: tuple[Any, ...],
+        dynamic_shapes: Any = None,
+        export_with_no_grad: bool = True,
+    ) -> nn.Module:
+        """Export, annotate, insert FQs, initialise their qparams on *example_inputs*."""
+        model = self.quantizer.model
+        if _lifecycle.is_prepared(model):
+            raise RuntimeError(
+                "the model is already prepared; call Quantizer.prepare() on the float model"
+            )
+        _check_inputs(example_inputs)
+        config = self.quantizer.config
+        gm = export_model(model, example_inputs, dynamic_shapes, export_with_no_grad)
+        annotations = annotate(gm, model, config, build_module_config_dict(config, model))
+        make_train_eval_switchable(gm)
+        placement = insert_fake_quantizers(gm, annotations)
+        fqs = fq_modules(gm)
+        _lifecycle.apply_weight_axis_defaults(
+            {name: (fqs[name], consumers) for name, consumers in placement.weights.items()},
+            {name: fqs[name] for name in placement.activations},
+        )
+        gm.meta[_OWNERS_KEY] = {name: list(o) for name, o in placement.owners.items()}
+        _lifecycle.set_switches(gm, observer=True, fake_quant=False)
+        was_training = model.training
+        gm.eval()
+        with torch.no_grad():
+            gm(*example_inputs)
+        _lifecycle.remove_disabled_fake_quantizers(gm, self.remove_fake_quantizer)
+        _lifecycle.set_switches(gm, observer=False, fake_quant=True)
+        gm.train(was_training)
+        self._preserve_attributes(model, gm)
+        return _lifecycle.mark_prepared(gm)
+
+    def _preserve_attributes(self, model: nn.Module, gm: fx.GraphModule) -> None:
+        names = self.quantizer.config.preserved_attributes or []
+        preserved = gm.meta.setdefault(_PRESERVED_KEY, {})
+        for name in names:
+            if not hasattr(model, name):
+                logger.warning("preserved attribute %r is not an attribute of the model", name)
+                continue
+            value = getattr(model, name)
+            setattr(gm, name, value)
+            preserved[name] = value
+
+    def finalize(self, model: nn.Module, backend: ExportBackend, mmap_dir: str | None) -> nn.Module:
+        """``_TORCH``: the prepared GraphModule as it is (FQ modules in place)."""
+        self.check_model(model, "finalize()")
+        _lifecycle.require_prepared(model, "finalize()")
+        if backend is ExportBackend._TORCH:
+            return model
+        raise ModeUnavailableError(
+            f"finalize(backend={backend.value!r}) is not available in this build yet: graph "
+            f"mode finalizes to ExportBackend._TORCH only (the Core AI / Core ML converters "
+            f"are not built)"
+        )
+
+    @classmethod
+    def get_compressible_op_names(cls, model: nn.Module) -> set[str]:
+        """Names of the FX nodes of an exported *model* that an annotation pattern matches."""
+        if not isinstance(model, fx.GraphModule):
+            raise TypeError(
+                f"graph-mode get_compressible_op_names needs a torch.fx.GraphModule (e.g. "
+                f"torch.export.export(model, inputs).module()), got {type(model).__name__}"
+            )
+        names: set[str] = set()
+        for node in model.graph.nodes:
+            for pattern in annotation_patterns():
+                chain = pattern.match(node)
+                if chain is not None:
+                    names.update(n.name for n in chain)
+                    break
+        return names
+
+    def check_model(self, model: nn.Module, caller: str) -> None:
+        """Graph-mode models are the GraphModules prepare returned."""
+        if not isinstance(model, fx.GraphModule):
+            raise TypeError(
+                f"{caller} in graph mode needs the torch.fx.GraphModule returned by "
+                f"Quantizer.prepare(), got {type(model).__name__}"
+            )
+
+    def fake_quantizer_owners(
+        self, model: nn.Module
+    ) -> Mapping[str, Sequence[str | tuple[str, type | str | None]]] | None:
+        """FQ name → the module whose config annotated it (recorded at prepare)."""
+        meta = getattr(model, "meta", {}) or {}
+        return meta.get(_OWNERS_KEY)
+
+    def remove_fake_quantizer(self, model: nn.Module, name: str) -> None:
+        """Drop the FQ module *name* and its calls from the graph."""
+        assert isinstance(model, fx.GraphModule)
+        remove_fake_quantizer_node(model, name)
