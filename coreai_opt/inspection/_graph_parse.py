@@ -5,7 +5,9 @@ multi-output op: those are folded into the edge (``InputEdge(op, index)``), so a
 consumer of ``split[1]`` reads output 1 of ``split``. Placeholders and the output node
 are the synthetic boundary ops of the root module (op types ``"placeholder"`` and
 ``"output"``); ``get_attr`` nodes are state ops (``is_state=True``, op type
-``"get_attr"``) placed in the module that owns the attribute.
+``"get_attr"``) placed in the module that owns the attribute. The ``_guards_fn`` call
+that ``ExportedProgram.module()`` inserts to check inputs is not an op of the model and is
+skipped.
 
 Call nodes take their module stack from ``node.meta["nn_module_stack"]`` and their
 op type from ``node.meta["torch_fn"]`` (the part after the last dot, e.g.
@@ -39,6 +41,7 @@ __all__ = ["ParsedGraph", "parse_graph_module", "qualified_type_name"]
 PLACEHOLDER_TYPE = "placeholder"
 OUTPUT_TYPE = "output"
 STATE_TYPE = "get_attr"
+_GUARDS_FN = "_guards_fn"
 
 _FRAME_RE = re.compile(r'^\s*File "(?P<file>.*)", line (?P<line>\d+), in (?P<func>.*?)\s*$')
 
@@ -122,6 +125,8 @@ def parse_graph_module(
     value_of: dict[fx.Node, tuple[OpInfo, int]] = {}
     op_of: dict[fx.Node, OpInfo] = {}
     for node in nodes:
+        if node.op == "call_module" and node.target == _GUARDS_FN:
+            continue  # input checks torch.export adds to .module(), not part of the model
         if _is_folded_getitem(node, op_of):
             source = node.args[0]
             assert isinstance(source, fx.Node)
