@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from torch import fx, nn
 
 from coreai_opt.quantization._graph import op_kinds as k
+from coreai_opt.quantization._graph.kv_cache import apply_kv_cache_specs
 from coreai_opt.quantization._graph.patterns import AnnotationPattern, annotation_patterns
 from coreai_opt.quantization.config import QuantizerConfig
 from coreai_opt.quantization.config.resolution import (
@@ -145,6 +146,7 @@ def annotate(
         ann.chains.append(chain)
         _annotate_chain(ann, chain, pattern, op_config, priority, owner)
     _annotate_module_boundaries(ann, gm, model, module_configs)
+    apply_kv_cache_specs(ann, gm, config)
     return ann
 
 
