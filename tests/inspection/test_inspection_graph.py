@@ -636,3 +636,13 @@ def test_quantizer_itself_is_accepted_as_compressor(monkeypatch: pytest.MonkeyPa
         warnings.simplefilter("error")
         inspector = ModelInspector(Net(), EXAMPLE, "graph", compressor=Quantizer)
     assert names(inspector.ops) == ["add", "add_1"]
+
+
+def test_invalid_execution_mode_error_is_shared_with_quantization() -> None:
+    import coreai_opt.inspection as inspection
+    from coreai_opt.quantization import config
+
+    assert issubclass(InvalidExecutionModeError, ValueError)
+    assert inspection.InvalidExecutionModeError is InvalidExecutionModeError
+    if hasattr(config, "InvalidExecutionModeError"):  # once the quantization package has it
+        assert config.InvalidExecutionModeError is InvalidExecutionModeError
