@@ -20,7 +20,7 @@ PY_DEPS := "pydantic>=2" "pyyaml>=6" "tqdm>=4.60" "rich>=13" "pytest>=7" "hypoth
 CUDA_SOURCES := $(wildcard csrc/cuda/*.cu)
 NVCC ?= nvcc
 
-.PHONY: test test-gpu bench build system-deps cpp-tests cuda-check lint pytest
+.PHONY: test test-gpu bench build system-deps cpp-tests cpp-bench-smoke cuda-check lint pytest
 
 system-deps:
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
@@ -45,6 +45,12 @@ cpp-tests: build
 	$(BUILD_DIR)/coreai_opt_format_tests
 	$(BUILD_DIR)/coreai_opt_op_tests
 
+# The C++ benchmark harness on its tiny cases (well under a second: a smoke run, not a
+# measurement); tests/test_cpp_bench.py checks its table and its case-file errors.
+cpp-bench-smoke: build
+	cmake --build $(BUILD_DIR) --target coreai_opt_bench -j $(NPROC)
+	$(BUILD_DIR)/coreai_opt_bench --threads 2 benchmarks/cases/tiny.yaml
+
 # CUDA sources hold only kernels and raw-pointer launchers, so they compile without a GPU.
 cuda-check:
 	@if [ -z "$(CUDA_SOURCES)" ]; then echo "cuda-check: csrc/cuda has no .cu files yet"; \
@@ -62,12 +68,19 @@ lint: $(VENV)/.deps-stamp
 pytest: build
 	$(PY) -m pytest -q -p no:cacheprovider
 
-test: build cpp-tests cuda-check lint pytest
+test: build cpp-tests cpp-bench-smoke cuda-check lint pytest
 
 # GPU machine: its python3 is a virtual environment with a CUDA torch; build against it.
 test-gpu:
 	COREAI_BUILD_JOBS=$(NPROC) python3 -m pip install -q --no-build-isolation --no-deps -e .
 	python3 -m pytest -q -p no:cacheprovider
 
+# The C++ harness appends its table to RESULTS.md too, naming the commit it measured (marked
+# "+ local changes" when csrc/ or coreai_opt/ differ from it, as ops_cpu.py does).
 bench: build
 	$(PY) benchmarks/ops_cpu.py
+	cmake --build $(BUILD_DIR) --target coreai_opt_bench -j $(NPROC)
+	commit="commit $$(git rev-parse --short HEAD)"; \
+	if [ -n "$$(git status --porcelain -- csrc coreai_opt)" ]; then commit="$$commit + local changes"; fi; \
+	$(BUILD_DIR)/coreai_opt_bench --threads 2 --results benchmarks/RESULTS.md --commit "$$commit" \
+	  benchmarks/cases/*.yaml
