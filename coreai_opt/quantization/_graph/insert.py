@@ -20,12 +20,18 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
+import torch
 from torch import fx, nn
 
 from coreai_opt.config.spec.factory import CompressionTargetTensor
 from coreai_opt.quantization._graph import op_kinds as k
 from coreai_opt.quantization._graph.annotate import Annotations
-from coreai_opt.quantization.spec import QuantizationComponentFactory, QuantizationSpec
+from coreai_opt.quantization.spec import (
+    PerTensorGranularity,
+    QuantizationComponentFactory,
+    QuantizationScheme,
+    QuantizationSpec,
+)
 
 __all__ = ["FQ_PREFIX", "Placement", "insert_fake_quantizers", "is_fq_node"]
 
@@ -52,6 +58,7 @@ class _Quantized:
     node: fx.Node  # the node whose output holds the fake-quantized value
     spec: QuantizationSpec
     module: str
+    moved_axis: bool = False  # reached through an op that moves or resizes dimensions
 
 
 class _Inserter:
@@ -60,6 +67,7 @@ class _Inserter:
         self.counter = itertools.count(start)
         self.placement = Placement()
         self.specs: dict[str, QuantizationSpec] = {}
+        self.force_per_tensor: set[str] = set()
 
     def new_fq(
         self,
@@ -115,9 +123,25 @@ def insert_fake_quantizers(gm: fx.GraphModule, ann: Annotations) -> Placement:
             continue
         _inherit(ins, ann, value, quantized)
         _quantize_edges(ins, ann, value, quantized)
+    _force_per_tensor(ins)
     gm.graph.lint()
     gm.recompile()
     return ins.placement
+
+
+def _force_per_tensor(ins: _Inserter) -> None:
+    """Shared activation FQs whose axis an op between their calls moves or resizes become
+    per-tensor (pooling, mean, transpose, permute, flatten, reshape, view, unsqueeze)."""
+    for name in sorted(ins.force_per_tensor):
+        fq = ins.gm.get_submodule(name)
+        granularity = getattr(fq, "granularity", None)
+        if granularity is None or isinstance(granularity, PerTensorGranularity):
+            continue
+        spec = ins.specs[name].model_copy(update={"granularity": PerTensorGranularity()})
+        fresh = QuantizationComponentFactory.create_fake_quantizer(
+            spec, CompressionTargetTensor.ACTIVATION
+        )
+        setattr(ins.gm, name, fresh)
 
 
 def _source(node: fx.Node, quantized: dict[fx.Node, _Quantized], ins: _Inserter) -> object:
@@ -146,14 +170,68 @@ def _inherit(
     src = _source(inputs[0], quantized, ins)
     if not isinstance(src, _Quantized):
         return
+    moved = src.moved_axis or k.is_one_of(value, k.AXIS_CHANGING)
     if k.is_one_of(value, k.AVERAGING) and value in ann.shared:
         users = [u for u in value.users if not is_fq_node(u)]
         again = ins.call(src.module, value, f"{src.module}_shared")
         for user in users:
             user.replace_input_with(value, again)
+        ins.force_per_tensor.add(src.module)
         quantized[value] = _Quantized(again, src.spec, src.module)
     elif k.is_one_of(value, k.VALUE_PRESERVING):
-        quantized[value] = _Quantized(value, src.spec, src.module)
+        quantized[value] = _Quantized(value, src.spec, src.module, moved)
+
+
+# Output ranges that an op guarantees (integer FQs only): (symmetric, low, high).
+_INTRINSIC = {
+    "relu": (False, 0.0, None),
+    "relu6": (False, 0.0, 6.0),
+    "sigmoid": (False, 0.0, 1.0),
+    "hardsigmoid": (False, 0.0, 1.0),
+    "tanh": (True, -1.0, 1.0),
+}
+
+
+def intrinsic_range(node: fx.Node) -> tuple[bool, float | None, float | None] | None:
+    """(symmetric, low, high) of the values *node* can produce, for the ops that bound them."""
+    if node.op != "call_function":
+        return None
+    name = str(getattr(k.packet(node), "__name__", "")).rstrip("_")
+    if name == "hardtanh":
+        lo = float(node.args[1]) if len(node.args) > 1 else -1.0
+        hi = float(node.args[2]) if len(node.args) > 2 else 1.0
+        if (lo, hi) == (0.0, 6.0):
+            return _INTRINSIC["relu6"]
+        return (lo == -hi, lo, hi)
+    return _INTRINSIC.get(name)
+
+
+def _with_intrinsic_range(
+    spec: QuantizationSpec, value: fx.Node, consumer_specs: list[QuantizationSpec]
+) -> QuantizationSpec:
+    """*spec* with *value*'s op-intrinsic output range (integer dtypes only).
+
+    Shared with consumers, each bound is the union with theirs, an unpinned bound winning.
+    """
+    intrinsic = intrinsic_range(value)
+    if intrinsic is None or spec.dtype in _FLOAT_FORMATS:
+        return spec
+    symmetric, lo, hi = intrinsic
+    for other in consumer_specs:
+        c_lo, c_hi = other.float_range
+        lo = None if lo is None or c_lo is None else min(lo, c_lo)
+        hi = None if hi is None or c_hi is None else max(hi, c_hi)
+    if lo is not None and lo > 0:
+        lo = 0.0
+    scheme = QuantizationScheme.SYMMETRIC if symmetric else QuantizationScheme.ASYMMETRIC
+    return spec.model_copy(update={"qscheme": scheme, "float_range": [lo, hi]})
+
+
+_FLOAT_FORMATS = {
+    getattr(torch, name)
+    for name in ("float8_e4m3fn", "float8_e5m2", "float4_e2m1fn_x2")
+    if hasattr(torch, name)
+}
 
 
 def _quantize_edges(
@@ -161,6 +239,7 @@ def _quantize_edges(
 ) -> None:
     out = ann.outputs.get(value)
     out_spec = out.spec if out is not None else None
+    consumers: dict[int, list[QuantizationSpec]] = {}
     groups: list[tuple[QuantizationSpec, list[fx.Node], tuple]] = []
     for user in list(value.users):
         if is_fq_node(user):
@@ -170,25 +249,32 @@ def _quantize_edges(
                 continue
             slot = ann.inputs.get((user, index))
             spec, owner = (slot.spec, slot.owner) if slot is not None else (None, None)
+            from_consumer = spec is not None
             if spec is None and out is not None:
                 spec, owner = out_spec, out.owner
             if spec is None:
                 continue
-            for g_spec, g_users, _ in groups:
-                if g_spec == spec:
-                    g_users.append(user)
-                    break
-            else:
+            g_index = next((i for i, g in enumerate(groups) if g[0] == spec), None)
+            if g_index is None:
+                g_index = len(groups)
                 groups.append((spec, [user], owner))
-    for spec, users, owner in groups:
+            else:
+                groups[g_index][1].append(user)
+            if from_consumer:
+                consumers.setdefault(g_index, []).append(spec)
+    for g_index, (spec, users, owner) in enumerate(groups):
         have = quantized.get(value)
         if have is not None and have.spec == spec:
             target = have.node
             if target is not value:
                 for user in users:
                     user.replace_input_with(value, target)
+            if have.moved_axis:
+                ins.force_per_tensor.add(have.module)
             continue
-        fq = ins.new_fq(spec, CompressionTargetTensor.ACTIVATION, value, owner)
+        fq_spec = _with_intrinsic_range(spec, value, consumers.get(g_index, []))
+        fq = ins.new_fq(fq_spec, CompressionTargetTensor.ACTIVATION, value, owner)
+        ins.specs[str(fq.target)] = spec
         ins.placement.activations.append(str(fq.target))
         for user in set(users):
             user.replace_input_with(value, fq)

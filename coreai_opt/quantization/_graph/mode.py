@@ -17,6 +17,7 @@ from torch import fx, nn
 from coreai_opt._export_backend import ExportBackend
 from coreai_opt.quantization import _lifecycle
 from coreai_opt.quantization._graph.annotate import annotate
+from coreai_opt.quantization._graph.conv_bn import fold_conv_bn, insert_qat_conv_bn, record_conv_bn
 from coreai_opt.quantization._graph.export import export_model
 from coreai_opt.quantization._graph.insert import (
     fq_modules,
@@ -100,8 +101,9 @@ class GraphMode(ModeImplementation):
         config = self.quantizer.config
         gm = export_model(model, example_inputs, dynamic_shapes, export_with_no_grad)
         annotations = annotate(gm, model, config, build_module_config_dict(config, model))
-        make_train_eval_switchable(gm)
+        conv_bn = insert_qat_conv_bn(gm, annotations)
         placement = insert_fake_quantizers(gm, annotations)
+        record_conv_bn(gm, conv_bn, make_train_eval_switchable(gm))
         fqs = fq_modules(gm)
         _lifecycle.apply_weight_axis_defaults(
             {name: (fqs[name], consumers) for name, consumers in placement.weights.items()},
@@ -131,10 +133,13 @@ class GraphMode(ModeImplementation):
             preserved[name] = value
 
     def finalize(self, model: nn.Module, backend: ExportBackend, mmap_dir: str | None) -> nn.Module:
-        """``_TORCH``: the prepared GraphModule as it is (FQ modules in place)."""
+        """``_TORCH``: the prepared GraphModule with its conv-bn pairs folded into plain
+        convs (in place); the FQ modules stay."""
         self.check_model(model, "finalize()")
         _lifecycle.require_prepared(model, "finalize()")
         if backend is ExportBackend._TORCH:
+            assert isinstance(model, fx.GraphModule)
+            fold_conv_bn(model)
             return model
         raise ModeUnavailableError(
             f"finalize(backend={backend.value!r}) is not available in this build yet: graph "

@@ -91,6 +91,20 @@ VALUE_PRESERVING = (
     aten.max_pool2d,
     aten.max_pool3d,
 )
+# Grid-keeping ops after which a per-channel / per-block axis no longer means the same thing.
+AXIS_CHANGING = (
+    aten.permute,
+    aten.t,
+    aten.transpose,
+    aten.flatten,
+    aten.reshape,
+    aten.view,
+    aten.unsqueeze,
+    aten.squeeze,
+    aten.max_pool1d,
+    aten.max_pool2d,
+    aten.max_pool3d,
+)
 # Shared-FQ ops whose output is not on the input's grid (averages): the shared FQ runs again.
 AVERAGING = SHARED["avgpool"]
 

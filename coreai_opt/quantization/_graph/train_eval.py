@@ -73,7 +73,7 @@ class TrainEvalBatchNorm(nn.Module):
         return f"momentum={self.momentum}, eps={self.eps}"
 
 
-def _replace(gm: fx.GraphModule, node: fx.Node, module: nn.Module, args: tuple) -> None:
+def _replace(gm: fx.GraphModule, node: fx.Node, module: nn.Module, args: tuple) -> str:
     name = f"{node.name}_train_eval"
     gm.add_submodule(name, module)
     with gm.graph.inserting_before(node):
@@ -81,14 +81,16 @@ def _replace(gm: fx.GraphModule, node: fx.Node, module: nn.Module, args: tuple) 
     new.meta = dict(node.meta)
     node.replace_all_uses_with(new)
     gm.graph.erase_node(node)
+    return new.name
 
 
-def make_train_eval_switchable(gm: fx.GraphModule) -> fx.GraphModule:
+def make_train_eval_switchable(gm: fx.GraphModule) -> dict[str, str]:
     """Move dropout and batch norm calls of *gm* into train/eval-aware modules (in place),
     and give it back ``nn.Module``'s own ``train`` / ``eval`` (the unlifted export module
-    replaces them with methods that refuse)."""
+    replaces them with methods that refuse). Returns old node name → new node name."""
     for name in ("train", "eval"):
         gm.__dict__.pop(name, None)
+    renamed: dict[str, str] = {}
     for node in list(gm.graph.nodes):
         if node.op != "call_function":
             continue
@@ -96,10 +98,11 @@ def make_train_eval_switchable(gm: fx.GraphModule) -> fx.GraphModule:
         if target in (aten.dropout.default, aten.feature_dropout.default):
             x, p = node.args[0], node.args[1]
             module = TrainEvalDropout(p, target is aten.feature_dropout.default)
-            _replace(gm, node, module, (x,))
+            renamed[node.name] = _replace(gm, node, module, (x,))
         elif target is aten.batch_norm.default:
             x, w, b, mean, var, _, momentum, eps, cudnn = node.args
-            _replace(gm, node, TrainEvalBatchNorm(momentum, eps, cudnn), (x, w, b, mean, var))
+            module = TrainEvalBatchNorm(momentum, eps, cudnn)
+            renamed[node.name] = _replace(gm, node, module, (x, w, b, mean, var))
     gm.graph.lint()
     gm.recompile()
-    return gm
+    return renamed
