@@ -72,7 +72,8 @@ def insert_qat_conv_bn(gm: fx.GraphModule, ann: Annotations) -> list[ConvBnRecor
         nodes = (weight, gamma, beta, mean, var)
         if not all(isinstance(n, fx.Node) and n.op == "get_attr" for n in nodes):
             continue
-        if len([u for u in weight.users]) != 1 or weight not in ann.states:
+        state = ann.states.get(weight)
+        if len(weight.users) != 1 or state is None or state.spec is None:
             continue
         if bias is not None and not (isinstance(bias, fx.Node) and bias.op == "get_attr"):
             continue

@@ -1,0 +1,104 @@
+"""A prepared GraphModule under torch.export and torch.compile; custom patterns; refusals."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from models import ConvBnNet, TwoBlocks
+from torch import nn
+
+from coreai_opt.quantization import Quantizer, QuantizerConfig
+from coreai_opt.quantization._graph import register_annotation_pattern
+from coreai_opt.quantization._graph.insert import is_fq_node
+from coreai_opt.quantization._graph.patterns import _REGISTRY
+from coreai_opt.quantization.config import ModuleQuantizerConfig, OpQuantizerConfig
+from coreai_opt.quantization.spec import default_activation_quantization_spec
+
+
+def _coreai_targets(gm: torch.fx.GraphModule) -> list[str]:
+    return [
+        str(n.target)
+        for n in gm.graph.nodes
+        if n.op == "call_function" and str(n.target).startswith("coreai_opt.")
+    ]
+
+
+def test_export_of_a_prepared_model_keeps_one_node_per_fq_call() -> None:
+    x = torch.randn(2, 3, 8, 8)
+    gm = Quantizer(ConvBnNet().eval(), QuantizerConfig()).prepare((x,))
+    calls = sum(1 for n in gm.graph.nodes if is_fq_node(n))
+    exported = torch.export.export(gm, (x,))
+    targets = _coreai_targets(exported.graph_module)
+    assert len(targets) == calls
+    assert set(targets) == {"coreai_opt.fused_fake_quantize.default"}
+    torch.testing.assert_close(exported.module()(x), gm(x))
+
+
+def test_compiled_qat_step_matches_the_uncompiled_one() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(4, 16)
+    model = TwoBlocks()
+    q = Quantizer(model, QuantizerConfig())
+    eager = q.prepare((x,))
+    compiled_model = copy.deepcopy(eager)
+    compiled = torch.compile(compiled_model, backend="aot_eager", fullgraph=True)
+
+    def step(m: nn.Module, fwd: object) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        m.train()
+        m.zero_grad()
+        loss = fwd(x).square().mean()  # type: ignore[operator]
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in m.parameters()]
+
+    with q.training_mode(eager):
+        loss_e, grads_e = step(eager, eager)
+    q2 = Quantizer(model, QuantizerConfig())
+    with q2.training_mode(compiled_model):
+        loss_c, grads_c = step(compiled_model, compiled)
+    torch.testing.assert_close(loss_c, loss_e)
+    for a, b in zip(grads_c, grads_e, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_a_registered_pattern_quantizes_an_op_the_registry_lacks() -> None:
+    class Soft(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(x * 3, dim=-1)
+
+    x = torch.randn(4, 8)
+    spec = default_activation_quantization_spec()
+    config = QuantizerConfig(
+        global_config=ModuleQuantizerConfig(
+            op_type_config={
+                "softmax": OpQuantizerConfig(op_input_spec={0: spec}, op_output_spec=None)
+            },
+            op_input_spec={"*": None},
+            op_output_spec={"*": None},
+        )
+    )
+    before = Quantizer(Soft(), config).prepare((x,))
+    assert not any(is_fq_node(n) for n in before.graph.nodes)
+    count = len(_REGISTRY)
+    try:
+        register_annotation_pattern("softmax", [[torch.ops.aten.softmax]], "nary")
+        gm = Quantizer(Soft(), config).prepare((x,))
+        fq = [n for n in gm.graph.nodes if is_fq_node(n)]
+        assert [n.args[0].name for n in fq] == ["mul"]
+        assert next(iter(fq[0].users)).target is torch.ops.aten.softmax.int
+    finally:
+        del _REGISTRY[count:]
+    with pytest.raises(ValueError, match="kind='unary' is not a pattern kind"):
+        register_annotation_pattern("x", [[torch.ops.aten.softmax]], "unary")
+
+
+def test_op_input_spec_index_pointing_at_a_state_is_refused() -> None:
+    spec = default_activation_quantization_spec()
+    config = QuantizerConfig(
+        global_config=ModuleQuantizerConfig(op_input_spec={0: spec, 1: spec}),
+    )
+    with pytest.raises(
+        RuntimeError, match=r"index 1, which points at the state tensor '0\.weight'"
+    ):
+        Quantizer(nn.Sequential(nn.Linear(4, 4)), config).prepare((torch.randn(2, 4),))
