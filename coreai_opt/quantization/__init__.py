@@ -1,10 +1,11 @@
 """Quantization (PTQ and QAT) of PyTorch models.
 
-Public: ``ExecutionMode``, ``ModuleQuantizerConfig``, ``QuantizationSpec``,
-``Quantizer``, ``QuantizerConfig``. The submodules ``fake_quantize``,
-``qparams_calculator`` and ``range_calculator`` of :mod:`coreai_opt.quantization.spec`
-are available here as attributes. The configs and specs are pure data and import with
-the package; ``Quantizer`` and the ``nn.Module`` implementations load on first access.
+Public: ``ExecutionMode``, ``KVCacheQuantConfig``, ``ModuleQuantizerConfig``,
+``QuantizationSpec``, ``Quantizer``, ``QuantizerConfig``. The submodules
+``fake_quantize``, ``qparams_calculator`` and ``range_calculator`` of
+:mod:`coreai_opt.quantization.spec` are available here as attributes. The configs and
+specs are pure data and import with the package; ``Quantizer`` and the ``nn.Module``
+implementations load on first access.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from coreai_opt.quantization import config, spec
 from coreai_opt.quantization.config import (
     ExecutionMode,
+    KVCacheQuantConfig,
     ModuleQuantizerConfig,
     QuantizerConfig,
 )
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ExecutionMode",
+    "KVCacheQuantConfig",
     "ModuleQuantizerConfig",
     "QuantizationSpec",
     "Quantizer",

@@ -1,8 +1,8 @@
 """Quantization configs: what to quantize (modules, ops, tensors) and how.
 
-Public: ``ExecutionMode``, ``ModuleQuantizerConfig``, ``OpQuantizerConfig``,
-``QATSchedule``, ``QuantizerConfig``. The resolution functions used by both execution
-modes live in :mod:`coreai_opt.quantization.config.resolution`.
+Public: ``ExecutionMode``, ``KVCacheQuantConfig``, ``ModuleQuantizerConfig``,
+``OpQuantizerConfig``, ``QATSchedule``, ``QuantizerConfig``. The resolution functions used
+by both execution modes live in :mod:`coreai_opt.quantization.config.resolution`.
 """
 
 from coreai_opt.quantization.config._presets import (
@@ -10,6 +10,7 @@ from coreai_opt.quantization.config._presets import (
     _QuantizerConfigPresets,
 )
 from coreai_opt.quantization.config._schedule import QATSchedule
+from coreai_opt.quantization.config.kv_cache import KVCacheQuantConfig
 from coreai_opt.quantization.config.quantization_config import (
     ExecutionMode,
     ModuleQuantizerConfig,
@@ -17,11 +18,16 @@ from coreai_opt.quantization.config.quantization_config import (
     QuantizerConfig,
 )
 
+# QuantizerConfig.kv_cache_quant_configs refers to KVCacheQuantConfig, which is defined
+# after it (its module imports OpQuantizerConfig): resolve the annotation now.
+QuantizerConfig.model_rebuild(_types_namespace={"KVCacheQuantConfig": KVCacheQuantConfig})
+
 ModuleQuantizerConfig.presets = _ModuleQuantizerConfigPresets(owner_cls=ModuleQuantizerConfig)
 QuantizerConfig.presets = _QuantizerConfigPresets(owner_cls=QuantizerConfig)
 
 __all__ = [
     "ExecutionMode",
+    "KVCacheQuantConfig",
     "ModuleQuantizerConfig",
     "OpQuantizerConfig",
     "QATSchedule",
