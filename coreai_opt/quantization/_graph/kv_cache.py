@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import torch
 from torch import fx
 
 from coreai_opt.quantization._graph import op_kinds as k
@@ -36,7 +37,9 @@ def apply_kv_cache_specs(ann: Annotations, gm: fx.GraphModule, config: Quantizer
 
     Raises:
         ValueError: an op type occurs nowhere in the graph (the message lists the op
-            types that do), or an index is not below a node's number of tensor inputs.
+            types that do), an index is not below a node's number of tensor inputs, or
+            it points at a tensor that is not floating-point (an integer index tensor,
+            say), which no fake-quantizer can take.
     """
     from coreai_opt.quantization._graph.annotate import SlotSpec, node_scope
 
@@ -68,7 +71,24 @@ def apply_kv_cache_specs(ann: Annotations, gm: fx.GraphModule, config: Quantizer
                     f"input(s) {[n.name for n in inputs]}; allowed indices: "
                     f"{list(range(len(inputs)))}"
                 )
+            value = inputs[index].meta.get("val")
+            if isinstance(value, torch.Tensor) and not value.dtype.is_floating_point:
+                raise ValueError(
+                    f"kv_cache_quant_configs[{op_type!r}]: op_input_spec index {index} of node "
+                    f"{node.name!r} is {inputs[index].name!r}, a {value.dtype} tensor; only "
+                    f"floating-point inputs can be fake-quantized (floating-point inputs: "
+                    f"{_float_indices(inputs)})"
+                )
             scope = node_scope(node, None)
             ann.inputs[(node, index)] = SlotSpec(
                 spec, KV_CACHE_PRIORITY, (scope.path, scope.module_type)
             )
+
+
+def _float_indices(inputs: list[fx.Node]) -> list[int]:
+    """Positions of the floating-point tensors among *inputs* (per their ``val`` meta)."""
+    return [
+        i
+        for i, n in enumerate(inputs)
+        if isinstance(n.meta.get("val"), torch.Tensor) and n.meta["val"].dtype.is_floating_point
+    ]
