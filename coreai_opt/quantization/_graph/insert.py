@@ -25,7 +25,7 @@ from torch import fx, nn
 
 from coreai_opt.config.spec.factory import CompressionTargetTensor
 from coreai_opt.quantization._graph import op_kinds as k
-from coreai_opt.quantization._graph.annotate import Annotations
+from coreai_opt.quantization._graph.annotate import Annotations, SlotSpec
 from coreai_opt.quantization.spec import (
     PerTensorGranularity,
     QuantizationComponentFactory,
@@ -240,7 +240,9 @@ def _quantize_edges(
     out = ann.outputs.get(value)
     out_spec = out.spec if out is not None else None
     consumers: dict[int, list[QuantizationSpec]] = {}
-    groups: list[tuple[QuantizationSpec, list[fx.Node], tuple]] = []
+    # Per group: its spec, the consumers reading it, and the winning slot (the one of
+    # highest priority, whose module's QAT schedule the shared FQ follows).
+    groups: list[tuple[QuantizationSpec, list[fx.Node], list[SlotSpec]]] = []
     for user in list(value.users):
         if is_fq_node(user):
             continue
@@ -248,21 +250,26 @@ def _quantize_edges(
             if inp is not value:
                 continue
             slot = ann.inputs.get((user, index))
-            spec, owner = (slot.spec, slot.owner) if slot is not None else (None, None)
-            from_consumer = spec is not None
-            if spec is None and out is not None:
-                spec, owner = out_spec, out.owner
-            if spec is None:
+            from_consumer = slot is not None and slot.spec is not None
+            if not from_consumer:
+                slot = out if out is not None and out_spec is not None else None
+            if slot is None:
                 continue
+            spec = slot.spec
+            assert spec is not None
             g_index = next((i for i, g in enumerate(groups) if g[0] == spec), None)
             if g_index is None:
                 g_index = len(groups)
-                groups.append((spec, [user], owner))
+                groups.append((spec, [user], [slot]))
             else:
                 groups[g_index][1].append(user)
+                groups[g_index][2].append(slot)
             if from_consumer:
                 consumers.setdefault(g_index, []).append(spec)
-    for g_index, (spec, users, owner) in enumerate(groups):
+    for g_index, (spec, users, slots) in enumerate(groups):
+        if out is not None and out.spec == spec:
+            slots.append(out)
+        owner = min(slots, key=lambda slot: slot.priority).owner
         have = quantized.get(value)
         if have is not None and have.spec == spec:
             target = have.node

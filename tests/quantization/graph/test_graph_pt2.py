@@ -102,3 +102,23 @@ def test_op_input_spec_index_pointing_at_a_state_is_refused() -> None:
         RuntimeError, match=r"index 1, which points at the state tensor '0\.weight'"
     ):
         Quantizer(nn.Sequential(nn.Linear(4, 4)), config).prepare((torch.randn(2, 4),))
+
+
+def test_a_shared_fq_follows_the_schedule_of_the_winning_neighbour() -> None:
+    from coreai_opt.quantization.config import QATSchedule
+
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+    late = ModuleQuantizerConfig(qat_schedule=QATSchedule(enable_observer=0, enable_fake_quant=3))
+    q = Quantizer(model, QuantizerConfig(module_name_configs={"1": late}))
+    gm = q.prepare((torch.randn(2, 4),))
+    between = next(n for n in gm.graph.nodes if is_fq_node(n) and n.args[0].name == "linear")
+    first_weight = next(
+        n for n in gm.graph.nodes if is_fq_node(n) and n.args[0].name.endswith("0_weight")
+    )
+    with q.training_mode():
+        # The edge linear -> linear_1 is one FQ; module "1" (a module_name config) wins it.
+        assert not bool(gm.get_submodule(str(between.target)).fake_quant_enabled[0])
+        assert bool(gm.get_submodule(str(first_weight.target)).fake_quant_enabled[0])
+        for _ in range(3):
+            q.step()
+        assert bool(gm.get_submodule(str(between.target)).fake_quant_enabled[0])
