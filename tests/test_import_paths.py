@@ -188,6 +188,8 @@ PUBLIC_ALL: dict[str, set[str]] = {
     },
     "coreai_opt.quantization": {
         "ExecutionMode",
+        "InvalidExecutionModeError",
+        "KVCacheQuantConfig",
         "ModuleQuantizerConfig",
         "QuantizationSpec",
         "Quantizer",
@@ -195,6 +197,8 @@ PUBLIC_ALL: dict[str, set[str]] = {
     },
     "coreai_opt.quantization.config": {
         "ExecutionMode",
+        "InvalidExecutionModeError",
+        "KVCacheQuantConfig",
         "ModuleQuantizerConfig",
         "OpQuantizerConfig",
         "QATSchedule",

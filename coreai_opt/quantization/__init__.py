@@ -1,6 +1,7 @@
 """Quantization (PTQ and QAT) of PyTorch models.
 
-Public: ``ExecutionMode``, ``KVCacheQuantConfig``, ``ModuleQuantizerConfig``,
+Public: ``ExecutionMode``, ``InvalidExecutionModeError``, ``KVCacheQuantConfig``,
+``ModuleQuantizerConfig``,
 ``QuantizationSpec``, ``Quantizer``, ``QuantizerConfig``. The submodules
 ``fake_quantize``, ``qparams_calculator`` and ``range_calculator`` of
 :mod:`coreai_opt.quantization.spec` are available here as attributes. The configs and
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from coreai_opt.quantization import config, spec
 from coreai_opt.quantization.config import (
     ExecutionMode,
+    InvalidExecutionModeError,
     KVCacheQuantConfig,
     ModuleQuantizerConfig,
     QuantizerConfig,
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ExecutionMode",
+    "InvalidExecutionModeError",
     "KVCacheQuantConfig",
     "ModuleQuantizerConfig",
     "QuantizationSpec",

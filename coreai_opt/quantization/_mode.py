@@ -21,6 +21,7 @@ import torch
 
 from coreai_opt._export_backend import ExportBackend
 from coreai_opt.quantization.config import ExecutionMode
+from coreai_opt.quantization.config.quantization_config import parse_execution_mode
 
 if TYPE_CHECKING:
     from coreai_opt.quantization.quantizer import Quantizer
@@ -112,7 +113,7 @@ def register_mode(
     mode: ExecutionMode | str,
 ) -> Callable[[type[ModeImplementation]], type[ModeImplementation]]:
     """Class decorator registering the implementation of *mode*."""
-    key = ExecutionMode(mode)
+    key = parse_execution_mode(mode)
 
     def decorator(klass: type[ModeImplementation]) -> type[ModeImplementation]:
         if not (isinstance(klass, type) and issubclass(klass, ModeImplementation)):
@@ -132,7 +133,7 @@ def get_mode_implementation(
     Returns None when the mode is not part of this build, or raises
     :class:`ModeUnavailableError` naming the mode and *required_for* when given.
     """
-    key = ExecutionMode(mode)
+    key = parse_execution_mode(mode)
     if key not in _REGISTRY:
         package = _MODE_PACKAGES[key]
         try:

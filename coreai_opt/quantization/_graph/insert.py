@@ -118,7 +118,11 @@ def insert_fake_quantizers(gm: fx.GraphModule, ann: Annotations) -> Placement:
             user.replace_input_with(node, fq)
         ins.placement.weights[str(fq.target)] = [u.target for u in users]
     quantized: dict[fx.Node, _Quantized] = {}
+    state_inputs = _state_input_slots(ann)
     for value in original:
+        if value.op == "get_attr" and value in state_inputs:
+            _quantize_edges(ins, ann, value, quantized)
+            continue
         if value.op not in ("placeholder", "call_function") or not k.is_float_value(value):
             continue
         _inherit(ins, ann, value, quantized)
@@ -127,6 +131,45 @@ def insert_fake_quantizers(gm: fx.GraphModule, ann: Annotations) -> Placement:
     gm.graph.lint()
     gm.recompile()
     return ins.placement
+
+
+def _written(node: fx.Node, index: int) -> bool:
+    """True when *node* writes its tensor input number *index* in place."""
+    schema = getattr(node.target, "_schema", None)
+    if schema is None:
+        return False
+    tensor_args = [a for a in node.args if isinstance(a, fx.Node)]
+    if index >= len(tensor_args):
+        return False
+    position = node.args.index(tensor_args[index])
+    if position >= len(schema.arguments):
+        return False
+    alias = schema.arguments[position].alias_info
+    return alias is not None and alias.is_write
+
+
+def _state_input_slots(ann: Annotations) -> set[fx.Node]:
+    """Model state (``get_attr``) read by an input slot that has a spec (KV caches).
+
+    A slot on a tensor the op writes in place is refused: fake-quantizing it would make
+    the op write into the FQ's output instead of the model's buffer.
+    """
+    found = set()
+    for (user, index), slot in ann.inputs.items():
+        if slot.spec is None:
+            continue
+        inputs = k.tensor_inputs(user)
+        if index >= len(inputs) or inputs[index].op != "get_attr":
+            continue
+        if _written(user, index):
+            raise ValueError(
+                f"input {index} of op {user.name!r} ({user.target}) is the buffer "
+                f"{inputs[index].target!r}, which the op writes in place; it cannot be "
+                f"fake-quantized (the write would miss the buffer). Quantize the value "
+                f"written into it instead (another input position)"
+            )
+        found.add(inputs[index])
+    return found
 
 
 def _force_per_tensor(ins: _Inserter) -> None:

@@ -1,8 +1,9 @@
 """Quantization configs: what to quantize (modules, ops, tensors) and how.
 
-Public: ``ExecutionMode``, ``KVCacheQuantConfig``, ``ModuleQuantizerConfig``,
-``OpQuantizerConfig``, ``QATSchedule``, ``QuantizerConfig``. The resolution functions used
-by both execution modes live in :mod:`coreai_opt.quantization.config.resolution`.
+Public: ``ExecutionMode``, ``InvalidExecutionModeError``, ``KVCacheQuantConfig``,
+``ModuleQuantizerConfig``, ``OpQuantizerConfig``, ``QATSchedule``, ``QuantizerConfig``.
+The resolution functions used by both execution modes live in
+:mod:`coreai_opt.quantization.config.resolution`.
 """
 
 from coreai_opt.quantization.config._presets import (
@@ -13,6 +14,7 @@ from coreai_opt.quantization.config._schedule import QATSchedule
 from coreai_opt.quantization.config.kv_cache import KVCacheQuantConfig
 from coreai_opt.quantization.config.quantization_config import (
     ExecutionMode,
+    InvalidExecutionModeError,
     ModuleQuantizerConfig,
     OpQuantizerConfig,
     QuantizerConfig,
@@ -27,6 +29,7 @@ QuantizerConfig.presets = _QuantizerConfigPresets(owner_cls=QuantizerConfig)
 
 __all__ = [
     "ExecutionMode",
+    "InvalidExecutionModeError",
     "KVCacheQuantConfig",
     "ModuleQuantizerConfig",
     "OpQuantizerConfig",

@@ -36,11 +36,28 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ExecutionMode",
+    "InvalidExecutionModeError",
     "ModuleQuantizerConfig",
     "OpQuantizerConfig",
     "QATSchedule",
     "QuantizerConfig",
 ]
+
+
+class InvalidExecutionModeError(ValueError):
+    """An ``execution_mode`` that is none of the ``ExecutionMode`` values."""
+
+
+def parse_execution_mode(value: object) -> ExecutionMode:
+    """*value* as an ``ExecutionMode``; ``InvalidExecutionModeError`` names the allowed values."""
+    try:
+        return ExecutionMode(value)
+    except ValueError:
+        raise InvalidExecutionModeError(
+            f"execution_mode={value!r} is not an execution mode; allowed: "
+            f"{[m.value for m in ExecutionMode]}"
+        ) from None
+
 
 _QUANTIZATION_CONFIG = "quantization_config"
 """Top-level YAML/dict key holding the ``QuantizerConfig`` fields."""

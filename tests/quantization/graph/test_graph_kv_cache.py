@@ -121,14 +121,11 @@ def test_in_place_cache_write_gets_an_fq_on_the_written_value() -> None:
     assert fq_count(gm) == 1  # global_config=None: nothing else
 
 
-@pytest.mark.xfail(
-    reason="insert.py places activation FQs only on placeholder / call_function values; an "
-    "input slot that reads a buffer (get_attr) is annotated but gets no FQ yet"
-)
-def test_cache_buffer_slot_gets_an_fq() -> None:
+def test_cache_buffer_written_in_place_is_refused() -> None:
+    """Fake-quantizing the buffer an in-place op writes would redirect the write."""
     config = QuantizerConfig(global_config=None, kv_cache_quant_configs={"index_copy_": kv(0)})
-    gm = Quantizer(CacheWrite(), config).prepare(write_inputs())
-    assert_kv_fq(fq_reading(gm, "index_copy_", 0))
+    with pytest.raises(ValueError, match=r"writes in place; it cannot be fake-quantized"):
+        Quantizer(CacheWrite(), config).prepare(write_inputs())
 
 
 def test_cache_input_slot_of_an_out_of_place_update() -> None:
@@ -269,3 +266,32 @@ def test_prepared_model_trains_and_keeps_the_override() -> None:
         gm(*inputs).sum().backward()
     assert_kv_fq(fq_reading(gm, "index_copy", 0))
     assert all(p.grad is not None for p in gm.parameters() if p.requires_grad)
+
+
+class BufferCacheRead(nn.Module):
+    """A cache buffer read by an out-of-place update (the buffer itself is not written)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("cache", torch.randn(6, 8))
+
+    def forward(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return self.cache.index_copy(0, idx, x) * 2
+
+
+def test_a_cache_buffer_read_out_of_place_gets_an_fq() -> None:
+    config = QuantizerConfig(global_config=None, kv_cache_quant_configs={"index_copy": kv(0)})
+    x, idx = torch.randn(2, 8), torch.tensor([1, 4])
+    model = BufferCacheRead()
+    gm = Quantizer(model, config).prepare((x, idx))
+    fq = node(gm, "index_copy").all_input_nodes[0]
+    assert fq.op == "call_module" and fq.args[0].op == "get_attr"
+    assert_kv_fq(fq_reading(gm, "index_copy", 0))
+    assert torch.equal(gm.cache, model.cache)  # the buffer itself is untouched
+
+
+def test_an_unknown_execution_mode_is_refused_by_name() -> None:
+    from coreai_opt.quantization import InvalidExecutionModeError
+
+    with pytest.raises(InvalidExecutionModeError, match=r"execution_mode='jit' .* allowed"):
+        Quantizer.get_compressible_op_names(nn.Linear(2, 2), "jit")

@@ -10,10 +10,10 @@ from models import ConvBnNet, TwoBlocks
 from torch import nn
 
 from coreai_opt.quantization import Quantizer, QuantizerConfig
-from coreai_opt.quantization._graph import register_annotation_pattern
 from coreai_opt.quantization._graph.insert import is_fq_node
 from coreai_opt.quantization._graph.patterns import _REGISTRY
 from coreai_opt.quantization.config import ModuleQuantizerConfig, OpQuantizerConfig
+from coreai_opt.quantization.graph_patterns import register_annotation_pattern
 from coreai_opt.quantization.spec import default_activation_quantization_spec
 
 

@@ -78,6 +78,8 @@ def test_base_classes_are_abstract_modules() -> None:
 def test_public_surface() -> None:
     assert set(quantization.__all__) == {
         "ExecutionMode",
+        "InvalidExecutionModeError",
+        "KVCacheQuantConfig",
         "ModuleQuantizerConfig",
         "QuantizationSpec",
         "Quantizer",
