@@ -1,8 +1,9 @@
 # coreai_opt — every entry point sets up what it needs first.
-#   make test      system packages, .venv, the C++ library, Catch2 + sanitizer tests,
+#   make test      system packages, .venv, the C++ library, Catch2 + sanitizer tests, the
+#                  C++ bench harness on one tiny case file (a smoke run, no timing target),
 #                  the nvcc compile check, ruff/clang-format checks and pytest
 #   make test-gpu  on the GPU machine: build with its python3/torch and run pytest with CUDA
-#   make bench     CPU benchmarks (never part of make test)
+#   make bench     CPU benchmarks (Python and the C++ harness; never part of make test)
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
