@@ -59,6 +59,7 @@ class _Quantized:
     spec: QuantizationSpec
     module: str
     moved_axis: bool = False  # reached through an op that moves or resizes dimensions
+    rerun: bool = False  # consumers wanting this spec read one more call of the module
 
 
 class _Inserter:
@@ -128,9 +129,22 @@ def insert_fake_quantizers(gm: fx.GraphModule, ann: Annotations) -> Placement:
         _inherit(ins, ann, value, quantized)
         _quantize_edges(ins, ann, value, quantized)
     _force_per_tensor(ins)
+    _drop_uncalled(ins)
     gm.graph.lint()
     gm.recompile()
     return ins.placement
+
+
+def _drop_uncalled(ins: _Inserter) -> None:
+    """Remove FQ modules whose every call was replaced (cat inputs now share one FQ)."""
+    called = {str(n.target) for n in ins.gm.graph.nodes if is_fq_node(n)}
+    for name in [n for n in ins.specs if n not in called]:
+        delattr(ins.gm, name)
+        ins.specs.pop(name)
+        ins.placement.owners.pop(name, None)
+        ins.placement.weights.pop(name, None)
+        if name in ins.placement.activations:
+            ins.placement.activations.remove(name)
 
 
 def _written(node: fx.Node, index: int) -> bool:
@@ -194,6 +208,42 @@ def _source(node: fx.Node, quantized: dict[fx.Node, _Quantized], ins: _Inserter)
     return quantized.get(node)
 
 
+def _fq_axis(ins: _Inserter, module: str) -> int | None:
+    """The axis of a per-channel / per-block FQ module (None for per-tensor)."""
+    granularity = getattr(ins.gm.get_submodule(module), "granularity", None)
+    if granularity is None or isinstance(granularity, PerTensorGranularity):
+        return None
+    return getattr(granularity, "axis", None)
+
+
+def _axis_survives(node: fx.Node, axis: int, rank: int) -> bool:
+    """True when dimension *axis* of *node*'s input is still that dimension, with the same
+    size, in its output (so a per-channel FQ along it stays valid after the op)."""
+    axis = axis % rank if rank else axis
+    name = str(getattr(k.packet(node), "__name__", ""))
+    if k.is_one_of(node, (*k.SHARED["maxpool"], *k.SHARED["avgpool"])) and name != "mean":
+        pooled = int(name[-2]) if name[-2].isdigit() else 1  # max_pool2d -> 2 trailing dims
+        return axis < rank - pooled
+    if name == "mean":
+        dims = node.args[1] if len(node.args) > 1 else None
+        keepdim = bool(node.args[2]) if len(node.args) > 2 else bool(node.kwargs.get("keepdim"))
+        if dims is None:
+            return False
+        dims = [d % rank for d in (dims if isinstance(dims, (list, tuple)) else [dims])]
+        return keepdim and axis not in dims
+    if name == "transpose":
+        return axis not in {int(node.args[1]) % rank, int(node.args[2]) % rank}
+    if name == "permute":
+        perm = [int(d) % rank for d in node.args[1]]
+        return perm[axis] == axis
+    return not k.is_one_of(node, k.AXIS_CHANGING)
+
+
+def _rank(node: fx.Node) -> int | None:
+    val = node.meta.get("val")
+    return val.dim() if isinstance(val, torch.Tensor) else None
+
+
 def _inherit(
     ins: _Inserter, ann: Annotations, value: fx.Node, quantized: dict[fx.Node, _Quantized]
 ) -> None:
@@ -204,25 +254,56 @@ def _inherit(
     if not inputs:
         return
     if k.is_one_of(value, k.SHARED["concat"]):
-        sources = [_source(n, quantized, ins) for n in inputs]
-        modules = {s.module for s in sources if isinstance(s, _Quantized)}
-        if len(modules) == 1 and all(isinstance(s, _Quantized) for s in sources):
-            src = sources[0]
-            quantized[value] = _Quantized(value, src.spec, src.module)
+        _share_cat(ins, ann, value, quantized)
         return
     src = _source(inputs[0], quantized, ins)
     if not isinstance(src, _Quantized):
         return
-    moved = src.moved_axis or k.is_one_of(value, k.AXIS_CHANGING)
+    axis = _fq_axis(ins, src.module)
+    in_rank = _rank(inputs[0])
+    moved = src.moved_axis or (
+        axis is not None and in_rank is not None and not _axis_survives(value, axis, in_rank)
+    )
     if k.is_one_of(value, k.AVERAGING) and value in ann.shared:
-        users = [u for u in value.users if not is_fq_node(u)]
-        again = ins.call(src.module, value, f"{src.module}_shared")
-        for user in users:
-            user.replace_input_with(value, again)
-        ins.force_per_tensor.add(src.module)
-        quantized[value] = _Quantized(again, src.spec, src.module)
+        if _rank(value) != in_rank and axis is not None:
+            return  # a per-channel / per-block FQ cannot take another rank: own FQs then
+        if moved:
+            ins.force_per_tensor.add(src.module)
+        quantized[value] = _Quantized(value, src.spec, src.module, rerun=True)
     elif k.is_one_of(value, k.VALUE_PRESERVING):
         quantized[value] = _Quantized(value, src.spec, src.module, moved)
+
+
+def _share_cat(
+    ins: _Inserter, ann: Annotations, cat: fx.Node, quantized: dict[fx.Node, _Quantized]
+) -> None:
+    """An annotated cat runs every input through the FQ of its first input, and its output
+    (when it has a spec) through the same FQ again: one FQ for all slots. Not when that FQ
+    is per-channel along the cat dimension: then inputs keep their own."""
+    inputs = k.tensor_inputs(cat)
+    first = _source(inputs[0], quantized, ins)
+    if cat not in ann.shared or not isinstance(first, _Quantized):
+        return
+    axis = _fq_axis(ins, first.module)
+    rank = _rank(cat)
+    dim = cat.args[1] if len(cat.args) > 1 else cat.kwargs.get("dim", 0)
+    if axis is not None and rank and axis % rank == int(dim) % rank:
+        return
+    for position, node in enumerate(inputs[1:], 1):
+        src = _source(node, quantized, ins)
+        if isinstance(src, _Quantized) and src.module == first.module:
+            continue
+        raw = node.args[0] if is_fq_node(node) and node.op == "call_module" else node
+        name = f"{first.module}_{cat.name}_{position}"
+        call = ins.call(first.module, raw, name)
+        cat.replace_input_with(node, call)
+        if is_fq_node(node) and not node.users:
+            ins.gm.graph.erase_node(node)
+    # With an output spec, the output slot shares the same FQ too: consumers asking for it
+    # read one more call of the module.
+    out = ann.outputs.get(cat)
+    rerun = out is not None and out.spec is not None
+    quantized[cat] = _Quantized(cat, first.spec, first.module, rerun=rerun)
 
 
 # Output ranges that an op guarantees (integer FQs only): (symmetric, low, high).
@@ -292,12 +373,14 @@ def _quantize_edges(
         for index, inp in enumerate(k.tensor_inputs(user)):
             if inp is not value:
                 continue
-            slot = ann.inputs.get((user, index))
-            from_consumer = slot is not None and slot.spec is not None
-            if not from_consumer:
-                slot = out if out is not None and out_spec is not None else None
-            if slot is None:
+            consumer = ann.inputs.get((user, index))
+            if consumer is not None and consumer.spec is None:
+                consumer = None  # a decline leaves the other side's spec
+            producer = out if out is not None and out_spec is not None else None
+            sides = [side for side in (consumer, producer) if side is not None]
+            if not sides:
                 continue
+            slot = min(sides, key=lambda side: side.priority)  # highest priority wins
             spec = slot.spec
             assert spec is not None
             g_index = next((i for i, g in enumerate(groups) if g[0] == spec), None)
@@ -307,14 +390,17 @@ def _quantize_edges(
             else:
                 groups[g_index][1].append(user)
                 groups[g_index][2].append(slot)
-            if from_consumer:
-                consumers.setdefault(g_index, []).append(spec)
+            if consumer is not None:
+                consumers.setdefault(g_index, []).append(consumer.spec)
     for g_index, (spec, users, slots) in enumerate(groups):
         if out is not None and out.spec == spec:
             slots.append(out)
         owner = min(slots, key=lambda slot: slot.priority).owner
         have = quantized.get(value)
         if have is not None and have.spec == spec:
+            if have.rerun:
+                have.node = ins.call(have.module, value, f"{have.module}_{value.name}")
+                have.rerun = False
             target = have.node
             if target is not value:
                 for user in users:

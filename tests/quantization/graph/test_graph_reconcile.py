@@ -250,14 +250,6 @@ def cat_fq_targets(gm: fx.GraphModule, cat: str) -> tuple[set[str], list[str]]:
     return inputs, outputs
 
 
-CAT_SHARES = pytest.mark.xfail(
-    strict=True,
-    reason="cat: every input and the output should share ONE FQ (§12); each cat input "
-    "gets its own FQ and the cat output a third one",
-)
-
-
-@CAT_SHARES
 def test_cat_of_sigmoids_shares_one_fq() -> None:
     torch.manual_seed(0)
     a, b = torch.randn(4, 8), torch.randn(4, 8)
@@ -551,13 +543,6 @@ def test_value_moving_shared_ops_keep_the_input_fq(
             lambda a: a.mean(dim=(2, 3)),
             "mean",
             id="mean_reducing_rank",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=ValueError,
-                reason="mean that drops dims: calling the shared per-tensor FQ again on the "
-                "lower-rank output raises 'zip() argument 2 is longer than argument 1' in "
-                "FakeQuantize._block_size during prepare's calibration forward",
-            ),
         ),
     ],
 )
@@ -575,7 +560,6 @@ def test_averaging_ops_call_the_shared_fq_again_on_their_output(
     assert gm(x).shape == Fn(fn)(x).shape
 
 
-@CAT_SHARES
 def test_cat_pattern_shares_one_fq() -> None:
     torch.manual_seed(0)
     gm = prepare(
@@ -642,35 +626,23 @@ def test_a_chain_whose_inner_node_has_several_users_is_not_matched_whole(users: 
 
 PER_CHANNEL_1 = QuantizationSpec(granularity=PerChannelGranularity(axis=1))
 
-KEEPS_AXIS = pytest.mark.xfail(
-    strict=True,
-    reason="a shared FQ is forced to per-tensor by every pooling / mean / transpose / "
-    "permute, also when its axis keeps its place and size (§12: only when the axis is "
-    "invalidated)",
-)
-
 
 @pytest.mark.parametrize(
     ("fn", "per_channel"),
     [
         pytest.param(lambda t: t.clone(), True, id="clone"),
-        pytest.param(lambda t: F.max_pool2d(t, 2), True, id="max_pool2d", marks=KEEPS_AXIS),
-        pytest.param(lambda t: F.avg_pool2d(t, 2), True, id="avg_pool2d", marks=KEEPS_AXIS),
+        pytest.param(lambda t: F.max_pool2d(t, 2), True, id="max_pool2d"),
+        pytest.param(lambda t: F.avg_pool2d(t, 2), True, id="avg_pool2d"),
         pytest.param(
             lambda t: F.adaptive_avg_pool2d(t, 1),
             True,
             id="adaptive_avg_pool2d",
-            marks=KEEPS_AXIS,
         ),
-        pytest.param(
-            lambda t: t.mean(dim=(2, 3), keepdim=True), True, id="mean_hw", marks=KEEPS_AXIS
-        ),
+        pytest.param(lambda t: t.mean(dim=(2, 3), keepdim=True), True, id="mean_hw"),
         pytest.param(lambda t: t.mean(dim=1, keepdim=True), False, id="mean_over_the_axis"),
-        pytest.param(lambda t: t.transpose(2, 3), True, id="transpose_hw", marks=KEEPS_AXIS),
+        pytest.param(lambda t: t.transpose(2, 3), True, id="transpose_hw"),
         pytest.param(lambda t: t.transpose(1, 2), False, id="transpose_moves_the_axis"),
-        pytest.param(
-            lambda t: t.permute(0, 1, 3, 2), True, id="permute_keeps_the_axis", marks=KEEPS_AXIS
-        ),
+        pytest.param(lambda t: t.permute(0, 1, 3, 2), True, id="permute_keeps_the_axis"),
         pytest.param(lambda t: t.permute(0, 2, 1, 3), False, id="permute_moves_the_axis"),
         pytest.param(lambda t: torch.flatten(t, 2), False, id="flatten_always"),
     ],
@@ -804,12 +776,6 @@ def test_an_edge_takes_the_higher_priority_consumer_spec() -> None:
     assert input_fq(gm, "linear_1") is fq
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="edge reconciliation ignores priority: the consumer's input spec always wins "
-    "over a higher-priority producer's output spec (module_name producer int4 → global "
-    "consumer int8 gives one int8 FQ, expected int4)",
-)
 def test_an_edge_takes_the_higher_priority_producer_spec() -> None:
     """producer under a module_name config (int4), consumer under global (int8)."""
     config = QuantizerConfig(
@@ -846,12 +812,6 @@ class ConsumerBlock(nn.Module):
         return self.fc(x)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="edge reconciliation ignores pattern length: at the same config level the "
-    "longer pattern (linear→relu, int4 output) should decide the edge; the consumer's "
-    "1-op linear (uint8 input) wins",
-)
 def test_an_edge_takes_the_longer_patterns_spec_at_the_same_level() -> None:
     config = QuantizerConfig(
         module_type_configs={
