@@ -387,3 +387,24 @@ def test_factory_accepts_registered_granularity_objects() -> None:
     fq = Factory.create_fake_quantizer(spec, "weight")
     fq(torch.randn(2, 8))
     assert fq.calculate_qparams()[0].shape == (2, 2)
+
+
+def test_a_per_tensor_fake_quantizer_takes_tensors_of_another_rank() -> None:
+    """Graph mode calls one per-tensor FQ on both sides of a rank-reducing mean."""
+    spec = QuantizationSpec(dtype=torch.int8)
+    fq = QuantizationComponentFactory.create_fake_quantizer(
+        spec, CompressionTargetTensor.ACTIVATION
+    )
+    x = torch.randn(2, 3, 4, 4)
+    y4 = fq(x)
+    scale = fq.qparams_calculator.scale.clone()
+    y2 = fq(x.mean(dim=(2, 3)))
+    assert y4.shape == x.shape and y2.shape == (2, 3)
+    assert fq.qparams_calculator.scale.shape == scale.shape  # one state, seen through views
+    per_channel = QuantizationSpec(dtype=torch.int8, granularity=PerChannelGranularity(axis=1))
+    fq_c = QuantizationComponentFactory.create_fake_quantizer(
+        per_channel, CompressionTargetTensor.ACTIVATION
+    )
+    fq_c(x)
+    with pytest.raises(ValueError, match="only a per-tensor fake-quantizer can take both"):
+        fq_c(x.mean(dim=(2, 3)))
