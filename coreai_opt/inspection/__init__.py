@@ -27,6 +27,7 @@ from coreai_opt.inspection._info import (
     SourceFrame,
 )
 from coreai_opt.inspection._inspector import ModelInspector
+from coreai_opt.inspection.sensitivity import layer_sensitivity
 
 __all__ = [
     "BoundaryEdge",
@@ -37,4 +38,5 @@ __all__ = [
     "ModuleInfo",
     "OpInfo",
     "SourceFrame",
+    "layer_sensitivity",
 ]
