@@ -4,6 +4,8 @@
 #                  the nvcc compile check, ruff/clang-format checks and pytest
 #   make test-gpu  on the GPU machine: build with its python3/torch and run pytest with CUDA
 #   make bench     CPU benchmarks (Python and the C++ harness; never part of make test)
+#   make demo      train two small models on scikit-learn's digits, quantize them, write
+#                  docs/demo/demo_results.md and its charts
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
@@ -17,11 +19,11 @@ TORCH_VERSION := 2.13.0
 APT_PACKAGES := catch2 libfmt-dev libyaml-cpp-dev cmake ninja-build g++ clang-format
 PY_BUILD_DEPS := "setuptools>=70" wheel ninja
 PY_DEPS := "pydantic>=2" "pyyaml>=6" "tqdm>=4.60" "rich>=13" "pytest>=7" "hypothesis>=6" \
-           expecttest numpy ruff "scikit-learn>=1.3" "safetensors>=0.4"
+           expecttest numpy ruff "scikit-learn>=1.3" "safetensors>=0.4" "matplotlib>=3.7"
 CUDA_SOURCES := $(wildcard csrc/cuda/*.cu)
 NVCC ?= nvcc
 
-.PHONY: test test-gpu bench build system-deps cpp-tests cpp-bench-smoke cuda-check lint pytest
+.PHONY: test test-gpu bench demo build system-deps cpp-tests cpp-bench-smoke cuda-check lint pytest
 
 system-deps:
 	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
@@ -85,3 +87,8 @@ bench: build
 	if [ -n "$$(git status --porcelain -- csrc coreai_opt)" ]; then commit="$$commit + local changes"; fi; \
 	$(BUILD_DIR)/coreai_opt_bench --threads 2 --results benchmarks/RESULTS.md --commit "$$commit" \
 	  benchmarks/cases/*.yaml
+
+# The demo (python -m coreai_opt.demo --help for its options): the results table on stdout,
+# demo_results.md and the PNG charts in docs/demo/.
+demo: build
+	$(PY) -m coreai_opt.demo

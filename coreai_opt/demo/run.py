@@ -1,0 +1,483 @@
+"""The demo's main loop: train the float models, quantize each with every config, measure.
+
+For each training seed the float CNN and transformer are trained from scratch; each
+config then quantizes a deep copy of that float model in graph mode (prepare, then
+calibration / QAT / nothing) and is evaluated on the held-out digits. A row of the
+results table aggregates the seeds (mean ± sample standard deviation). Agreement is the
+fraction of test images whose prediction equals the float model's (same seed).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+from rich.console import Console
+from torch import nn
+
+from coreai_opt.demo.configs import DEMO_CONFIGS, DemoConfig, Procedure
+from coreai_opt.demo.data import DigitsData, batches, load_data
+from coreai_opt.demo.models import SmallCNN, SmallTransformer
+from coreai_opt.demo.train import calibrate, predict, train_float, train_qat
+from coreai_opt.demo.weight_bytes import weight_bytes
+from coreai_opt.inspection.sensitivity import SensitivityResult, layer_sensitivity
+from coreai_opt.quantization import Quantizer, QuantizerConfig
+
+__all__ = [
+    "MODELS",
+    "DemoReport",
+    "DemoRow",
+    "DemoSettings",
+    "ModelSpec",
+    "RunResult",
+    "run_demo",
+]
+
+_DROPPED = re.compile(r"removed (\d+) fake-quantizer\(s\) whose granularity block size")
+_FQ_LOGGER = "coreai_opt.quantization.spec.fake_quantize"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A demo model: its constructor and float training recipe."""
+
+    key: str
+    label: str
+    build: Callable[[], nn.Module]
+    epochs: int
+    lr: float
+
+
+MODELS: dict[str, ModelSpec] = {
+    "cnn": ModelSpec("cnn", "CNN", SmallCNN, epochs=15, lr=3e-3),
+    "transformer": ModelSpec("transformer", "Transformer", SmallTransformer, epochs=30, lr=2e-3),
+}
+"""The demo models by key."""
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """How much the demo runs.
+
+    Attributes:
+        seeds: training seeds; each trains the float models anew and quantizes them.
+        models: keys of :data:`MODELS`.
+        configs: keys of :data:`~coreai_opt.demo.configs.DEMO_CONFIGS`.
+        epoch_scale: multiplies every model's float training epochs (at least 1 epoch).
+        qat_epochs: QAT epochs of the QAT rows.
+        qat_lr: Adam learning rate of QAT.
+        batch_size: training / QAT / calibration batch size.
+        calibration_batches: batches of training images for calibration.
+        n_train: use only the first *n_train* training images (None: all 1437).
+        n_test: use only the first *n_test* test images (None: all 360).
+        sensitivity: run the per-layer sensitivity analysis (W4A8 on the CNN).
+        sensitivity_config: the config key for the sensitivity analysis.
+        keep_float_threshold: agreement drop (fraction) above which a layer is listed to
+            keep in float.
+        threads: ``torch.set_num_threads`` during the run, restored afterwards (None: leave
+            it). One thread is the default: these models are too small to gain from
+            intra-op parallelism, and on a busy machine OpenMP threads that wait for a core
+            make a run many times slower.
+    """
+
+    seeds: tuple[int, ...] = (0, 1, 2)
+    models: tuple[str, ...] = ("cnn", "transformer")
+    configs: tuple[str, ...] = tuple(c.key for c in DEMO_CONFIGS)
+    epoch_scale: float = 1.0
+    qat_epochs: int = 2
+    qat_lr: float = 1e-4
+    batch_size: int = 64
+    calibration_batches: int = 8
+    n_train: int | None = None
+    n_test: int | None = None
+    sensitivity: bool = True
+    sensitivity_config: str = "w4a8_qat"
+    keep_float_threshold: float = 0.005
+    threads: int | None = 1
+
+    @classmethod
+    def quick(cls) -> DemoSettings:
+        """A small run (one seed, shorter training, one QAT epoch) for tests and ``--quick``."""
+        return cls(seeds=(0,), epoch_scale=0.5, qat_epochs=1, calibration_batches=4)
+
+    def model_epochs(self, spec: ModelSpec) -> int:
+        """Float training epochs of *spec* under :attr:`epoch_scale`."""
+        return max(1, round(spec.epochs * self.epoch_scale))
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One (model, config, seed) run.
+
+    Attributes:
+        seed: the training seed.
+        accuracy: test accuracy.
+        agreement: fraction of test predictions equal to the float model's.
+        weight_bytes: packed weight storage (see :mod:`coreai_opt.demo.weight_bytes`).
+        fake_quantizers: fake-quantizers in the prepared model.
+        dropped: fake-quantizers prepare removed (block size does not fit).
+        prepare_s: seconds in ``prepare`` (0 for float).
+        fit_s: seconds of calibration or QAT (0 when neither runs; float training time for
+            the float row).
+        eval_s: seconds of the test-set forward passes.
+    """
+
+    seed: int
+    accuracy: float
+    agreement: float
+    weight_bytes: float
+    fake_quantizers: int
+    dropped: int
+    prepare_s: float
+    fit_s: float
+    eval_s: float
+
+
+def _mean(values: Sequence[float]) -> float:
+    return statistics.fmean(values) if values else float("nan")
+
+
+def _sd(values: Sequence[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+@dataclass(frozen=True)
+class DemoRow:
+    """One row of the results table: a (model, config) pair over all seeds.
+
+    Attributes:
+        model: the model label.
+        config: the config label (``"float"`` for the unquantized model).
+        key: the config key (``"float"`` for the unquantized model).
+        mode: the execution mode (``"graph"``; ``"-"`` for float).
+        procedure: what ran after prepare.
+        description: what the config quantizes.
+        runs: one :class:`RunResult` per seed.
+    """
+
+    model: str
+    config: str
+    key: str
+    mode: str
+    procedure: str
+    description: str
+    runs: tuple[RunResult, ...]
+
+    def _values(self, name: str) -> list[float]:
+        return [float(getattr(r, name)) for r in self.runs]
+
+    def mean(self, name: str) -> float:
+        """Mean over the seeds of a :class:`RunResult` field."""
+        return _mean(self._values(name))
+
+    def sd(self, name: str) -> float:
+        """Sample standard deviation over the seeds of a :class:`RunResult` field (0 for one)."""
+        return _sd(self._values(name))
+
+
+@dataclass(frozen=True)
+class DemoReport:
+    """Everything the demo measured.
+
+    Attributes:
+        rows: the results table, models in order, float first.
+        settings: the settings of the run.
+        sensitivity: the per-layer analysis (None when not run).
+        sensitivity_model: the label of the model it ran on.
+        sensitivity_config: the label of its config.
+        keep_float: layers the analysis suggests leaving in float.
+        keep_float_rule: how they were chosen.
+        seconds: wall time of the whole run.
+        environment: torch version, thread count, training / test set sizes.
+        files: files written by :func:`coreai_opt.demo.report.write_outputs`.
+    """
+
+    rows: tuple[DemoRow, ...]
+    settings: DemoSettings
+    sensitivity: SensitivityResult | None = None
+    sensitivity_model: str = ""
+    sensitivity_config: str = ""
+    keep_float: tuple[str, ...] = ()
+    keep_float_rule: str = ""
+    seconds: float = 0.0
+    environment: dict[str, str] = field(default_factory=dict)
+    files: tuple[str, ...] = ()
+
+    def row(self, model: str, key: str) -> DemoRow:
+        """The row of model label or key *model* and config key *key*."""
+        label = MODELS[model].label if model in MODELS else model
+        for row in self.rows:
+            if row.model == label and row.key == key:
+                return row
+        raise KeyError(f"no row for model {model!r} and config {key!r}")
+
+
+@contextmanager
+def _quiet_block_size_log() -> Iterator[None]:
+    """Mute the per-FQ log line of a block-size mismatch (the table counts the drops)."""
+    logger = logging.getLogger(_FQ_LOGGER)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+BATCH_DYNAMIC = ({0: torch.export.Dim.DYNAMIC},)
+"""``dynamic_shapes`` of the demo models' one input: any batch size."""
+
+
+def prepare_counting_drops(
+    quantizer: Quantizer, example_inputs: tuple[Any, ...]
+) -> tuple[nn.Module, int]:
+    """``quantizer.prepare(example_inputs)`` with a dynamic batch dimension, and the number
+    of fake-quantizers it removed because their block size does not fit (prepare's
+    ``UserWarning``; other warnings are re-emitted)."""
+    with warnings.catch_warnings(record=True) as caught, _quiet_block_size_log():
+        warnings.simplefilter("always")
+        prepared = quantizer.prepare(example_inputs, dynamic_shapes=BATCH_DYNAMIC)
+    dropped = 0
+    for item in caught:
+        match = _DROPPED.search(str(item.message))
+        if match:
+            dropped += int(match.group(1))
+        else:
+            warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
+    return prepared, dropped
+
+
+def _count_fqs(model: nn.Module) -> int:
+    from coreai_opt.quantization.spec.fake_quantize import FakeQuantizeImplBase
+
+    return sum(isinstance(m, FakeQuantizeImplBase) for m in model.modules())
+
+
+def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
+    return (logits.argmax(dim=-1) == y).double().mean().item()
+
+
+def _quantize_once(
+    float_model: nn.Module,
+    float_logits: torch.Tensor,
+    cfg: DemoConfig,
+    data: DigitsData,
+    settings: DemoSettings,
+    seed: int,
+    console: Console,
+    progress: bool,
+    tag: str,
+) -> RunResult:
+    generator = torch.Generator().manual_seed(1_000 + seed)
+    calib = list(batches(data.x_train, data.y_train, settings.batch_size, generator=generator))
+    calib = calib[: settings.calibration_batches]
+    per_epoch = (data.x_train.shape[0] + settings.batch_size - 1) // settings.batch_size
+    config = cfg.build(settings.qat_epochs * per_epoch)
+    quantizer = Quantizer(copy.deepcopy(float_model).eval(), config)
+    start = time.perf_counter()
+    prepared, dropped = prepare_counting_drops(quantizer, (calib[0][0],))
+    prepare_s = time.perf_counter() - start
+    start = time.perf_counter()
+    if cfg.procedure is Procedure.CALIBRATE:
+        calibrate(
+            prepared,
+            quantizer,
+            (x for x, _ in calib),
+            len(calib),
+            console=console,
+            progress=progress,
+            description=f"{tag} calibration",
+        )
+    elif cfg.procedure is Procedure.QAT:
+        train_qat(
+            prepared,
+            float_model,
+            quantizer,
+            data,
+            epochs=settings.qat_epochs,
+            lr=settings.qat_lr,
+            batch_size=settings.batch_size,
+            seed=seed,
+            console=console,
+            progress=progress,
+            description=f"{tag} QAT",
+        )
+    fit_s = time.perf_counter() - start if cfg.procedure is not Procedure.WEIGHTS_ONLY else 0.0
+    prepared.eval()
+    start = time.perf_counter()
+    logits = predict(prepared, data.x_test)
+    eval_s = time.perf_counter() - start
+    return RunResult(
+        seed=seed,
+        accuracy=_accuracy(logits, data.y_test),
+        agreement=(logits.argmax(-1) == float_logits.argmax(-1)).double().mean().item(),
+        weight_bytes=weight_bytes(prepared).total_bytes,
+        fake_quantizers=_count_fqs(prepared),
+        dropped=dropped,
+        prepare_s=prepare_s,
+        fit_s=fit_s,
+        eval_s=eval_s,
+    )
+
+
+def run_demo(
+    settings: DemoSettings | None = None,
+    *,
+    console: Console | None = None,
+    progress: bool | None = None,
+    data: DigitsData | None = None,
+) -> DemoReport:
+    """Train, quantize and evaluate every (model, config, seed); returns the report.
+
+    Prints nothing but progress bars (shown when *progress* is True, or when it is None
+    and *console* is a terminal); :mod:`coreai_opt.demo.report` renders the result.
+    """
+    settings = settings or DemoSettings()
+    console = console or Console()
+    show = console.is_terminal if progress is None else bool(progress)
+    unknown = [k for k in settings.models if k not in MODELS]
+    configs = {c.key: c for c in DEMO_CONFIGS}
+    unknown += [k for k in settings.configs if k not in configs]
+    if unknown:
+        raise ValueError(
+            f"unknown model / config keys {unknown}; models: {sorted(MODELS)}, configs: "
+            f"{sorted(configs)}"
+        )
+    threads = torch.get_num_threads()
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
+    try:
+        return _run(settings, configs, console, show, data)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(
+    settings: DemoSettings,
+    configs: dict[str, DemoConfig],
+    console: Console,
+    show: bool,
+    data: DigitsData | None,
+) -> DemoReport:
+    started = time.perf_counter()
+    data = data or load_data()
+    data = data.subset(settings.n_train, settings.n_test)
+    runs: dict[tuple[str, str], list[RunResult]] = {}
+    sensitivity_model: nn.Module | None = None
+    for seed in settings.seeds:
+        for model_key in settings.models:
+            spec = MODELS[model_key]
+            torch.manual_seed(seed)
+            model = spec.build()
+            train_s = train_float(
+                model,
+                data,
+                epochs=settings.model_epochs(spec),
+                lr=spec.lr,
+                batch_size=settings.batch_size,
+                seed=seed,
+                console=console,
+                progress=show,
+                description=f"{spec.label} seed {seed} training",
+            )
+            start = time.perf_counter()
+            float_logits = predict(model, data.x_test)
+            eval_s = time.perf_counter() - start
+            runs.setdefault((model_key, "float"), []).append(
+                RunResult(
+                    seed=seed,
+                    accuracy=_accuracy(float_logits, data.y_test),
+                    agreement=1.0,
+                    weight_bytes=weight_bytes(model).total_bytes,
+                    fake_quantizers=0,
+                    dropped=0,
+                    prepare_s=0.0,
+                    fit_s=train_s,
+                    eval_s=eval_s,
+                )
+            )
+            if model_key == "cnn" and sensitivity_model is None:
+                sensitivity_model = model
+            for key in settings.configs:
+                cfg = configs[key]
+                tag = f"{spec.label} {cfg.label} seed {seed}"
+                result = _quantize_once(
+                    model, float_logits, cfg, data, settings, seed, console, show, tag
+                )
+                runs.setdefault((model_key, key), []).append(result)
+
+    rows = []
+    for model_key in settings.models:
+        label = MODELS[model_key].label
+        rows.append(
+            DemoRow(
+                label,
+                "float",
+                "float",
+                "-",
+                "training",
+                "float32, no quantization",
+                tuple(runs[(model_key, "float")]),
+            )
+        )
+        for key in settings.configs:
+            cfg = configs[key]
+            rows.append(
+                DemoRow(
+                    label,
+                    cfg.label,
+                    key,
+                    QuantizerConfig().execution_mode.value,
+                    cfg.procedure.value,
+                    cfg.description,
+                    tuple(runs[(model_key, key)]),
+                )
+            )
+
+    report = DemoReport(rows=tuple(rows), settings=settings)
+    if settings.sensitivity and sensitivity_model is not None:
+        cfg = configs[settings.sensitivity_config]
+        generator = torch.Generator().manual_seed(1_000 + settings.seeds[0])
+        calib = list(batches(data.x_train, data.y_train, settings.batch_size, generator=generator))
+        result = layer_sensitivity(
+            sensitivity_model,
+            cfg.build(1),
+            list(batches(data.x_test, data.y_test, 512)),
+            calibration_data=[x for x, _ in calib[: settings.calibration_batches]],
+            show=False,
+            console=console,
+            progress=show,
+        )
+        threshold = settings.keep_float_threshold
+        keep = result.layers_to_keep_float(max_agreement_drop=threshold)
+        rule = f"agreement drop above {100 * threshold:g} pp"
+        if not keep and result.rows:
+            keep = [result.worst(1, by="sqnr")[0].layer]
+            rule = (
+                f"no layer's agreement drop exceeds {100 * threshold:g} pp; the layer with "
+                f"the lowest output SQNR"
+            )
+        report = replace(
+            report,
+            sensitivity=result,
+            sensitivity_model=MODELS["cnn"].label,
+            sensitivity_config=f"{cfg.label.removesuffix(' QAT')} (PTQ, calibrated)",
+            keep_float=tuple(keep),
+            keep_float_rule=rule,
+        )
+    environment = {
+        "torch": torch.__version__,
+        "threads": str(torch.get_num_threads()),
+        "train images": str(data.x_train.shape[0]),
+        "test images": str(data.x_test.shape[0]),
+    }
+    return replace(report, seconds=time.perf_counter() - started, environment=environment)

@@ -1,0 +1,223 @@
+"""Bytes a quantized model's weights would take once packed, read from its fake-quantizers.
+
+``coreai_opt.inspection.bits_per_weight`` is not built yet; this is the demo's own count,
+with the same rules:
+
+* a tensor read by a weight fake-quantizer costs ``numel x n_bits`` (the packed payload),
+  plus one scale per block at ``scale_dtype`` (8 bits for E8M0) or else at the weight's
+  own dtype, plus offsets: ``n_bits`` per block for an asymmetric zero point, a float
+  (weight dtype) per block for the minval formulation, none for symmetric schemes;
+* every other entry of the state dict (parameters and persistent buffers, batch-norm
+  statistics included) costs its dtype size; the fake-quantizers' own state is not
+  counted, and a tensor reachable under several names counts once.
+
+In graph mode each weight fake-quantizer is a root submodule ``activation_post_process_N``
+called on the weight: on the ``get_attr`` node itself, or on the conv-bn QAT form
+(``weight * bn_factor``). The weight is the largest floating-point parameter upstream of
+the call that reaches it only through tensor arithmetic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import fx, nn
+
+from coreai_opt.config.spec import CompressionTargetTensor
+from coreai_opt.quantization.spec import QuantizationScheme
+from coreai_opt.quantization.spec.fake_quantize import FakeQuantizeImplBase
+from coreai_opt.quantization.spec.qformulation import QuantizationFormulation
+
+__all__ = ["QuantizedTensorBytes", "WeightBytes", "weight_bytes"]
+
+_E8M0 = torch.float8_e8m0fnu
+
+
+@dataclass(frozen=True)
+class QuantizedTensorBytes:
+    """The packed size of one weight tensor read by a fake-quantizer (sizes in bits).
+
+    Attributes:
+        name: the parameter's qualified name.
+        fake_quantizer: the fake-quantizer's module name.
+        dtype: the quantized format (e.g. ``"int4"``, ``"float4_e2m1fn_x2"``).
+        numel: elements of the tensor.
+        n_bits: bits per element.
+        num_blocks: number of scales (one per channel / block; 1 per tensor).
+        payload_bits: ``numel * n_bits``.
+        scale_bits: ``num_blocks`` times the scale's size.
+        offset_bits: zero points or minvals (0 for symmetric schemes).
+    """
+
+    name: str
+    fake_quantizer: str
+    dtype: str
+    numel: int
+    n_bits: int
+    num_blocks: int
+    payload_bits: int
+    scale_bits: int
+    offset_bits: int
+
+    @property
+    def total_bits(self) -> int:
+        """Payload, scales and offsets."""
+        return self.payload_bits + self.scale_bits + self.offset_bits
+
+
+@dataclass(frozen=True)
+class WeightBytes:
+    """A model's weight storage: quantized tensors packed, everything else as stored.
+
+    Attributes:
+        quantized: one entry per tensor read by a weight fake-quantizer.
+        plain_bits: parameters and persistent buffers that are not quantized.
+        plain_numel: their element count.
+    """
+
+    quantized: tuple[QuantizedTensorBytes, ...]
+    plain_bits: int
+    plain_numel: int
+
+    @property
+    def total_bits(self) -> int:
+        """Every tensor counted once."""
+        return self.plain_bits + sum(t.total_bits for t in self.quantized)
+
+    @property
+    def total_bytes(self) -> float:
+        """``total_bits / 8``."""
+        return self.total_bits / 8
+
+    @property
+    def quantized_bytes(self) -> float:
+        """The quantized tensors: payload, scales and offsets."""
+        return sum(t.total_bits for t in self.quantized) / 8
+
+    @property
+    def plain_bytes(self) -> float:
+        """The tensors left in their own dtype."""
+        return self.plain_bits / 8
+
+    @property
+    def bits_per_quantized_weight(self) -> float:
+        """Average bits per element of the quantized tensors, scales included (0 if none)."""
+        numel = sum(t.numel for t in self.quantized)
+        return sum(t.total_bits for t in self.quantized) / numel if numel else 0.0
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _weight_fake_quantizers(model: nn.Module) -> dict[str, FakeQuantizeImplBase]:
+    return {
+        name: module
+        for name, module in model.named_modules()
+        if isinstance(module, FakeQuantizeImplBase)
+        and module.quantization_target is CompressionTargetTensor.WEIGHT
+        and not module.is_disabled()
+    }
+
+
+def _upstream_parameter(node: fx.Node, params: dict[str, torch.Tensor]) -> str | None:
+    """The largest floating-point parameter read (through ``call_function`` nodes) by *node*."""
+    best: tuple[int, str] | None = None
+    seen: set[fx.Node] = set()
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        if current.op == "get_attr":
+            tensor = params.get(str(current.target))
+            if tensor is not None and tensor.is_floating_point():
+                candidate = (tensor.numel(), str(current.target))
+                if best is None or candidate[0] > best[0]:
+                    best = candidate
+        elif current.op == "call_function":
+            stack.extend(n for n in current.all_input_nodes)
+    return None if best is None else best[1]
+
+
+def _tensor_of_fake_quantizer(
+    model: nn.Module, fq_name: str, fq: FakeQuantizeImplBase, params: dict[str, torch.Tensor]
+) -> str:
+    fqn = fq.tensor_fqn
+    if fqn in params:
+        return fqn
+    if isinstance(model, fx.GraphModule):
+        for node in model.graph.nodes:
+            if node.op == "call_module" and node.target == fq_name and node.args:
+                source = node.args[0]
+                if isinstance(source, fx.Node):
+                    name = _upstream_parameter(source, params)
+                    if name is not None:
+                        return name
+    raise ValueError(
+        f"cannot tell which parameter the weight fake-quantizer {fq_name!r} reads "
+        f"(tensor_fqn={fqn!r})"
+    )
+
+
+def _quantized_entry(
+    name: str, fq_name: str, fq: FakeQuantizeImplBase, tensor: torch.Tensor
+) -> QuantizedTensorBytes:
+    n_bits = int(getattr(fq, "n_bits"))  # noqa: B009 - every built-in implementation has it
+    scale, _, _ = fq.calculate_qparams()
+    num_blocks = max(1, int(scale.numel()))
+    scale_dtype = getattr(getattr(fq, "qparams_calculator", None), "scale_dtype", None)
+    compute_bits = tensor.element_size() * 8
+    scale_bits = num_blocks * (8 if scale_dtype == _E8M0 else compute_bits)
+    offset_bits = 0
+    if fq.qscheme is QuantizationScheme.ASYMMETRIC:
+        if fq.qformulation is QuantizationFormulation.MINVAL:
+            offset_bits = num_blocks * compute_bits
+        else:
+            offset_bits = num_blocks * n_bits
+    return QuantizedTensorBytes(
+        name=name,
+        fake_quantizer=fq_name,
+        dtype=_dtype_name(fq.dtype),
+        numel=tensor.numel(),
+        n_bits=n_bits,
+        num_blocks=num_blocks,
+        payload_bits=tensor.numel() * n_bits,
+        scale_bits=scale_bits,
+        offset_bits=offset_bits,
+    )
+
+
+def weight_bytes(model: nn.Module) -> WeightBytes:
+    """Count the packed weight storage of *model* (a prepared GraphModule or any module).
+
+    A model without fake-quantizers (the float model) counts every state-dict tensor at
+    its dtype size. Raises ``ValueError`` when a weight fake-quantizer's tensor cannot be
+    found.
+    """
+    fqs = _weight_fake_quantizers(model)
+    fq_prefixes = tuple(
+        f"{name}." for name, m in model.named_modules() if isinstance(m, FakeQuantizeImplBase)
+    )
+    state = {
+        name: tensor
+        for name, tensor in model.state_dict(keep_vars=True).items()
+        if not name.startswith(fq_prefixes)
+    }
+    quantized: dict[int, QuantizedTensorBytes] = {}
+    for fq_name, fq in fqs.items():
+        tensor_name = _tensor_of_fake_quantizer(model, fq_name, fq, state)
+        tensor = state[tensor_name]
+        quantized.setdefault(id(tensor), _quantized_entry(tensor_name, fq_name, fq, tensor))
+    plain_bits = 0
+    plain_numel = 0
+    seen: set[int] = set(quantized)
+    for tensor in state.values():
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        plain_bits += tensor.numel() * tensor.element_size() * 8
+        plain_numel += tensor.numel()
+    return WeightBytes(tuple(quantized.values()), plain_bits, plain_numel)
