@@ -15,15 +15,18 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from bench_models import PreLNBlock, SmallCNN
+from ops_cpu import TUNABLES
 from torch import nn
 
 from coreai_opt.quantization import Quantizer, QuantizerConfig
@@ -31,8 +34,14 @@ from coreai_opt.quantization import Quantizer, QuantizerConfig
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
-def medians(fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 3) -> dict[str, float]:
-    """Median seconds per call of each function, sampled round-robin (rotated each round)."""
+def medians(
+    fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 15
+) -> dict[str, float]:
+    """Median seconds per call of each function, sampled round-robin (rotated each round).
+
+    The warm-up is long because Inductor finishes compiling in background workers during
+    the first calls of a compiled model, which share this machine's two cores.
+    """
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -123,6 +132,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args()
+    if os.environ.get("GLIBC_TUNABLES") != TUNABLES:  # the allocator of ops_cpu.py, see there
+        os.environ["GLIBC_TUNABLES"] = TUNABLES
+        os.execv(sys.executable, [sys.executable, *sys.argv])
     torch.set_num_threads(args.threads)
     rows = ["| model | measure | float | W8A8 graph | ratio |", "|---|---|---|---|---|"]
     rows += measure("SmallCNN (32x3x16x16)", SmallCNN, SmallCNN.example_input(), args.rounds)
@@ -134,7 +146,8 @@ def main() -> None:
         f"\n## Graph mode overhead — {datetime.date.today()} — commit {commit}\n\n"
         f"{platform.processor() or platform.machine()}, {args.threads} threads, torch "
         f"{torch.__version__}, CPU kernels {torch.ops.coreai_opt.cpu_kernel_isa()}, median of "
-        f"{args.rounds} interleaved rounds (`python benchmarks/graph_overhead.py`).\n"
+        f"{args.rounds} interleaved rounds after 15 warm-up calls, GLIBC_TUNABLES={TUNABLES} "
+        f"(`python benchmarks/graph_overhead.py`).\n"
     )
     text = header + "\n" + "\n".join(rows) + "\n"
     print(text)
