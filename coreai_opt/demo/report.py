@@ -221,9 +221,9 @@ def save_accuracy_size_chart(report: DemoReport, path: str | Path) -> Path:
     ax_acc.set_title("accuracy (mean ± sd over seeds)")
     ax_size.set_ylabel("weight storage (KiB)")
     ax_size.set_title("packed weights + scales + float tensors")
+    ax_size.legend(fontsize=8)
     for ax in (ax_acc, ax_size):
         ax.set_xticks(xs, configs, rotation=30, ha="right")
-        ax.legend(fontsize=8)
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle("coreai_opt demo (graph mode): accuracy and size per config")
     fig.savefig(path, dpi=120)

@@ -238,9 +238,12 @@ class SensitivityResult:
                 color="tab:red",
                 label="accuracy drop",
             )
+        drops = agreement + [100 * (r.accuracy_drop or 0.0) for r in self.rows]
+        span = max([1.0, *(abs(d) * 1.3 for d in drops)])
+        ax_drop.set_xlim(-span, span)
         ax_drop.axvline(0.0, color="black", linewidth=0.8)
         ax_drop.set_xlabel("drop vs float (percentage points, lower is better)")
-        ax_drop.legend(loc="lower right", fontsize=8)
+        ax_drop.legend(loc="upper right", fontsize=8)
         fig.suptitle(title or f"Per-layer sensitivity ({self.num_samples} samples)")
         fig.savefig(path, dpi=120)
         return path
