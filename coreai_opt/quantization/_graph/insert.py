@@ -115,6 +115,7 @@ def insert_fake_quantizers(gm: fx.GraphModule, ann: Annotations) -> Placement:
             continue
         users = [u for u in node.users if not is_fq_node(u)]
         fq = ins.new_fq(slot.spec, CompressionTargetTensor.WEIGHT, node, slot.owner)
+        ins.gm.get_submodule(str(fq.target)).tensor_fqn = _weight_fqn(node)
         for user in users:
             user.replace_input_with(node, fq)
         ins.placement.weights[str(fq.target)] = [u.target for u in users]
@@ -145,6 +146,14 @@ def _drop_uncalled(ins: _Inserter) -> None:
         ins.placement.weights.pop(name, None)
         if name in ins.placement.activations:
             ins.placement.activations.remove(name)
+
+
+def _weight_fqn(node: fx.Node) -> str | None:
+    """The parameter a weight FQ reads: its get_attr target, also through the conv-bn fold
+    (``weight * gamma / sqrt(var + eps)``, whose first input is the weight)."""
+    while node.op == "call_function" and node.args and isinstance(node.args[0], fx.Node):
+        node = node.args[0]
+    return str(node.target) if node.op == "get_attr" else None
 
 
 def _written(node: fx.Node, index: int) -> bool:

@@ -141,3 +141,13 @@ def test_compressible_op_names() -> None:
     assert {"conv2d", "batch_norm", "relu", "linear", "add", "flatten"} <= names
     with pytest.raises(TypeError, match="GraphModule"):
         Quantizer.get_compressible_op_names(model, ExecutionMode.GRAPH)
+
+
+def test_weight_fqs_name_their_parameter() -> None:
+    gm = Quantizer(ConvBnNet().eval(), QuantizerConfig()).prepare((torch.randn(2, 3, 8, 8),))
+    names = {
+        gm.get_submodule(str(n.target)).tensor_fqn
+        for n in gm.graph.nodes
+        if is_fq_node(n) and n.args[0].op != "placeholder"
+    }
+    assert {"conv.weight", "fc.weight"} <= names  # conv.weight through the conv-bn fold
