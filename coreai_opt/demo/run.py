@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import copy
 import logging
-import re
 import statistics
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -30,6 +28,7 @@ from coreai_opt.demo.models import SmallCNN, SmallTransformer
 from coreai_opt.demo.train import calibrate, predict, train_float, train_qat
 from coreai_opt.demo.weight_bytes import weight_bytes
 from coreai_opt.inspection.sensitivity import SensitivityResult, layer_sensitivity
+from coreai_opt.inspection.sensitivity import prepare_counting_drops as count_drops
 from coreai_opt.quantization import Quantizer, QuantizerConfig
 
 __all__ = [
@@ -42,7 +41,6 @@ __all__ = [
     "run_demo",
 ]
 
-_DROPPED = re.compile(r"removed (\d+) fake-quantizer\(s\) whose granularity block size")
 _FQ_LOGGER = "coreai_opt.quantization.spec.fake_quantize"
 
 
@@ -241,19 +239,9 @@ def prepare_counting_drops(
     quantizer: Quantizer, example_inputs: tuple[Any, ...]
 ) -> tuple[nn.Module, int]:
     """``quantizer.prepare(example_inputs)`` with a dynamic batch dimension, and the number
-    of fake-quantizers it removed because their block size does not fit (prepare's
-    ``UserWarning``; other warnings are re-emitted)."""
-    with warnings.catch_warnings(record=True) as caught, _quiet_block_size_log():
-        warnings.simplefilter("always")
-        prepared = quantizer.prepare(example_inputs, dynamic_shapes=BATCH_DYNAMIC)
-    dropped = 0
-    for item in caught:
-        match = _DROPPED.search(str(item.message))
-        if match:
-            dropped += int(match.group(1))
-        else:
-            warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
-    return prepared, dropped
+    of fake-quantizers it removed because their block size does not fit."""
+    with _quiet_block_size_log():
+        return count_drops(quantizer, example_inputs, BATCH_DYNAMIC)
 
 
 def _count_fqs(model: nn.Module) -> int:

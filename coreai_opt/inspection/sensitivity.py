@@ -320,10 +320,11 @@ def _batch_dynamic(example_inputs: tuple[Any, ...]) -> tuple[Any, ...]:
     )
 
 
-def _prepare(
-    quantizer: Any, example_inputs: tuple[Any, ...], dynamic_shapes: Any
+def prepare_counting_drops(
+    quantizer: Any, example_inputs: tuple[Any, ...], dynamic_shapes: Any = None
 ) -> tuple[nn.Module, int]:
-    """``quantizer.prepare`` counting the fake-quantizers it drops (other warnings re-emitted)."""
+    """``quantizer.prepare`` and the number of fake-quantizers it removed because their
+    block size does not fit (prepare's ``UserWarning``; other warnings are re-emitted)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         prepared = quantizer.prepare(example_inputs, dynamic_shapes=dynamic_shapes)
@@ -441,7 +442,7 @@ def layer_sensitivity(
             execution_mode=full.execution_mode,
         )
         quantizer = Quantizer(copy.deepcopy(model).eval(), layer_config)
-        prepared, dropped = _prepare(quantizer, example_inputs, dynamic_shapes)
+        prepared, dropped = prepare_counting_drops(quantizer, example_inputs, dynamic_shapes)
         if calibrate:
             with quantizer.calibration_mode(), torch.no_grad():
                 for inputs, _ in calib_batches:
