@@ -597,6 +597,32 @@ class StatefulQParamsCalculatorBase(QParamsCalculatorBase):
         """Observe *x*, update the stored qparams and return them in *x*'s dtype."""
         return self._observe(x)
 
+    def update_qparams_from_running_range(self) -> None:
+        """Recompute the stored qparams from ``running_min`` / ``running_max``.
+
+        For state changed from outside a forward (e.g. ranges reduced across ranks by
+        :mod:`coreai_opt.quantization.distributed`). Uses the ``choose_qparams_int`` /
+        ``choose_qparams_float`` ops and ``float_range`` as a forward does (for the dtype of
+        the first observed input); elements whose range is still unobserved (+inf / -inf)
+        keep their stored qparams unless both ``float_range`` ends are pinned. No-op before
+        the state is sized.
+        """
+        if not self._initialized:
+            return
+        dtype = self._compute_dtype_for_export or torch.float32
+        with torch.no_grad():
+            lo, hi = self.running_min.float(), self.running_max.float()
+            scale, zp, minval = self._qparams_op(lo, hi, self.effective_float_range(dtype))
+            if self.fixed_range:
+                self._store_qparams((scale, zp, minval))
+                return
+            keep = torch.isposinf(lo) | torch.isneginf(hi)
+            self.scale.copy_(torch.where(keep, self.scale, scale))
+            if zp is not None and self.zero_point is not None:
+                self.zero_point.copy_(torch.where(keep, self.zero_point, zp))
+            if minval is not None and self.minval is not None:
+                self.minval.copy_(torch.where(keep, self.minval, minval))
+
 
 class RunningRangeMixin:
     """Marks a calculator whose range accumulates over batches.
