@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from coreai_opt.quantization import distributed as _distributed
 from coreai_opt.quantization.config import QATSchedule, QuantizerConfig
 from coreai_opt.quantization.config.resolution import (
     build_module_config_dict,
@@ -139,7 +140,10 @@ def _restore_training_flags(model: nn.Module) -> Iterator[None]:
 def calibration_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Observers on, fake-quant off, eval mode; on exit observers off, fake-quant on.
 
-    The train/eval flags of every module are restored on exit.
+    The train/eval flags of every module are restored on exit. On a normal exit under
+    ``torch.distributed`` the observer ranges are first synchronised across the ranks
+    (:func:`coreai_opt.quantization.distributed.sync_observers_if_enabled`); not after an
+    exception, which other ranks may not have raised.
     """
     require_prepared(model, "calibration_mode()")
     with _restore_training_flags(model):
@@ -147,6 +151,7 @@ def calibration_mode(model: nn.Module) -> Iterator[nn.Module]:
         set_switches(model, observer=True, fake_quant=False)
         try:
             yield model
+            _distributed.sync_observers_if_enabled(model)
         finally:
             set_switches(model, observer=False, fake_quant=True)
 
@@ -281,13 +286,16 @@ def step(state: LifecycleState) -> None:
     """Advance the QAT step count by one and apply the scheduled switch states.
 
     ``RuntimeError`` outside :func:`training_mode`; a ``UserWarning`` (and nothing
-    else) when no fake-quantizer has a schedule.
+    else) when no fake-quantizer has a schedule. Under ``torch.distributed`` the observer
+    ranges are first synchronised across the ranks, schedule or not
+    (:func:`coreai_opt.quantization.distributed.sync_observers_if_enabled`).
     """
     if not state.in_training or state.training_model is None:
         raise RuntimeError(
             "step() must be called inside a training_mode() context (it advances the "
             "QATSchedule of the model being trained)"
         )
+    _distributed.sync_observers_if_enabled(state.training_model)
     if not state.schedules:
         warnings.warn(
             "step() has no effect: no qat_schedule is configured on any module config",

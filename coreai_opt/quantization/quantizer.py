@@ -26,7 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from coreai_opt._export_backend import ExportBackend
-from coreai_opt.quantization import _lifecycle
+from coreai_opt.quantization import _lifecycle, distributed
 from coreai_opt.quantization._mode import ModeImplementation, get_mode_implementation
 from coreai_opt.quantization.config import ExecutionMode, QATSchedule, QuantizerConfig
 
@@ -226,9 +226,35 @@ class Quantizer:
         """Advance the QAT schedule by one step, then apply the new switch states.
 
         Must run inside :meth:`training_mode` (``RuntimeError`` otherwise); warns and
-        does nothing when no module config has a ``qat_schedule``.
+        does nothing else when no module config has a ``qat_schedule``. Under
+        ``torch.distributed`` it first synchronises the observer ranges across the ranks
+        (a collective: call it on every rank), unless
+        ``coreai_opt.quantization.distributed.set_auto_sync(False)``.
         """
         _lifecycle.step(self._state)
+
+    def sync_observers(
+        self, model: nn.Module | None = None, *, group: distributed.ProcessGroup | None = None
+    ) -> int:
+        """Synchronise the observer ranges across the data-parallel ranks now.
+
+        A collective: every rank of *group* (None: the default process group) must call
+        it. Reduces every stateful fake-quantizer's running range (MIN of the minima, MAX
+        of the maxima) in one all-reduce and recomputes its qparams; see
+        :mod:`coreai_opt.quantization.distributed` for the rules. *model* is the prepared
+        model (default: the one ``prepare`` returned) or the ``DistributedDataParallel``
+        wrapping it, which warns when it was built with ``broadcast_buffers=True``. Runs
+        whatever ``distributed.set_auto_sync`` says (that switch only covers the automatic
+        sync at calibration exit and ``step()``).
+
+        Returns:
+            The number of fake-quantizers synchronised; 0, with no collective, when
+            ``torch.distributed`` is not initialised or the group has one rank.
+        """
+        wrapper = model if isinstance(model, nn.parallel.DistributedDataParallel) else None
+        inner = wrapper.module if wrapper is not None else model
+        target = self._target(inner, "sync_observers()")
+        return distributed.sync_observers(wrapper if wrapper is not None else target, group)
 
     def _toggle(
         self,
