@@ -42,6 +42,7 @@ __all__ = [
 
 _LAZY: dict[str, tuple[str, str | None]] = {
     "Quantizer": ("coreai_opt.quantization.quantizer", "Quantizer"),
+    "distributed": ("coreai_opt.quantization.distributed", None),
     "fake_quantize": ("coreai_opt.quantization.spec.fake_quantize", None),
     "qparams_calculator": ("coreai_opt.quantization.spec.qparams_calculator", None),
     "range_calculator": ("coreai_opt.quantization.spec.range_calculator", None),

@@ -285,9 +285,10 @@ def training_mode(
 def step(state: LifecycleState) -> None:
     """Advance the QAT step count by one and apply the scheduled switch states.
 
-    ``RuntimeError`` outside :func:`training_mode`; a ``UserWarning`` (and nothing
-    else) when no fake-quantizer has a schedule. Under ``torch.distributed`` the observer
-    ranges are first synchronised across the ranks, schedule or not
+    ``RuntimeError`` outside :func:`training_mode`; a ``UserWarning`` when no
+    fake-quantizer has a schedule (the count does not advance). Under
+    ``torch.distributed`` the observer ranges are first synchronised across the ranks,
+    schedule or not
     (:func:`coreai_opt.quantization.distributed.sync_observers_if_enabled`).
     """
     if not state.in_training or state.training_model is None:
@@ -298,7 +299,8 @@ def step(state: LifecycleState) -> None:
     _distributed.sync_observers_if_enabled(state.training_model)
     if not state.schedules:
         warnings.warn(
-            "step() has no effect: no qat_schedule is configured on any module config",
+            "step() advances no QATSchedule: no qat_schedule is configured on any module "
+            "config (under torch.distributed it still synchronised the observer ranges)",
             UserWarning,
             stacklevel=3,
         )
