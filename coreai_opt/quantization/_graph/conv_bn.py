@@ -99,18 +99,19 @@ def insert_qat_conv_bn(gm: fx.GraphModule, ann: Annotations) -> list[ConvBnRecor
         conv.args = tuple(args)
         with graph.inserting_after(conv):
             scale_y = graph.call_function(aten.reshape.default, (scale, y_shape))
-        with graph.inserting_after(scale_y):
-            out = graph.call_function(aten.div.Tensor, (conv, scale_y))
-        last = out
-        if bias is not None:
-            with graph.inserting_after(out):
+        if bias is None:
+            with graph.inserting_after(scale_y):
+                last = graph.call_function(aten.div.Tensor, (conv, scale_y))
+        else:
+            # b + y / s in one pass (addcdiv divides, then adds: the same rounding as the
+            # two separate ops, one read of y fewer).
+            with graph.inserting_after(scale_y):
                 b = graph.call_function(aten.reshape.default, (bias, y_shape))
             with graph.inserting_after(b):
-                last = graph.call_function(aten.add.Tensor, (out, b))
+                last = graph.call_function(aten.addcdiv.default, (b, conv, scale_y))
         bn.replace_input_with(conv, last)
-        for node in (out, last):
-            if "val" in conv.meta:
-                node.meta["val"] = conv.meta["val"]
+        if "val" in conv.meta:
+            last.meta["val"] = conv.meta["val"]
         ann.states[folded] = ann.states.pop(weight)
         records.append(
             ConvBnRecord(

@@ -589,13 +589,15 @@ def test_conv_bn_relu_has_no_fq_between_conv_bn_and_relu() -> None:
     conv = node(gm, "conv2d")
     relu = node(gm, "relu")
     assert is_fq_node(conv.all_input_nodes[0]) and is_fq_node(conv.all_input_nodes[1])
-    # walk back from relu to conv: no FQ on the way
-    seen = relu.all_input_nodes[0]
-    path = []
-    while seen is not conv:
-        assert not is_fq_node(seen), f"FQ {seen.name} between conv and relu"
-        path.append(seen)
-        seen = seen.all_input_nodes[0]
+    # walk back from relu to conv along every input: no FQ on the way
+    stack, path = [relu.all_input_nodes[0]], []
+    while stack:
+        current = stack.pop()
+        if current is conv or current in path:
+            continue
+        assert not is_fq_node(current), f"FQ {current.name} between conv and relu"
+        path.append(current)
+        stack.extend(current.all_input_nodes)
     assert any(n.op == "call_module" or "batch_norm" in n.name for n in path)
     assert len(fqs_reading(gm, "relu")) == 1
     assert len(fq_nodes(gm)) == 3  # input, (folded) weight, relu output
