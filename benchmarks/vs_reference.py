@@ -70,9 +70,15 @@ START = time.perf_counter()
 
 
 def run_checked(cmd: list[str], what: str) -> str:
-    """Runs a command; on failure raises InstallError naming the command and its output."""
+    """Runs a command; on failure raises InstallError naming the command and its output.
+
+    It runs outside the repository, so that ``python -c`` / ``-m`` cannot import this
+    project's ``coreai_opt`` from the current directory.
+    """
     log(f"{what}: {' '.join(cmd)}")
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, check=False, cwd=tempfile.gettempdir()
+    )
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:])
         raise InstallError(
@@ -112,6 +118,7 @@ def ensure_venv(venv: Path, fresh: bool) -> Path:
     versions = run_checked(
         [
             str(python),
+            "-I",
             "-c",
             "import torch, torchao, coreai_opt; from importlib.metadata import version; "
             "print(f'torch {torch.__version__}, torchao {torchao.__version__}, "
@@ -236,7 +243,7 @@ def qparam_diff(a: dict[str, Any], b: dict[str, Any]) -> tuple[float, float, str
 def match_fqs(
     ours: list[dict[str, Any]], ref: list[dict[str, Any]]
 ) -> tuple[list[tuple[dict, dict]], list[dict], list[dict]]:
-    """Pairs FQs by key; then unmatched activations by producer alone when that is unique."""
+    """Pairs FQs by key, then by weight slot, then activations by producer when unique."""
     pairs = []
     ref_left = list(ref)
     ours_left = []
@@ -247,8 +254,16 @@ def match_fqs(
         else:
             pairs.append((o, hit))
             ref_left.remove(hit)
-    still = []
+    by_slot = []
     for o in ours_left:
+        hit = next((r for r in ref_left if o["slot"] and r["slot"] == o["slot"]), None)
+        if hit is None:
+            by_slot.append(o)
+        else:
+            pairs.append((o, hit))
+            ref_left.remove(hit)
+    still = []
+    for o in by_slot:
         cands = [
             r
             for r in ref_left
@@ -262,6 +277,16 @@ def match_fqs(
     return pairs, still, ref_left
 
 
+def counts(fqs: list[dict[str, Any]]) -> str:
+    """'nodes (modules)': FQ call_module nodes and distinct FQ modules."""
+    return f"{len(fqs)} ({len({f['module'] for f in fqs})})"
+
+
+def shared(fq: dict[str, Any]) -> str:
+    """' = <first node>' when this FQ node calls a module an earlier node already calls."""
+    return f" (= {fq['module']})" if fq["module"] != fq["name"] else ""
+
+
 def fmt(v: float, digits: int = 3) -> str:
     """A float for the tables ('-' for NaN)."""
     return "-" if v != v else f"{v:.{digits}g}"
@@ -271,8 +296,8 @@ def compare(ours: dict, ref: dict, data: dict[str, torch.Tensor]) -> tuple[list[
     """Markdown lines: the side-by-side table, then the per-FQ differences."""
     table = [
         "| model | config | acc % ours / ref | agree % ours / ref | max abs out diff "
-        "ours vs ref | FQs ours / ref | matched | max scale diff (rel) | prepare s ours / ref "
-        "| forward x float ours / ref | QAT step ms ours / ref (x float) |",
+        "ours vs ref | FQ nodes (modules) ours / ref | matched | max scale diff (rel) "
+        "| prepare s ours / ref | forward x float ours / ref | QAT step ms ours / ref (x float) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     detail: list[str] = []
@@ -283,8 +308,7 @@ def compare(ours: dict, ref: dict, data: dict[str, torch.Tensor]) -> tuple[list[
         same_float = (fo - fr).abs().max().item()
         table.append(
             f"| {name} | float | {accuracy(fo, y):.2f} / {accuracy(fr, y):.2f} | 100 / 100 "
-            f"| {fmt(same_float)} | - | - | - | - | - | {o_m['float_step_s'] * 1e3:.2f} / "
-            f"{r_m['float_step_s'] * 1e3:.2f} |"
+            f"| {fmt(same_float)} | - | - | - | - | - | - |"
         )
         for cfg in CONFIGS:
             o, r = o_m[cfg], r_m[cfg]
@@ -297,18 +321,25 @@ def compare(ours: dict, ref: dict, data: dict[str, torch.Tensor]) -> tuple[list[
             fo_ratio = o["forward_s"]["prepared"] / o["forward_s"]["float"]
             fr_ratio = r["forward_s"]["prepared"] / r["forward_s"]["float"]
             qat = "-"
-            if "qat_step_s" in o:
-                so = statistics.median(o["qat_step_s"][3:])
-                sr = statistics.median(r["qat_step_s"][3:])
+            if "qat_step_interleaved_s" in o:
+                io, ir = o["qat_step_interleaved_s"], r["qat_step_interleaved_s"]
+                so, sr = io["prepared"], ir["prepared"]
                 qat = (
-                    f"{so * 1e3:.2f} / {sr * 1e3:.2f} ({so / o_m['float_step_s']:.2f}x / "
-                    f"{sr / r_m['float_step_s']:.2f}x)"
+                    f"{so * 1e3:.2f} / {sr * 1e3:.2f} ({so / io['float']:.2f}x / "
+                    f"{sr / ir['float']:.2f}x)"
+                )
+                eo = statistics.median(o["qat_step_s"][3:])
+                er = statistics.median(r["qat_step_s"][3:])
+                detail.append(
+                    f"\n- {name} QAT: median step over the epoch {eo * 1e3:.2f} ms ours, "
+                    f"{er * 1e3:.2f} ms reference; float SGD step (same loop) "
+                    f"{o_m['float_step_s'] * 1e3:.2f} / {r_m['float_step_s'] * 1e3:.2f} ms."
                 )
             table.append(
                 f"| {name} | {cfg} | {accuracy(o['logits'], y):.2f} / "
                 f"{accuracy(r['logits'], y):.2f} | {agreement(o['logits'], fo):.2f} / "
-                f"{agreement(r['logits'], fr):.2f} | {fmt(out_diff)} | {len(o['fqs'])} / "
-                f"{len(r['fqs'])} | {len(pairs)} | {fmt(max_abs)} ({fmt(max_rel)}) | "
+                f"{agreement(r['logits'], fr):.2f} | {fmt(out_diff)} | {counts(o['fqs'])} / "
+                f"{counts(r['fqs'])} | {len(pairs)} | {fmt(max_abs)} ({fmt(max_rel)}) | "
                 f"{statistics.median(o['prepare_s']):.3f} / "
                 f"{statistics.median(r['prepare_s']):.3f} | {fo_ratio:.2f} / {fr_ratio:.2f} "
                 f"| {qat} |"
@@ -320,14 +351,20 @@ def compare(ours: dict, ref: dict, data: dict[str, torch.Tensor]) -> tuple[list[
             detail.append("|---|---|---|---|---|---|")
             for (a, b), (dabs, drel, note) in zip(pairs, diffs, strict=True):
                 shape = "x".join(str(s) for s in a["scale"].shape) if a["scale"] is not None else ""
+                if a["tensor_fqn"] != b["tensor_fqn"]:
+                    note = f"{note} tensor_fqn {a['tensor_fqn']!r} / {b['tensor_fqn']!r}".strip()
                 detail.append(
-                    f"| {a['kind']} `{a['key']}` [{shape or 'scalar'}] | {a['name']} | "
-                    f"{b['name']} | {fmt(dabs)} | {fmt(drel)} | {note} |"
+                    f"| {a['kind']} `{a['key']}` [{shape or 'scalar'}] | {a['name']}{shared(a)} | "
+                    f"{b['name']}{shared(b)} | {fmt(dabs)} | {fmt(drel)} | {note} |"
                 )
             for a in only_o:
-                detail.append(f"| ONLY OURS: {a['kind']} `{a['key']}` | {a['name']} | - | | | |")
+                detail.append(
+                    f"| ONLY OURS: {a['kind']} `{a['key']}` | {a['name']}{shared(a)} | - | | | |"
+                )
             for b in only_r:
-                detail.append(f"| ONLY REF: {b['kind']} `{b['key']}` | - | {b['name']} | | | |")
+                detail.append(
+                    f"| ONLY REF: {b['kind']} `{b['key']}` | - | {b['name']}{shared(b)} | | | |"
+                )
             for side, row in (("ours", o), ("ref", r)):
                 for w in row["warnings"]:
                     detail.append(f"\n- prepare warning ({side}): {w}")
@@ -388,8 +425,9 @@ def main() -> None:
         f"({args.epochs} Adam epochs) and loaded by both sides. Accuracy on the test split; "
         "agreement = argmax equal to that side's float model; out diff = max |logit ours - "
         "logit ref|; scale diff over FQs matched by what they quantize; prepare = median of 3; "
-        f"forward = eval batch ({args.rounds} interleaved rounds, median); QAT step = median "
-        "over the epoch (SGD, step() per batch), x float = over the same float SGD step.\n"
+        f"forward = eval batch ({args.rounds} interleaved rounds, median); QAT step = SGD step "
+        "+ step() on one batch in training_mode after the epoch, interleaved with the float "
+        "model's SGD step (median); the epoch's own medians are in the detail.\n"
     )
     text = header + "\n" + "\n".join(table) + "\n\n### Per-FQ detail\n" + "\n".join(detail) + "\n"
     print(text)

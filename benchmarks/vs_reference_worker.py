@@ -101,13 +101,44 @@ def is_fq_node(node: fx.Node) -> bool:
     return node.op == "call_module" and str(node.target).startswith("activation_post_process_")
 
 
+WEIGHTED_OPS = ("conv1d", "conv2d", "conv3d", "linear", "embedding")
+
+
+def op_kind(node: fx.Node) -> str:
+    """The aten op's short name of a call_function node (``conv2d``, ``linear``, ...)."""
+    return str(getattr(node.target, "__name__", node.target)).split(".")[0]
+
+
+def weight_slots(gm: fx.GraphModule) -> dict[fx.Node, str]:
+    """FQ nodes read as the weight (argument 1) of a conv / linear / embedding.
+
+    Named ``<op>#<k>.weight`` with k the op's rank among ops of its kind in topological
+    order, so the two graphs agree even where the reference's conv-bn rewrite renames nodes.
+    """
+    counts: dict[str, int] = {}
+    slots = {}
+    for node in gm.graph.nodes:
+        if node.op != "call_function" or op_kind(node) not in WEIGHTED_OPS:
+            continue
+        kind = op_kind(node)
+        k = counts.get(kind, 0)
+        counts[kind] = k + 1
+        if len(node.args) > 1 and isinstance(node.args[1], fx.Node) and is_fq_node(node.args[1]):
+            slots[node.args[1]] = f"{kind}#{k}.weight"
+    return slots
+
+
 def fq_table(gm: fx.GraphModule) -> list[dict[str, Any]]:
-    """Every FQ of a prepared GraphModule: what it quantizes and its qparams.
+    """Every FQ node of a prepared GraphModule: what it quantizes and its qparams.
 
     Weights are named by ``tensor_fqn`` (the parameter), else by the get_attr target.
     Activations by their producer (``node.args[0]``) and consumers (the FQ node's users).
+    ``slot`` names the weight slot it feeds (see weight_slots); ``module`` is the FQ
+    module's first node name, so nodes calling one shared module can be told apart.
     """
     rows = []
+    slots = weight_slots(gm)
+    first_node_of: dict[int, str] = {}
     for node in gm.graph.nodes:
         if not is_fq_node(node):
             continue
@@ -132,9 +163,13 @@ def fq_table(gm: fx.GraphModule) -> list[dict[str, Any]]:
         except Exception as exc:  # a dropped / disabled FQ has no qparams
             scale, zp = None, None
             print(f"    qparams of {node.target}: {type(exc).__name__}: {exc}", flush=True)
+        first_node_of.setdefault(id(fq), str(node.target))
         rows.append(
             {
                 "name": str(node.target),
+                "module": first_node_of[id(fq)],
+                "slot": slots.get(node, ""),
+                "tensor_fqn": str(fqn),
                 "kind": kind,
                 "key": key,
                 "producer": describe(src) if isinstance(src, fx.Node) else repr(src),
@@ -194,6 +229,37 @@ def qat_epoch(
             quantizer.step()
             times.append(time.perf_counter() - t0)
     return times
+
+
+def interleaved_steps(
+    name: str,
+    quantizer: Quantizer,
+    float_model: nn.Module,
+    prepared: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    rounds: int,
+) -> dict[str, float]:
+    """Median SGD step of the float model and QAT step of the prepared one, interleaved."""
+    f_opt = torch.optim.SGD(float_model.parameters(), lr=1e-4)
+    p_opt = torch.optim.SGD(prepared.parameters(), lr=1e-4)
+
+    def step(model: nn.Module, opt: torch.optim.Optimizer, qat: bool) -> None:
+        opt.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(readout(name, model(x)), y).backward()
+        opt.step()
+        if qat:
+            quantizer.step()
+
+    float_model.train()
+    with quantizer.training_mode(prepared):
+        return median_times(
+            {
+                "float": lambda: step(float_model, f_opt, False),
+                "prepared": lambda: step(prepared, p_opt, True),
+            },
+            rounds,
+        )
 
 
 def float_step_times(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -261,6 +327,10 @@ def run_model(name: str, work: Path, data: dict[str, Any], args: argparse.Namesp
                 m(xb)
 
         row["forward_s"] = median_times({"float": f_call, "prepared": p_call}, args.rounds)
+        if cfg == "W8A8 QAT 1 epoch":
+            row["qat_step_interleaved_s"] = interleaved_steps(
+                name, quantizer, f_model, prepared, x_train[:bs], y_train[:bs], args.rounds
+            )
         result[cfg] = row
     return result
 
@@ -283,7 +353,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--prepare-repeats", type=int, default=3)
     args = parser.parse_args()
-    here = Path(coreai_opt.__file__).resolve().is_relative_to(REPO)
+    here = Path(coreai_opt.__file__).resolve().is_relative_to(REPO / "coreai_opt")
     if here != (args.side == "ours"):  # the reference must not see this repository's package
         raise SystemExit(f"side {args.side}: imported the wrong coreai_opt package")
     torch.set_num_threads(args.threads)
