@@ -320,7 +320,7 @@ def compare(ours: dict, ref: dict, data: dict[str, torch.Tensor]) -> tuple[list[
             out_diff = (o["logits"] - r["logits"]).abs().max().item()
             fo_ratio = o["forward_s"]["prepared"] / o["forward_s"]["float"]
             fr_ratio = r["forward_s"]["prepared"] / r["forward_s"]["float"]
-            qat = "-"
+            qat, qat_note = "-", ""
             if "qat_step_interleaved_s" in o:
                 io, ir = o["qat_step_interleaved_s"], r["qat_step_interleaved_s"]
                 so, sr = io["prepared"], ir["prepared"]
@@ -330,7 +330,7 @@ def compare(ours: dict, ref: dict, data: dict[str, torch.Tensor]) -> tuple[list[
                 )
                 eo = statistics.median(o["qat_step_s"][3:])
                 er = statistics.median(r["qat_step_s"][3:])
-                detail.append(
+                qat_note = (
                     f"\n- {name} QAT: median step over the epoch {eo * 1e3:.2f} ms ours, "
                     f"{er * 1e3:.2f} ms reference; float SGD step (same loop) "
                     f"{o_m['float_step_s'] * 1e3:.2f} / {r_m['float_step_s'] * 1e3:.2f} ms."
@@ -365,6 +365,8 @@ def compare(ours: dict, ref: dict, data: dict[str, torch.Tensor]) -> tuple[list[
                 detail.append(
                     f"| ONLY REF: {b['kind']} `{b['key']}` | - | {b['name']}{shared(b)} | | | |"
                 )
+            if qat_note:
+                detail.append(qat_note)
             for side, row in (("ours", o), ("ref", r)):
                 for w in row["warnings"]:
                     detail.append(f"\n- prepare warning ({side}): {w}")
