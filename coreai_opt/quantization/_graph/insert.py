@@ -5,14 +5,16 @@ node of the same name (its name becomes the Core AI buffer name at finalize).
 
 - State: one FQ per ``get_attr`` node with a spec, read by every consumer of that tensor
   (a shared weight shares one FQ).
-- Activations: for each value, the edges to its consumers take the consumer's input spec,
-  or else the producer's output spec (a decline on one side leaves the other side's
-  spec). Edges with equal specs share one FQ placed right after the producer, so a
-  producer-output / consumer-input pair is one FQ.
+- Activations: for each value, each edge to a consumer takes the spec of its
+  higher-priority side, the consumer's input slot or the producer's output slot (a decline
+  on one side leaves the other side's spec). Edges with equal specs share one FQ placed
+  right after the producer, so a producer-output / consumer-input pair is one FQ.
 - Values that an op only moves (view, permute, dropout, max pooling, ...) stay on the grid
   of the FQ before them: a consumer asking for the same spec reuses that FQ instead of
-  adding one. Averaging shared ops (avg pooling, mean) call the same FQ module again on
-  their output, so input and output share qparams.
+  adding one. Averaging shared ops (avg pooling, mean) and cat call the same FQ module
+  again for consumers that ask for its spec, so input and output share qparams.
+- A shared FQ whose axis an op in between moves or resizes becomes per-tensor; an op with
+  a bounded output range (relu, sigmoid, tanh, ...) gives its FQ that range (§12).
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ class _Inserter:
 
     def call(self, name: str, after: fx.Node, node_name: str | None = None) -> fx.Node:
         """A call of the FQ module *name* on *after*'s output; the node is named like the
-        module (a repeated call of a shared FQ gets a ``_shared`` suffix instead)."""
+        module, or *node_name* for a repeated call of a shared FQ."""
         with self.gm.graph.inserting_after(after):
             node = self.gm.graph.create_node("call_module", name, (after,), name=node_name or name)
         if "val" in after.meta:
