@@ -1,3 +1,4 @@
-"""Package version (kept in one place so that setup and runtime agree)."""
+"""Package version (kept in one place: pyproject.toml reads it), the coreai-opt release
+whose API this package implements (0.3.0, behaviour.md §12)."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -289,3 +289,14 @@ def test_factory_base_declares_both_constructors() -> None:
     assert CompressionComponentFactoryBase.__abstractmethods__ == {"construct", "construct_partial"}
     assert issubclass(QuantizationComponentFactory, CompressionComponentFactoryBase)
     assert QuantizationComponentFactory.construct_partial(None, "weight") is None
+
+
+def test_the_version_is_kept_in_one_place() -> None:
+    """The installed distribution reports the package's own __version__ (pyproject.toml
+    reads coreai_opt/_version.py), the coreai-opt release whose API this implements."""
+    import importlib.metadata
+
+    import coreai_opt
+
+    assert coreai_opt.__version__ == "0.3.0"
+    assert importlib.metadata.version("coreai_opt") == coreai_opt.__version__

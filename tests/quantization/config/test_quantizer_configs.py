@@ -301,7 +301,7 @@ def test_export_backend_and_error() -> None:
     assert isinstance(err, ValueError)
     assert "torch.int4" in str(err) and "activation of linear" in str(err)
     assert "ExportBackend.CoreAI" in str(err)
-    assert __version__ == "0.2.0"
+    assert __version__ == "0.3.0"  # the coreai-opt release this package implements
 
 
 def test_compression_base_enums() -> None:
