@@ -9,21 +9,20 @@ is not part of this build yet.
 
 from __future__ import annotations
 
-import contextlib
-import inspect
 import re
 import warnings
 from collections.abc import Collection
 from typing import Any
 
-import torch
 from torch import fx, nn
 
-from coreai_opt.inspection._errors import InvalidExecutionModeError
 from coreai_opt.inspection._graph_parse import parse_graph_module, qualified_type_name
 from coreai_opt.inspection._info import ModelSummary, OpInfo
 from coreai_opt.inspection._render import render_summary
+from coreai_opt.quantization._graph.export import export_program
+from coreai_opt.quantization._mode import ModeUnavailableError
 from coreai_opt.quantization.config import ExecutionMode
+from coreai_opt.quantization.config.quantization_config import parse_execution_mode
 
 __all__ = ["ModelInspector"]
 
@@ -51,7 +50,8 @@ class ModelInspector:
             ``ExecutionMode`` value.
         ValueError: *example_inputs* is None for anything but a ``GraphModule`` in
             graph mode, or *compressor* is not a ``Quantizer`` subclass.
-        NotImplementedError: eager mode (after the checks; a ``GraphModule`` given in
+        ModeUnavailableError: eager mode (a ``RuntimeError``, as ``Quantizer`` raises for a
+            mode not in this build; after the checks; a ``GraphModule`` given in
             eager mode raises ``TypeError`` first).
 
     Example::
@@ -77,7 +77,7 @@ class ModelInspector:
                 f"model must be a torch.nn.Module, got {type(model).__module__}."
                 f"{type(model).__qualname__}"
             )
-        mode = _parse_mode(execution_mode)
+        mode = parse_execution_mode(execution_mode)
         is_graph_module = isinstance(model, fx.GraphModule)
         if example_inputs is None and not (is_graph_module and mode is ExecutionMode.GRAPH):
             raise ValueError(
@@ -111,9 +111,9 @@ class ModelInspector:
                         UserWarning,
                         stacklevel=2,
                     )
-            raise NotImplementedError(
-                "ModelInspector does not support execution_mode='eager' yet: eager-mode "
-                "inspection is not available in this build. Use "
+            raise ModeUnavailableError(
+                "ModelInspector needs the 'eager' execution mode, which is not available in "
+                "this build yet: eager-mode inspection is not built. Use "
                 "execution_mode=ExecutionMode.GRAPH ('graph') to inspect the exported graph."
             )
 
@@ -252,16 +252,10 @@ def export_graph_module(
     dynamic_shapes: Any,
     export_with_no_grad: bool,
 ) -> fx.GraphModule:
-    """``torch.export.export(model, ..., strict=False).module()`` without guard checks.
-
-    An export failure is re-raised as it is, with a note listing what may help.
-    """
-    grad_context = torch.no_grad() if export_with_no_grad else contextlib.nullcontext()
+    """Graph mode's export (``_graph.export.export_program``); an export failure is
+    re-raised as it is, with notes listing what may help."""
     try:
-        with grad_context:
-            program = torch.export.export(
-                model, example_inputs, dynamic_shapes=dynamic_shapes, strict=False
-            )
+        return export_program(model, example_inputs, dynamic_shapes, export_with_no_grad)
     except Exception as err:
         hints = [
             "ModelInspector could not export the model with torch.export.export(strict=False).",
@@ -277,30 +271,6 @@ def export_graph_module(
             for hint in hints:
                 err.add_note(hint)
         raise
-    kwargs: dict[str, Any] = {}
-    if "check_guards" in inspect.signature(program.module).parameters:
-        kwargs["check_guards"] = False
-    graph_module = program.module(**kwargs)
-    assert isinstance(graph_module, fx.GraphModule)
-    return graph_module
-
-
-def _parse_mode(execution_mode: object) -> ExecutionMode:
-    allowed = [mode.value for mode in ExecutionMode]
-    if isinstance(execution_mode, ExecutionMode):
-        return execution_mode
-    if isinstance(execution_mode, str):
-        try:
-            return ExecutionMode(execution_mode)
-        except ValueError as err:
-            raise InvalidExecutionModeError(
-                f"execution_mode={execution_mode!r} is not a valid execution mode; allowed "
-                f"values: {allowed} (or the ExecutionMode members)"
-            ) from err
-    raise InvalidExecutionModeError(
-        f"execution_mode must be an ExecutionMode or one of {allowed}, got "
-        f"{execution_mode!r} ({type(execution_mode).__name__})"
-    )
 
 
 def _as_tuple(example_inputs: object) -> tuple[Any, ...]:

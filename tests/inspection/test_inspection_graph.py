@@ -23,6 +23,7 @@ from coreai_opt.inspection import (
 )
 from coreai_opt.inspection._errors import InvalidExecutionModeError
 from coreai_opt.quantization import ExecutionMode, Quantizer
+from coreai_opt.quantization._mode import ModeUnavailableError
 
 # -- models -----------------------------------------------------------------------------------
 
@@ -471,12 +472,12 @@ def test_execution_mode_spellings() -> None:
 
 
 def test_eager_mode_is_not_available_yet() -> None:
-    with pytest.raises(NotImplementedError, match=r"execution_mode='eager'.*ExecutionMode\.GRAPH"):
+    with pytest.raises(ModeUnavailableError, match=r"'eager' execution mode.*ExecutionMode\.GRAPH"):
         ModelInspector(Net(), EXAMPLE, ExecutionMode.EAGER)
 
 
 def test_eager_mode_warns_about_graph_only_arguments_first() -> None:
-    with pytest.warns(UserWarning) as record, pytest.raises(NotImplementedError):
+    with pytest.warns(UserWarning) as record, pytest.raises(ModeUnavailableError):
         ModelInspector(
             Net(), EXAMPLE, "eager", dynamic_shapes={"x": None}, export_with_no_grad=False
         )

@@ -9,7 +9,26 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-__all__ = ["export_model"]
+__all__ = ["export_model", "export_program"]
+
+
+def export_program(
+    model: nn.Module,
+    example_inputs: tuple[Any, ...],
+    dynamic_shapes: Any = None,
+    export_with_no_grad: bool = True,
+) -> fx.GraphModule:
+    """``torch.export.export(model, ..., strict=False)`` (under ``no_grad`` when asked),
+    unlifted into a ``GraphModule`` without input guard checks. Export errors propagate as
+    torch raised them; :func:`export_model` and ``ModelInspector`` add their own hints."""
+    grad = torch.no_grad() if export_with_no_grad else contextlib.nullcontext()
+    with grad:
+        program = torch.export.export(
+            model, example_inputs, dynamic_shapes=dynamic_shapes, strict=False
+        )
+    if "check_guards" in inspect.signature(program.module).parameters:
+        return program.module(check_guards=False)
+    return program.module()
 
 
 def export_model(
@@ -24,12 +43,8 @@ def export_model(
         RuntimeError: the export failed; the cause is attached and the message lists
             what commonly helps.
     """
-    grad = torch.no_grad() if export_with_no_grad else contextlib.nullcontext()
     try:
-        with grad:
-            program = torch.export.export(
-                model, example_inputs, dynamic_shapes=dynamic_shapes, strict=False
-            )
+        gm = export_program(model, example_inputs, dynamic_shapes, export_with_no_grad)
     except Exception as err:
         raise RuntimeError(
             f"Failed to trace the model with torch.export.export(): {type(err).__name__}: "
@@ -37,10 +52,6 @@ def export_model(
             f"dynamic_shapes=... if the input shapes vary (or None if the given spec is "
             f"wrong); or QuantizerConfig(execution_mode='eager'), which needs no export"
         ) from err
-    if "check_guards" in inspect.signature(program.module).parameters:
-        gm = program.module(check_guards=False)
-    else:
-        gm = program.module()
     _drop_unpicklable_hooks(gm, example_inputs)
     # Unpickling re-traces the generated code with the recorded tracer class; export's
     # own tracer cannot be built without arguments, the plain FX tracer can.
