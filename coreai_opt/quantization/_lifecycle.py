@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.fx.graph_module import _USER_PRESERVED_ATTRIBUTES_KEY
 
 from coreai_opt.quantization import distributed as _distributed
 from coreai_opt.quantization.config import QATSchedule, QuantizerConfig
@@ -74,13 +75,15 @@ def mark_prepared(model: nn.Module) -> nn.Module:
     """
     model.register_buffer(PREPARED_MARKER, torch.tensor(True), persistent=False)
     if isinstance(model, torch.fx.GraphModule):
-        preserved = model.meta.setdefault(_GRAPH_PRESERVED_KEY, {})
-        preserved[PREPARED_MARKER] = torch.tensor(True)
+        preserve_across_deepcopy(model, PREPARED_MARKER, torch.tensor(True))
     return model
 
 
-# Where a GraphModule keeps attributes that its deepcopy restores (torch.fx convention).
-_GRAPH_PRESERVED_KEY = "_user_preserved_attributes"
+def preserve_across_deepcopy(gm: torch.fx.GraphModule, name: str, value: object) -> None:
+    """Record *value* as attribute *name* of *gm* where ``GraphModule.__deepcopy__``
+    restores it (its user-preserved attributes in ``gm.meta``); the copy rebuilds the
+    module from the graph and keeps nothing else."""
+    gm.meta.setdefault(_USER_PRESERVED_ATTRIBUTES_KEY, {})[name] = value
 
 
 def is_prepared(model: nn.Module) -> bool:

@@ -14,6 +14,7 @@ order as at prepare and cast back to the conv's dtype; the batch norm is removed
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -45,12 +46,9 @@ class ConvBnRecord:
     transposed: bool
 
 
-def _get(gm: nn.Module, target: str) -> torch.Tensor:
-    obj: object = gm
-    for part in target.split("."):
-        obj = getattr(obj, part)
-    assert isinstance(obj, torch.Tensor)
-    return obj
+def _tensor(gm: nn.Module, target: str) -> torch.Tensor:
+    """The parameter or buffer at the dotted *target* of *gm*."""
+    return operator.attrgetter(target)(gm)
 
 
 def insert_qat_conv_bn(gm: fx.GraphModule, ann: Annotations) -> list[ConvBnRecord]:
@@ -79,7 +77,7 @@ def insert_qat_conv_bn(gm: fx.GraphModule, ann: Annotations) -> list[ConvBnRecor
         if bias is not None and not (isinstance(bias, fx.Node) and bias.op == "get_attr"):
             continue
         transposed = k.weighted_kind(conv) == "conv_transpose"
-        w_rank = _get(gm, str(weight.target)).dim()
+        w_rank = _tensor(gm, str(weight.target)).dim()
         y_rank = conv.meta["val"].dim() if "val" in conv.meta else w_rank
         graph = gm.graph
         w_shape = [1, -1] + [1] * (w_rank - 2) if transposed else [-1] + [1] * (w_rank - 1)
@@ -158,12 +156,12 @@ def fold_conv_bn(gm: fx.GraphModule) -> int:
         conv, bn, weight = by_name.get(r.conv), by_name.get(r.bn), by_name.get(r.weight)
         if conv is None or bn is None or weight is None:
             continue
-        w = _get(gm, r.weight_target)
-        gamma, beta = _get(gm, r.gamma).float(), _get(gm, r.beta).float()
-        mean, var = _get(gm, r.mean).float(), _get(gm, r.var).float()
+        w = _tensor(gm, r.weight_target)
+        gamma, beta = _tensor(gm, r.gamma).float(), _tensor(gm, r.beta).float()
+        mean, var = _tensor(gm, r.mean).float(), _tensor(gm, r.var).float()
         scale = gamma / torch.sqrt(var + r.eps)
         w_shape = [1, -1] + [1] * (w.dim() - 2) if r.transposed else [-1] + [1] * (w.dim() - 1)
-        bias = _get(gm, r.bias_target).float() if r.bias_target else torch.zeros_like(mean)
+        bias = _tensor(gm, r.bias_target).float() if r.bias_target else torch.zeros_like(mean)
         with torch.no_grad():
             new_w = (w.float() * scale.reshape(w_shape)).to(w.dtype)
             new_b = ((bias - mean) * scale + beta).to(w.dtype)
@@ -173,7 +171,7 @@ def fold_conv_bn(gm: fx.GraphModule) -> int:
         bias_target = r.bias_target or (f"{owner_path}.bias" if owner_path else "bias")
         if r.bias_target:
             with torch.no_grad():
-                _get(gm, r.bias_target).copy_(new_b)
+                _tensor(gm, r.bias_target).copy_(new_b)
         else:
             owner.register_parameter(bias_target.rsplit(".", 1)[-1], nn.Parameter(new_b))
         # The weight FQ reads the weight again; the conv gets the folded bias.

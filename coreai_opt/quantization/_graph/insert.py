@@ -34,6 +34,7 @@ from coreai_opt.quantization.spec import (
     QuantizationScheme,
     QuantizationSpec,
 )
+from coreai_opt.quantization.spec._dtype_table import format_info
 
 __all__ = ["FQ_PREFIX", "Placement", "insert_fake_quantizers", "is_fq_node"]
 
@@ -349,7 +350,7 @@ def _with_intrinsic_range(
     Shared with consumers, each bound is the union with theirs, an unpinned bound winning.
     """
     intrinsic = intrinsic_range(value)
-    if intrinsic is None or spec.dtype in _FLOAT_FORMATS:
+    if intrinsic is None or format_info(spec.dtype).is_float:
         return spec
     symmetric, lo, hi = intrinsic
     for other in consumer_specs:
@@ -360,13 +361,6 @@ def _with_intrinsic_range(
         lo = 0.0
     scheme = QuantizationScheme.SYMMETRIC if symmetric else QuantizationScheme.ASYMMETRIC
     return spec.model_copy(update={"qscheme": scheme, "float_range": [lo, hi]})
-
-
-_FLOAT_FORMATS = {
-    getattr(torch, name)
-    for name in ("float8_e4m3fn", "float8_e5m2", "float4_e2m1fn_x2")
-    if hasattr(torch, name)
-}
 
 
 def _quantize_edges(

@@ -35,7 +35,6 @@ __all__ = ["GraphMode"]
 logger = logging.getLogger(__name__)
 
 _OWNERS_KEY = "coreai_opt_fq_owners"
-_PRESERVED_KEY = "_user_preserved_attributes"  # restored by GraphModule's deepcopy
 
 
 def _check_inputs(example_inputs: Any) -> None:
@@ -123,14 +122,13 @@ class GraphMode(ModeImplementation):
 
     def _preserve_attributes(self, model: nn.Module, gm: fx.GraphModule) -> None:
         names = self.quantizer.config.preserved_attributes or []
-        preserved = gm.meta.setdefault(_PRESERVED_KEY, {})
         for name in names:
             if not hasattr(model, name):
                 logger.warning("preserved attribute %r is not an attribute of the model", name)
                 continue
             value = getattr(model, name)
             setattr(gm, name, value)
-            preserved[name] = value
+            _lifecycle.preserve_across_deepcopy(gm, name, value)
 
     def finalize(self, model: nn.Module, backend: ExportBackend, mmap_dir: str | None) -> nn.Module:
         """``_TORCH``: the prepared GraphModule with its conv-bn pairs folded into plain
