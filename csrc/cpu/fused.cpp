@@ -25,8 +25,8 @@ at::Tensor fused_fake_quantize(const at::Tensor& x, const at::Tensor& observer_o
       x, observer_on, fake_quant_on, running_min, running_max, scale, zero_point, minval,
       c10::fromIntArrayRefSlow(block_size), dtype, quant_min, quant_max, method, averaging_constant,
       range_min, range_max);
-  const auto& q_sizes = *checked.q_sizes;
   const auto& fmt = checked.format;
+  const auto layout = formats::make_qparam_layout(x.sizes().vec(), *checked.q_sizes);
   // One contiguous view for both passes (a non-contiguous input is copied once, not twice).
   const auto xc = x.contiguous();
   const int64_t qn = scale.numel();
@@ -35,7 +35,7 @@ at::Tensor fused_fake_quantize(const at::Tensor& x, const at::Tensor& observer_o
     float* rmin = running_min.mutable_data_ptr<float>();
     float* rmax = running_max.mutable_data_ptr<float>();
     if (!(range_min.has_value() && range_max.has_value())) {
-      fold_range(batch_minmax(xc, q_sizes), rmin, rmax, checked.method, averaging_constant);
+      fold_range(batch_minmax(xc, layout), rmin, rmax, checked.method, averaging_constant);
     }
     if (fmt.is_float) {
       float_qparams_into(rmin, rmax, qn, formats::float_format_info(fmt.float_format), e8m0,
@@ -49,7 +49,6 @@ at::Tensor fused_fake_quantize(const at::Tensor& x, const at::Tensor& observer_o
   if (!read_switch(fake_quant_on)) {
     return xc.is_same(x) ? x.clone(at::MemoryFormat::Contiguous) : xc;
   }
-  const auto layout = formats::make_qparam_layout(x.sizes().vec(), q_sizes);
   if (fmt.is_float) {
     return run_fake_quantize_float(xc, layout,
                                    FloatQParams::of(scale, fmt.float_format, op).params());
@@ -66,12 +65,14 @@ at::Tensor fused_fake_quantize_backward(const at::Tensor& grad, const at::Tensor
                                         c10::ScalarType dtype, int64_t quant_min, int64_t quant_max,
                                         bool use_minval) {
   const char* op = "fused_fake_quantize_backward";
-  const auto fmt = ops::check_fused_fake_quantize_backward(
+  const auto checked = ops::check_fused_fake_quantize_backward(
       grad, x, fake_quant_on, scale, zero_point, minval, dtype, quant_min, quant_max, use_minval);
-  if (!read_switch(fake_quant_on))
+  const auto& fmt = checked.format;
+  if (!read_switch(fake_quant_on)) {
     return grad.to(x.scalar_type()).clone(at::MemoryFormat::Contiguous);
+  }
   const auto xc = x.contiguous();
-  const auto layout = formats::make_qparam_layout(x.sizes().vec(), ops::qparam_sizes(x, scale));
+  const auto& layout = *checked.layout;
   if (fmt.is_float) {
     return run_fake_quantize_float_backward(grad, xc, layout,
                                             FloatQParams::of(scale, fmt.float_format, op).params());

@@ -12,8 +12,7 @@
 
 namespace coreai_opt::cpu {
 
-BatchRange batch_minmax(const at::Tensor& x, const std::vector<int64_t>& q_sizes) {
-  const auto layout = formats::make_qparam_layout(x.sizes().vec(), q_sizes);
+BatchRange batch_minmax(const at::Tensor& x, const formats::QParamLayout& layout) {
   BatchRange r;
   r.lo.resize(layout.qnumel);
   r.hi.resize(layout.qnumel);
@@ -51,7 +50,7 @@ namespace {
 
 std::tuple<at::Tensor, at::Tensor> minmax(const at::Tensor& x, at::IntArrayRef block_size) {
   const auto q_sizes = *ops::check_minmax(x, c10::fromIntArrayRefSlow(block_size));
-  const auto r = batch_minmax(x, q_sizes);
+  const auto r = batch_minmax(x, formats::make_qparam_layout(x.sizes().vec(), q_sizes));
   auto lo = at::empty(q_sizes, x.options().dtype(at::kFloat));
   auto hi = at::empty(q_sizes, x.options().dtype(at::kFloat));
   std::copy(r.lo.begin(), r.lo.end(), lo.mutable_data_ptr<float>());
@@ -64,7 +63,8 @@ void update_range(const at::Tensor& x, const at::Tensor& running_min, const at::
   const auto checked =
       ops::check_update_range(x, running_min, running_max, c10::fromIntArrayRefSlow(block_size),
                               method, averaging_constant);
-  fold_range(batch_minmax(x, *checked.q_sizes), running_min.mutable_data_ptr<float>(),
+  const auto layout = formats::make_qparam_layout(x.sizes().vec(), *checked.q_sizes);
+  fold_range(batch_minmax(x, layout), running_min.mutable_data_ptr<float>(),
              running_max.mutable_data_ptr<float>(), checked.method, averaging_constant);
 }
 

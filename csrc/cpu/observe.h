@@ -5,6 +5,7 @@
 
 #include <vector>
 
+#include "formats/qparam_layout.h"
 #include "ops/checks.h"
 
 namespace coreai_opt::cpu {
@@ -13,7 +14,7 @@ namespace coreai_opt::cpu {
 struct BatchRange {
   std::vector<float> lo, hi;
 };
-BatchRange batch_minmax(const at::Tensor& x, const std::vector<int64_t>& q_sizes);
+BatchRange batch_minmax(const at::Tensor& x, const formats::QParamLayout& layout);
 
 // Folds a batch's range into the running range (float32 arrays of the qparam count).
 void fold_range(const BatchRange& b, float* running_min, float* running_max,

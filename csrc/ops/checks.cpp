@@ -2,6 +2,8 @@
 
 #include <c10/util/Exception.h>
 
+#include <sstream>
+
 #include "formats/int_range.h"
 
 namespace coreai_opt::ops {
@@ -375,22 +377,21 @@ FusedCheck check_fused_fake_quantize(const at::Tensor& x, const at::Tensor& obse
   return {fmt, m, std::move(q_sizes)};
 }
 
-QuantFormat check_fused_fake_quantize_backward(
+FloatQuantCheck check_fused_fake_quantize_backward(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& fake_quant_on,
     const at::Tensor& scale, const at::Tensor& zero_point, const at::Tensor& minval,
     c10::ScalarType dtype, int64_t quant_min, int64_t quant_max, bool use_minval) {
   const char* op = "fused_fake_quantize_backward";
   const auto fmt = quant_format_of(dtype, op);
   check_switch(fake_quant_on, op, "fake_quant_on");
-  if (fmt.is_float) {
-    check_float_fq(x, scale, dtype, op);
-  } else {
-    check_int_fq(x, scale, use_minval ? std::nullopt : std::optional<at::Tensor>(zero_point),
-                 use_minval ? std::optional<at::Tensor>(minval) : std::nullopt, quant_min,
-                 quant_max, op);
-  }
+  auto layout =
+      fmt.is_float ? check_float_fq(x, scale, dtype, op).layout
+                   : check_int_fq(x, scale,
+                                  use_minval ? std::nullopt : std::optional<at::Tensor>(zero_point),
+                                  use_minval ? std::optional<at::Tensor>(minval) : std::nullopt,
+                                  quant_min, quant_max, op);
   check_grad(grad, x, op);
-  return fmt;
+  return {fmt, std::move(layout)};
 }
 
 PackCheck check_pack(const at::Tensor& q, c10::ScalarType dtype) {

@@ -57,6 +57,7 @@ std::optional<formats::QParamLayout> check_fake_quantize_int_backward(
     const std::optional<at::Tensor>& zero_point, const std::optional<at::Tensor>& minval,
     int64_t quant_min, int64_t quant_max);
 
+// A format and the qparam layout of its scale (float fake-quantize; fused backward).
 struct FloatQuantCheck {
   QuantFormat format;
   std::optional<formats::QParamLayout> layout;
@@ -110,7 +111,7 @@ FusedCheck check_fused_fake_quantize(const at::Tensor& x, const at::Tensor& obse
                                      const std::optional<double>& range_max);
 // Checks the arguments of the backward it runs when fake_quant_on is set, whatever its
 // value (the Meta kernel cannot read it).
-QuantFormat check_fused_fake_quantize_backward(
+FloatQuantCheck check_fused_fake_quantize_backward(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& fake_quant_on,
     const at::Tensor& scale, const at::Tensor& zero_point, const at::Tensor& minval,
     c10::ScalarType dtype, int64_t quant_min, int64_t quant_max, bool use_minval);

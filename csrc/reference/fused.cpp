@@ -59,8 +59,10 @@ at::Tensor fused_fake_quantize_backward(const at::Tensor& grad, const at::Tensor
                                         const at::Tensor& zero_point, const at::Tensor& minval,
                                         c10::ScalarType dtype, int64_t quant_min, int64_t quant_max,
                                         bool use_minval) {
-  const auto fmt = ops::check_fused_fake_quantize_backward(
-      grad, x, fake_quant_on, scale, zero_point, minval, dtype, quant_min, quant_max, use_minval);
+  const auto fmt =
+      ops::check_fused_fake_quantize_backward(grad, x, fake_quant_on, scale, zero_point, minval,
+                                              dtype, quant_min, quant_max, use_minval)
+          .format;
   const auto fq = fake_quant_on.reshape({}).to(at::kBool);
   at::Tensor g;
   if (fmt.is_float) {
