@@ -40,6 +40,14 @@ def _steps_per_epoch(n: int, batch_size: int) -> int:
     return (n + batch_size - 1) // batch_size
 
 
+def _epoch_batches(
+    data: DigitsData, epochs: int, batch_size: int, generator: torch.Generator
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Shuffled training batches, *epochs* times over."""
+    for _ in range(epochs):
+        yield from batches(data.x_train, data.y_train, batch_size, generator=generator)
+
+
 def train_float(
     model: nn.Module,
     data: DigitsData,
@@ -65,11 +73,8 @@ def train_float(
     start = time.perf_counter()
     model.train()
 
-    def steps() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for _ in range(epochs):
-            yield from batches(data.x_train, data.y_train, batch_size, generator=generator)
-
-    for x, y in progress_iter(steps(), description, epochs * per_epoch, console, progress):
+    steps = _epoch_batches(data, epochs, batch_size, generator)
+    for x, y in progress_iter(steps, description, epochs * per_epoch, console, progress):
         loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -119,13 +124,10 @@ def train_qat(
     total = max(1, epochs * per_epoch)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
 
-    def steps() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for _ in range(epochs):
-            yield from batches(data.x_train, data.y_train, batch_size, generator=generator)
-
     count = 0
+    steps = _epoch_batches(data, epochs, batch_size, generator)
     with quantizer.training_mode():
-        for x, y in progress_iter(steps(), description, total, console, progress):
+        for x, y in progress_iter(steps, description, total, console, progress):
             with torch.no_grad():
                 teacher_logits = teacher(x)
             loss = distillation_loss(prepared(x), teacher_logits, y)
