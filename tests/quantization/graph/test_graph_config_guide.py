@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from graph_helpers import fq_nodes, fqs_reading, node, prepare, read_values
 from models import Block, TwoBlocks
 from torch import fx, nn
 
-from coreai_opt.quantization import QuantizationSpec, Quantizer, QuantizerConfig
+from coreai_opt.quantization import QuantizationSpec, QuantizerConfig
 from coreai_opt.quantization._graph.insert import is_fq_node
 from coreai_opt.quantization.config import ModuleQuantizerConfig, OpQuantizerConfig
 from coreai_opt.quantization.spec import (
@@ -27,37 +28,6 @@ from coreai_opt.quantization.spec import (
 )
 
 # --------------------------------------------------------------------------- helpers
-
-
-def prepare(model: nn.Module, config: QuantizerConfig, *inputs: torch.Tensor) -> fx.GraphModule:
-    """Prepare *model* (in eval mode) on *inputs* in graph mode and run it once."""
-    gm = Quantizer(model.eval(), config).prepare(tuple(inputs))
-    assert isinstance(gm, fx.GraphModule)
-    gm(*inputs)
-    return gm
-
-
-def fq_nodes(gm: fx.GraphModule) -> list[fx.Node]:
-    """Every FQ call of *gm*, in graph order."""
-    return [n for n in gm.graph.nodes if is_fq_node(n)]
-
-
-def node(gm: fx.GraphModule, name: str) -> fx.Node:
-    """The node of *gm* named *name*."""
-    for n in gm.graph.nodes:
-        if n.name == name:
-            return n
-    raise KeyError(name)
-
-
-def read_values(gm: fx.GraphModule) -> set[str]:
-    """Names of the values the FQs read (a weight FQ reads its ``get_attr``)."""
-    return {n.args[0].name for n in fq_nodes(gm)}
-
-
-def fqs_reading(gm: fx.GraphModule, value: str) -> list[fx.Node]:
-    """The FQ calls that read the value named *value*."""
-    return [n for n in fq_nodes(gm) if n.args[0].name == value]
 
 
 def fq_module(gm: fx.GraphModule, fq: fx.Node) -> nn.Module:

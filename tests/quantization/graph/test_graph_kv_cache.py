@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from graph_helpers import node
 from torch import fx, nn
 
 from coreai_opt.quantization import KVCacheQuantConfig, Quantizer, QuantizerConfig
@@ -88,10 +89,6 @@ def update_inputs() -> tuple[torch.Tensor, ...]:
 
 def attention_inputs() -> tuple[torch.Tensor, ...]:
     return torch.randn(1, 2, 3, 8), torch.randn(1, 2, 5, 8), torch.randn(1, 2, 5, 8)
-
-
-def node(gm: fx.GraphModule, name: str) -> fx.Node:
-    return next(n for n in gm.graph.nodes if n.name == name)
 
 
 def fq_reading(gm: fx.GraphModule, consumer: str, index: int) -> nn.Module | None:
