@@ -1,20 +1,22 @@
 """Bytes a quantized model's weights would take once packed, read from its fake-quantizers.
 
-``coreai_opt.inspection.bits_per_weight`` is not built yet; this is the demo's own count,
-with the same rules:
+The counting rules are :func:`coreai_opt.inspection.bits_per_weight`'s:
 
 * a tensor read by a weight fake-quantizer costs ``numel x n_bits`` (the packed payload),
   plus one scale per block at ``scale_dtype`` (8 bits for E8M0) or else at the weight's
-  own dtype, plus offsets: ``n_bits`` per block for an asymmetric zero point, a float
-  (weight dtype) per block for the minval formulation, none for symmetric schemes;
+  own dtype, plus offsets: a float (weight dtype) per block for the minval formulation,
+  ``n_bits`` per block for an asymmetric zero point, none for a symmetric zero point;
 * every other entry of the state dict (parameters and persistent buffers, batch-norm
   statistics included) costs its dtype size; the fake-quantizers' own state is not
   counted, and a tensor reachable under several names counts once.
 
-In graph mode each weight fake-quantizer is a root submodule ``activation_post_process_N``
-called on the weight: on the ``get_attr`` node itself, or on the conv-bn QAT form
-(``weight * bn_factor``). The weight is the largest floating-point parameter upstream of
-the call that reaches it only through tensor arithmetic.
+An eager-prepared or float model is counted by ``bits_per_weight`` itself. It refuses
+graph mode, which the demo runs, so for a ``GraphModule`` this module pairs each weight
+fake-quantizer with its tensor and applies the same per-tensor rule
+(``quantized_tensor_bits``). In graph mode each weight fake-quantizer is a root submodule
+``activation_post_process_N`` called on the weight: on the ``get_attr`` node itself, or on
+the conv-bn QAT form (``weight * bn_factor``). The weight is the largest floating-point
+parameter upstream of the call that reaches it only through tensor arithmetic.
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ import torch
 from torch import fx, nn
 
 from coreai_opt.config.spec import CompressionTargetTensor
-from coreai_opt.quantization.spec import QuantizationScheme
+from coreai_opt.inspection.bits_per_weight import (
+    TensorBits,
+    bits_per_weight,
+    quantized_tensor_bits,
+)
 from coreai_opt.quantization.spec.fake_quantize import FakeQuantizeImplBase
-from coreai_opt.quantization.spec.qformulation import QuantizationFormulation
 
 __all__ = ["QuantizedTensorBytes", "WeightBytes", "weight_bytes"]
-
-_E8M0 = torch.float8_e8m0fnu
 
 
 @dataclass(frozen=True)
@@ -162,41 +165,33 @@ def _tensor_of_fake_quantizer(
     )
 
 
-def _quantized_entry(
-    name: str, fq_name: str, fq: FakeQuantizeImplBase, tensor: torch.Tensor
-) -> QuantizedTensorBytes:
-    n_bits = int(getattr(fq, "n_bits"))  # noqa: B009 - every built-in implementation has it
-    scale, _, _ = fq.calculate_qparams()
-    num_blocks = max(1, int(scale.numel()))
-    scale_dtype = getattr(getattr(fq, "qparams_calculator", None), "scale_dtype", None)
-    compute_bits = tensor.element_size() * 8
-    scale_bits = num_blocks * (8 if scale_dtype == _E8M0 else compute_bits)
-    offset_bits = 0
-    if fq.qscheme is QuantizationScheme.ASYMMETRIC:
-        if fq.qformulation is QuantizationFormulation.MINVAL:
-            offset_bits = num_blocks * compute_bits
-        else:
-            offset_bits = num_blocks * n_bits
+def _bytes_entry(entry: TensorBits) -> QuantizedTensorBytes:
+    assert entry.quant_dtype is not None and entry.fake_quantizer is not None
     return QuantizedTensorBytes(
-        name=name,
-        fake_quantizer=fq_name,
-        dtype=_dtype_name(fq.dtype),
-        numel=tensor.numel(),
-        n_bits=n_bits,
-        num_blocks=num_blocks,
-        payload_bits=tensor.numel() * n_bits,
-        scale_bits=scale_bits,
-        offset_bits=offset_bits,
+        name=entry.name,
+        fake_quantizer=entry.fake_quantizer,
+        dtype=_dtype_name(entry.quant_dtype),
+        numel=entry.numel,
+        n_bits=entry.element_bits,
+        num_blocks=entry.num_blocks,
+        payload_bits=entry.payload_bits,
+        scale_bits=entry.scale_bits,
+        offset_bits=entry.offset_bits,
     )
 
 
-def weight_bytes(model: nn.Module) -> WeightBytes:
-    """Count the packed weight storage of *model* (a prepared GraphModule or any module).
+def _eager_weight_bytes(model: nn.Module) -> WeightBytes:
+    """``bits_per_weight``'s count, in this module's form."""
+    tensors = bits_per_weight(model).tensors.values()
+    plain = [t for t in tensors if not t.quantized]
+    return WeightBytes(
+        tuple(_bytes_entry(t) for t in tensors if t.quantized),
+        sum(t.total_bits for t in plain),
+        sum(t.numel for t in plain),
+    )
 
-    A model without fake-quantizers (the float model) counts every state-dict tensor at
-    its dtype size. Raises ``ValueError`` when a weight fake-quantizer's tensor cannot be
-    found.
-    """
+
+def _graph_weight_bytes(model: fx.GraphModule) -> WeightBytes:
     fqs = _weight_fake_quantizers(model)
     fq_prefixes = tuple(
         f"{name}." for name, m in model.named_modules() if isinstance(m, FakeQuantizeImplBase)
@@ -210,7 +205,11 @@ def weight_bytes(model: nn.Module) -> WeightBytes:
     for fq_name, fq in fqs.items():
         tensor_name = _tensor_of_fake_quantizer(model, fq_name, fq, state)
         tensor = state[tensor_name]
-        quantized.setdefault(id(tensor), _quantized_entry(tensor_name, fq_name, fq, tensor))
+        if id(tensor) in quantized:
+            continue  # a shared weight: counted with its first fake-quantizer
+        entry = quantized_tensor_bits(tensor_name, fq, tensor, fake_quantizer_name=fq_name)
+        if entry is not None:  # None: the block size does not fit, the tensor stays float
+            quantized[id(tensor)] = _bytes_entry(entry)
     plain_bits = 0
     plain_numel = 0
     seen: set[int] = set(quantized)
@@ -221,3 +220,15 @@ def weight_bytes(model: nn.Module) -> WeightBytes:
         plain_bits += tensor.numel() * tensor.element_size() * 8
         plain_numel += tensor.numel()
     return WeightBytes(tuple(quantized.values()), plain_bits, plain_numel)
+
+
+def weight_bytes(model: nn.Module) -> WeightBytes:
+    """Count the packed weight storage of *model* (a prepared GraphModule or any module).
+
+    A model without fake-quantizers (the float model) counts every state-dict tensor at
+    its dtype size. Raises ``ValueError`` when a graph-mode weight fake-quantizer's tensor
+    cannot be found.
+    """
+    if isinstance(model, fx.GraphModule):
+        return _graph_weight_bytes(model)
+    return _eager_weight_bytes(model)

@@ -9,7 +9,8 @@ eager mode is not available in this build yet.
 Public: ``ModelInspector``, ``ModelSummary``, ``ModuleContext``, ``ModuleInfo``,
 ``OpInfo``, ``SourceFrame``, ``InputEdge``, ``BoundaryEdge``. The error raised for an
 unknown execution mode, ``InvalidExecutionModeError`` (a ``ValueError``), is importable
-from here too.
+from here too. ``bits_per_weight(model)`` counts the storage of an eager-prepared or plain
+model with its quantized weights packed (a ``BitsPerWeightResult``; graph mode is refused).
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from coreai_opt.inspection._info import (
     SourceFrame,
 )
 from coreai_opt.inspection._inspector import ModelInspector
+from coreai_opt.inspection.bits_per_weight import BitsPerWeightResult, bits_per_weight
 from coreai_opt.inspection.sensitivity import layer_sensitivity
 
 __all__ = [
+    "BitsPerWeightResult",
     "BoundaryEdge",
     "InputEdge",
     "ModelInspector",
@@ -38,5 +41,6 @@ __all__ = [
     "ModuleInfo",
     "OpInfo",
     "SourceFrame",
+    "bits_per_weight",
     "layer_sensitivity",
 ]
