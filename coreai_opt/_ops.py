@@ -230,3 +230,37 @@ def format_range(dtype: torch.dtype, narrow: bool = False) -> tuple[float, float
 def kernel_isa() -> str:
     """Name of the CPU kernel table in use ("DEFAULT", "AVX2" or "AVX512")."""
     return torch.ops.coreai_opt.cpu_kernel_isa()
+
+
+# -- eager-mode interception (csrc/eager) -------------------------------------------------------
+
+
+def eager_program() -> torch.ScriptObject:
+    """A new, empty ``EagerProgram``: the C++ tables of one eager-prepared model."""
+    return torch.classes.coreai_opt.EagerProgram()
+
+
+def eager_register_op(name: str, overload: str, *, base_id: int, pass_through: bool) -> None:
+    """Intercept the aten overload ``name.overload`` while an eager scope is open.
+
+    ``base_id`` numbers the op's base name for the per-module call counters;
+    ``pass_through`` only switches interception off for the op's insides (container ops).
+    Registers the key's fallthrough fallback on first use; raises when another library
+    already owns the key. Registering the same overload again is a no-op.
+    """
+    _ops._eager_register_op(name, overload, base_id, pass_through)
+
+
+def eager_scope_depth() -> int:
+    """This thread's interception scope depth (0: no eager model is running)."""
+    return int(_ops._eager_scope_depth())
+
+
+def eager_frame_depth() -> int:
+    """Number of module frames on this thread's stack."""
+    return int(_ops._eager_frame_depth())
+
+
+def eager_key_state() -> tuple[bool, bool]:
+    """(included, excluded): the intercept dispatch key's bits in this thread's TLS."""
+    return bool(_ops._eager_key_included()), bool(_ops._eager_key_excluded())

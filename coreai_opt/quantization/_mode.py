@@ -84,8 +84,11 @@ class ModeImplementation(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def get_compressible_op_names(cls, model: torch.nn.Module) -> set[str]:
-        """Names of the ops of *model* that a config can target in this mode."""
+    def get_compressible_op_names(
+        cls, model: torch.nn.Module, example_inputs: tuple[Any, ...] | None = None
+    ) -> set[str]:
+        """Names of the ops of *model* that a config can target in this mode (eager mode
+        runs a float model once on *example_inputs*; graph mode ignores them)."""
 
     def check_model(self, model: torch.nn.Module, caller: str) -> None:
         """Refuse a model of the wrong kind for *caller* (graph mode: not a GraphModule)."""

@@ -189,14 +189,21 @@ class Quantizer:
 
     @classmethod
     def get_compressible_op_names(
-        cls, model: nn.Module, execution_mode: ExecutionMode | str
+        cls,
+        model: nn.Module,
+        execution_mode: ExecutionMode | str,
+        example_inputs: tuple[Any, ...] | None = None,
     ) -> set[str]:
-        """Names of the ops of *model* that a config can target in *execution_mode*."""
+        """Names of the ops of *model* that a config can target in *execution_mode*.
+
+        Eager mode answers for an eager-prepared model, or for a float model given
+        *example_inputs* (one forward names the ops); graph mode reads the exported graph.
+        """
         impl_cls = get_mode_implementation(
             execution_mode, required_for="Quantizer.get_compressible_op_names()"
         )
         assert impl_cls is not None
-        return impl_cls.get_compressible_op_names(model)
+        return impl_cls.get_compressible_op_names(model, example_inputs)
 
     # -- life cycle ---------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 // (cpu/, meta/, reference/, autograd/).
 #include <torch/library.h>
 
+#include "eager/interceptor.h"
 #include "ops/schemas.h"
 
 TORCH_LIBRARY(coreai_opt, m) {
@@ -13,4 +14,5 @@ TORCH_LIBRARY(coreai_opt, m) {
   coreai_opt::ops::define_fused(m);
   coreai_opt::ops::define_pack(m);
   coreai_opt::ops::define_formats(m);
+  coreai_opt::eager::define_eager(m);
 }

@@ -146,8 +146,11 @@ class GraphMode(ModeImplementation):
         )
 
     @classmethod
-    def get_compressible_op_names(cls, model: nn.Module) -> set[str]:
-        """Names of the FX nodes of an exported *model* that an annotation pattern matches."""
+    def get_compressible_op_names(
+        cls, model: nn.Module, example_inputs: tuple[Any, ...] | None = None
+    ) -> set[str]:
+        """Names of the FX nodes of an exported *model* that an annotation pattern matches
+        (*example_inputs* is not needed: the graph is already there)."""
         if not isinstance(model, fx.GraphModule):
             raise TypeError(
                 f"graph-mode get_compressible_op_names needs a torch.fx.GraphModule (e.g. "

@@ -42,6 +42,7 @@ from coreai_opt.quantization.spec._registry import (
     ClassRegistry,
     RegistryMixin,
 )
+from coreai_opt.quantization.spec._state_epoch import StateEpochMixin
 from coreai_opt.quantization.spec.errors import _BlockSizeMismatchError
 from coreai_opt.quantization.spec.granularity import (
     PerBlockGranularity,
@@ -69,7 +70,7 @@ UNKNOWN_TENSOR_FQN = "<unknown>"
 """``tensor_fqn`` of a fake-quantizer that is not attached to a named parameter."""
 
 
-class FakeQuantizeImplBase(RegistryMixin, CompressionSimulatorBase):
+class FakeQuantizeImplBase(StateEpochMixin, RegistryMixin, CompressionSimulatorBase):
     """Base of the ``nn.Module`` that quantizes and dequantizes a tensor in forward.
 
     Built-in keys: ``"default"`` (integer and float formats, straight-through

@@ -55,6 +55,7 @@ from coreai_opt.quantization.spec._registry import (
     ClassRegistry,
     RegistryMixin,
 )
+from coreai_opt.quantization.spec._state_epoch import StateEpochMixin
 from coreai_opt.quantization.spec.granularity import (
     PerChannelGranularity,
     QuantizationGranularity,
@@ -137,7 +138,7 @@ def _check_float_range(value: Sequence[float | None]) -> FloatRange:
     return lo, hi
 
 
-class QParamsCalculatorBase(RegistryMixin, torch.nn.Module, abc.ABC):
+class QParamsCalculatorBase(StateEpochMixin, RegistryMixin, torch.nn.Module, abc.ABC):
     """Base of the ``nn.Module`` that turns observed ranges into scale/zero-point/minval.
 
     Holds the format (dtype, scheme, code range, scale dtype), the granularity, the

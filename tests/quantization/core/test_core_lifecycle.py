@@ -264,7 +264,7 @@ def test_finalize_dispatch_and_errors(tmp_path) -> None:
     q, net = _prepared()
     assert q.finalize(backend=ExportBackend._TORCH) is net
     assert q.finalize(net, backend="_torch") is net
-    with pytest.raises(ModeUnavailableError, match=r"'eager' execution mode, which is not"):
+    with pytest.raises(ModeUnavailableError, match=r"eager mode finalizes to ExportBackend._TORCH"):
         q.finalize(backend=ExportBackend.CoreAI)
     with pytest.raises(ValueError, match=r"backend='tflite' .* allowed"):
         q.finalize(backend="tflite")
@@ -281,13 +281,13 @@ def test_finalize_dispatch_and_errors(tmp_path) -> None:
         Quantizer(nn.Linear(2, 2)).finalize(backend=ExportBackend._TORCH)
 
 
-@pytest.mark.parametrize("mode", [ExecutionMode.EAGER])
-def test_prepare_names_the_unavailable_mode(mode) -> None:
-    q = Quantizer(nn.Linear(2, 2), QuantizerConfig(execution_mode=mode))
-    with pytest.raises(RuntimeError, match=rf"needs the '{mode.value}' execution mode"):
-        q.prepare((torch.randn(1, 2),))
-    with pytest.raises(ModeUnavailableError, match=r"get_compressible_op_names"):
-        Quantizer.get_compressible_op_names(nn.Linear(2, 2), mode)
+def test_eager_op_names_need_a_prepared_model_or_inputs() -> None:
+    with pytest.raises(ValueError, match=r"eager-prepared model or example_inputs"):
+        Quantizer.get_compressible_op_names(nn.Linear(2, 2), ExecutionMode.EAGER)
+    names = Quantizer.get_compressible_op_names(
+        nn.Linear(2, 2), ExecutionMode.EAGER, example_inputs=(torch.randn(1, 2),)
+    )
+    assert names == {"linear"}
 
 
 def test_constructor_validation() -> None:

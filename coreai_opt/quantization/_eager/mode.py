@@ -1,0 +1,220 @@
+"""``ExecutionMode.EAGER``: the model stays an ``nn.Module``; ops are intercepted in C++.
+
+prepare = recording pass (``recording``) → placement (``placement``) → fake-quantizers
+attached (activation FQs as submodules of the module that ran the op, weights through
+``torch.nn.utils.parametrize``) → weight-axis defaults → frame hooks and C++ tables
+(``runtime``) → one calibration forward → the shared life cycle (``_lifecycle``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from coreai_opt._export_backend import ExportBackend
+from coreai_opt.quantization import _lifecycle
+from coreai_opt.quantization._eager.pickling import make_picklable
+from coreai_opt.quantization._eager.placement import EagerPlan, plan_placement
+from coreai_opt.quantization._eager.recording import Recording, record
+from coreai_opt.quantization._eager.runtime import RUNTIME_ATTR, EagerRuntime, SiteRef, get_runtime
+from coreai_opt.quantization._mode import ModeImplementation, ModeUnavailableError, register_mode
+from coreai_opt.quantization.config import ExecutionMode
+from coreai_opt.quantization.spec import QuantizationComponentFactory
+from coreai_opt.quantization.spec.fake_quantize import FakeQuantizeImplBase
+
+__all__ = ["EagerMode"]
+
+_OP_NAMES_ATTR = "_coreai_opt_eager_op_names"
+
+
+def _check_inputs(example_inputs: Any) -> None:
+    if not isinstance(example_inputs, tuple):
+        raise TypeError(
+            f"example_inputs must be a tuple of the model's positional inputs, got "
+            f"{type(example_inputs).__name__}; wrap a single tensor as (x,)"
+        )
+    if len(example_inputs) == 0:
+        raise ValueError("example_inputs is an empty tuple; pass at least one input")
+
+
+def _is_torch_builtin(module: nn.Module) -> bool:
+    return type(module).__module__.startswith("torch.nn.")
+
+
+@register_mode(ExecutionMode.EAGER)
+class EagerMode(ModeImplementation):
+    """Eager-mode prepare / finalize through the C++ dispatch-key interceptor."""
+
+    def validate(self) -> None:
+        """Op input / output spec keys must be int or "*"; preserved_attributes is ignored."""
+        config = self.quantizer.config
+        configs = [config.global_config, *config.module_type_configs.values()]
+        configs += list(config.module_name_configs.values())
+        for module_config in configs:
+            if module_config is None:
+                continue
+            op_configs = [module_config.op_defaults()]
+            op_configs += [c for c in module_config.op_type_config.values() if c is not None]
+            op_configs += [c for c in module_config.op_name_config.values() if c is not None]
+            for op_config in op_configs:
+                for field in ("op_input_spec", "op_output_spec"):
+                    for key in getattr(op_config, field):
+                        if not (key == "*" or isinstance(key, int)):
+                            raise NotImplementedError(
+                                f"{field} key {key!r}: eager mode addresses op tensors by int "
+                                f"position or '*' only"
+                            )
+        if config.preserved_attributes:
+            warnings.warn(
+                f"preserved_attributes={config.preserved_attributes!r} is ignored in eager "
+                f"mode: the prepared model is the model itself, so every attribute stays",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    def prepare(
+        self,
+        example_inputs: tuple[Any, ...],
+        dynamic_shapes: Any = None,
+        export_with_no_grad: bool = True,
+    ) -> nn.Module:
+        """Insert fake-quantizers into the model (in place) and initialise their qparams."""
+        model = self.quantizer.model
+        if _lifecycle.is_prepared(model):
+            warnings.warn(
+                "the model is already prepared; Quantizer.prepare() returns it unchanged",
+                UserWarning,
+                stacklevel=3,
+            )
+            return model
+        _check_inputs(example_inputs)
+        if dynamic_shapes is not None or export_with_no_grad is not True:
+            warnings.warn(
+                "dynamic_shapes and export_with_no_grad are graph-mode (torch.export) options; "
+                "eager mode ignores them",
+                UserWarning,
+                stacklevel=3,
+            )
+        recording = record(model, example_inputs)
+        plan = plan_placement(model, self.quantizer.config, recording)
+        hooked = _frame_modules(model, plan, recording)
+        weight_fqs, activation_fqs = _attach(model, plan)
+        _lifecycle.apply_weight_axis_defaults(weight_fqs, activation_fqs)
+        runtime = _install_runtime(model, plan, hooked)
+        make_picklable(model)
+        _lifecycle.set_switches(model, observer=True, fake_quant=False)
+        flags = {m: m.training for m in model.modules()}
+        model.eval()
+        with torch.no_grad():
+            model(*example_inputs)
+        _lifecycle.remove_disabled_fake_quantizers(model, self.remove_fake_quantizer)
+        _lifecycle.set_switches(model, observer=False, fake_quant=True)
+        for module, training in flags.items():
+            module.training = training
+        runtime.bound_epoch = -1
+        return _lifecycle.mark_prepared(model)
+
+    def remove_fake_quantizer(self, model: nn.Module, name: str) -> None:
+        """Remove fake-quantizer *name*: a parametrization, or an activation submodule
+        (deleted, and its sites dropped from the C++ tables)."""
+        if ".parametrizations." in f".{name}":
+            _lifecycle.remove_submodule_fake_quantizer(model, name)
+            return
+        parent_path, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_path) if parent_path else model
+        delattr(parent, attr)
+        runtime = get_runtime(model)
+        if runtime is not None:
+            runtime.drop_sites(name)
+
+    def finalize(self, model: nn.Module, backend: ExportBackend, mmap_dir: str | None) -> nn.Module:
+        """``_TORCH``: the prepared model unchanged."""
+        _lifecycle.require_prepared(model, "finalize()")
+        if backend is ExportBackend._TORCH:
+            return model
+        raise ModeUnavailableError(
+            f"finalize(backend={backend.value!r}) is not available in this build yet: eager "
+            f"mode finalizes to ExportBackend._TORCH only (the Core AI / Core ML converters "
+            f"are not built)"
+        )
+
+    @classmethod
+    def get_compressible_op_names(
+        cls, model: nn.Module, example_inputs: tuple[Any, ...] | None = None
+    ) -> set[str]:
+        """Op names (``<module>.<op>[_k]``) a config can target in *model*.
+
+        An eager-prepared model answers from its prepare pass; a float model needs
+        *example_inputs* for one recording forward. Raises ``ValueError`` otherwise.
+        """
+        names = model.__dict__.get(_OP_NAMES_ATTR)
+        if isinstance(names, dict):
+            return set(names)
+        if example_inputs is None:
+            raise ValueError(
+                f"eager-mode get_compressible_op_names needs an eager-prepared model or "
+                f"example_inputs to run {type(model).__name__} once (eager op names exist only "
+                f"while the model runs)"
+            )
+        _check_inputs(example_inputs)
+        return {op.op_name for op in record(model, example_inputs).ops}
+
+    def fake_quantizer_owners(self, model: nn.Module) -> Mapping[str, Sequence[str]] | None:
+        """Default ownership (the module holding the FQ; the parametrized module)."""
+        return None
+
+
+_WeightFQs = dict[str, tuple[FakeQuantizeImplBase, Sequence[object]]]
+_ActFQs = dict[str, FakeQuantizeImplBase]
+
+
+def _attach(model: nn.Module, plan: EagerPlan) -> tuple[_WeightFQs, _ActFQs]:
+    """Create and attach the fake-quantizers of *plan*; returns (weights with their
+    consumer types, activations) by qualified name."""
+    activation_fqs: dict[str, FakeQuantizeImplBase] = {}
+    for site in plan.sites:
+        if site.fq_path in activation_fqs:
+            continue
+        owner = model.get_submodule(site.module_path) if site.module_path else model
+        fq = QuantizationComponentFactory.create_fake_quantizer(site.spec, "activation")
+        owner.add_module(site.fq_name, fq)
+        activation_fqs[site.fq_path] = fq
+    weight_fqs: _WeightFQs = {}
+    for state in plan.states:
+        fq = QuantizationComponentFactory.create_fake_quantizer(state.spec, "weight")
+        first_path, first_name = state.owners[0]
+        fq.tensor_fqn = f"{first_path}.{first_name}" if first_path else first_name
+        for path, name in state.owners:
+            owner = model.get_submodule(path) if path else model
+            torch.nn.utils.parametrize.register_parametrization(owner, name, fq, unsafe=True)
+        fq_name = f"{first_path}.parametrizations.{first_name}.0".lstrip(".")
+        weight_fqs[fq_name] = (fq, state.consumers)
+    return weight_fqs, activation_fqs
+
+
+def _frame_modules(model: nn.Module, plan: EagerPlan, recording: Recording) -> dict[int, str]:
+    """Modules that get frame hooks: the root, those that ran intercepted ops, and every
+    module whose forward is user code (a branch not taken while recording may run ops
+    there later; torch.nn's own modules have fixed bodies)."""
+    hooked: dict[int, str] = {0: ""}
+    for index, path in enumerate(recording.paths):
+        module = model.get_submodule(path) if path else model
+        if index in plan.active_modules or not _is_torch_builtin(module):
+            hooked[index] = path
+    return hooked
+
+
+def _install_runtime(model: nn.Module, plan: EagerPlan, hooked: Mapping[int, str]) -> EagerRuntime:
+    sites = [
+        SiteRef(s.module_index, s.base_id, s.call_index, s.output, s.index, s.element, s.fq_path)
+        for s in plan.sites
+    ]
+    runtime = EagerRuntime(model, sites, sorted(hooked.items()))
+    runtime.install_hooks()
+    model.__dict__[RUNTIME_ATTR] = runtime
+    model.__dict__[_OP_NAMES_ATTR] = dict(plan.op_names)
+    return runtime

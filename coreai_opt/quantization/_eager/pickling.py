@@ -1,0 +1,42 @@
+"""Pickling (``torch.save`` of a whole model) for modules with weight parametrizations.
+
+``torch.nn.utils.parametrize`` gives each parametrized module a class created on the fly
+whose ``__getstate__`` refuses to pickle. Eager mode keeps the reference's layout (weight
+fake-quantizers are parametrizations), so it teaches those classes to pickle: the module
+is rebuilt from its original class, the parametrized class and its properties are created
+again the way ``parametrize`` creates them, and the state (parametrizations included)
+is restored by pickle afterwards, which keeps reference cycles (hooks → runtime → model)
+intact.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+from torch.nn.utils import parametrize
+
+__all__ = ["make_picklable"]
+
+
+def _reduce_ex(self: nn.Module, protocol: int) -> tuple[Any, ...]:
+    base = type(self).__bases__[0]
+    names = tuple(self.parametrizations.keys())  # type: ignore[union-attr]
+    return (_new_parametrized, (base, names), nn.Module.__getstate__(self))
+
+
+def _new_parametrized(base: type[nn.Module], names: tuple[str, ...]) -> nn.Module:
+    module = base.__new__(base)
+    parametrize._inject_new_class(module)
+    for name in names:
+        parametrize._inject_property(module, name)
+    type(module).__reduce_ex__ = _reduce_ex  # type: ignore[method-assign,assignment]
+    type(module).__setstate__ = nn.Module.__setstate__  # type: ignore[method-assign]
+    return module
+
+
+def make_picklable(model: nn.Module) -> None:
+    """Let every parametrized module of *model* be pickled (and so ``torch.save`` d)."""
+    for module in model.modules():
+        if parametrize.is_parametrized(module):
+            type(module).__reduce_ex__ = _reduce_ex  # type: ignore[method-assign,assignment]

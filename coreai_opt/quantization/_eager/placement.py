@@ -1,0 +1,308 @@
+"""Where eager mode puts fake-quantizers: from a :class:`Recording` and the config.
+
+Rules (the reference's, see behaviour.md §6 and §12):
+
+* The config of an op is that of the module that ran it: ``op_name_config`` (regex on
+  ``"<module>.<op>"``) > ``op_type_config`` (registry key) > the module's op defaults.
+  Optional op types are quantized only when a config names them.
+* Tensor arguments that are parameters / buffers of the model are states: one
+  fake-quantizer per tensor object, attached with ``torch.nn.utils.parametrize`` to every
+  owner; the spec is the first ``module_state_spec`` match among the owners sorted by
+  config priority, else the ``op_state_spec`` of the highest-priority op that reads it
+  (looked up by the tensor's attribute names; several matching keys: the last declared
+  one wins, with a warning).
+* Other float tensors with more than one element are activations: ``op_input_spec`` by
+  schema position, ``op_output_spec`` by output position; a tensor that crosses a module
+  boundary takes the innermost matching ``module_input_spec`` / ``module_output_spec``
+  instead (an explicit None declines).
+* A module called several times is placed once (its first call decides).
+* Activation fake-quantizers are submodules of the module that ran the op, named
+  ``<op>_quantize_<argument>`` and ``<op>_quantize_output_<i>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from coreai_opt.config._keys import ALL_TENSORS, compile_regex_key
+from coreai_opt.quantization._eager.recording import ModuleCall, OpArg, OpCall, Recording
+from coreai_opt.quantization.config import QuantizerConfig
+from coreai_opt.quantization.config.resolution import (
+    ConfigLevel,
+    ResolvedModuleConfig,
+    build_module_config_dict,
+    lookup_spec_entry,
+    resolve_op_config,
+)
+from coreai_opt.quantization.spec import QuantizationSpec
+
+__all__ = ["ActivationSite", "EagerPlan", "StatePlacement", "plan_placement"]
+
+logger = logging.getLogger(__name__)
+
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+_LEVEL_ORDER = {ConfigLevel.MODULE_NAME: 0, ConfigLevel.MODULE_TYPE: 1, ConfigLevel.GLOBAL: 2}
+
+
+@dataclass
+class ActivationSite:
+    """One activation fake-quantizer at one tensor position of one op."""
+
+    module_index: int
+    module_path: str
+    op_name: str
+    base_id: int
+    call_index: int
+    output: bool
+    index: int
+    element: int
+    fq_name: str
+    spec: QuantizationSpec
+
+    @property
+    def fq_path(self) -> str:
+        """Qualified name of the fake-quantizer submodule."""
+        return f"{self.module_path}.{self.fq_name}" if self.module_path else self.fq_name
+
+
+@dataclass
+class StatePlacement:
+    """One state tensor (weight, bias, buffer) and the spec of its fake-quantizer."""
+
+    tensor: torch.Tensor
+    owners: list[tuple[str, str]]
+    spec: QuantizationSpec
+    consumers: list[type] = field(default_factory=list)
+
+
+@dataclass
+class EagerPlan:
+    """The placement of every fake-quantizer of one model."""
+
+    sites: list[ActivationSite]
+    states: list[StatePlacement]
+    op_names: dict[str, str]
+    active_modules: set[int]
+
+
+def _quantizable(t: torch.Tensor | None) -> bool:
+    return isinstance(t, torch.Tensor) and t.dtype in _FLOAT_DTYPES and t.numel() > 1
+
+
+def _arg_label(arg: OpArg) -> str:
+    # Tensor methods arrive with the schema's `self`; the reference's normalised
+    # argument name for the first operand is `input`.
+    name = "input" if arg.name == "self" else arg.name
+    return name if arg.element < 0 else f"{name}_{arg.element}"
+
+
+def _state_owners(model: nn.Module) -> dict[int, list[tuple[str, str]]]:
+    owners: dict[int, list[tuple[str, str]]] = {}
+    for path, module in model.named_modules(remove_duplicate=False):
+        for name, param in module.named_parameters(recurse=False):
+            owners.setdefault(id(param), []).append((path, name))
+        for name, buf in module.named_buffers(recurse=False):
+            if buf is not None:
+                owners.setdefault(id(buf), []).append((path, name))
+    for key, entries in owners.items():
+        owners[key] = list(dict.fromkeys(entries))
+    return owners
+
+
+def _names_optional_type(config: object, op_type: str, op_name: str) -> bool:
+    if op_type in getattr(config, "op_type_config", {}):
+        return True
+    return any(
+        compile_regex_key(key, "op_name_config").fullmatch(op_name)
+        for key in getattr(config, "op_name_config", {})
+    )
+
+
+def _state_spec(
+    specs: Mapping[int | str, QuantizationSpec | None], names: list[str], where: str
+) -> tuple[bool, QuantizationSpec | None]:
+    hits = [key for key in specs if key != ALL_TENSORS and key in names]
+    if len(hits) > 1:
+        warnings.warn(
+            f"{where}: several spec keys name the same tensor ({hits}); the last declared "
+            f"key {hits[-1]!r} wins",
+            UserWarning,
+            stacklevel=4,
+        )
+    if hits:
+        return True, specs[hits[-1]]
+    if ALL_TENSORS in specs:
+        return True, specs[ALL_TENSORS]
+    return False, None
+
+
+def _boundary_override(
+    tensor: torch.Tensor,
+    call: ModuleCall,
+    configs: Mapping[str, ResolvedModuleConfig],
+    outputs: bool,
+) -> tuple[bool, QuantizationSpec | None]:
+    """Innermost module call (from *call* outwards) whose boundary holds *tensor* with a
+    matching module_input_spec / module_output_spec key."""
+    field_name = "module_output_spec" if outputs else "module_input_spec"
+    node: ModuleCall | None = call
+    while node is not None:
+        tensors = node.outputs if outputs else node.inputs
+        positions = [i for i, t in enumerate(tensors) if t is tensor]
+        resolved = configs.get(node.path)
+        if positions and resolved is not None and resolved.config is not None:
+            if len(positions) > 1:
+                logger.warning(
+                    "%s: the same tensor is %s %s of module %r; the first index wins",
+                    field_name,
+                    "output" if outputs else "input",
+                    positions,
+                    node.path,
+                )
+            found, spec = lookup_spec_entry(getattr(resolved.config, field_name), positions[0])
+            if found:
+                return True, spec
+        node = node.parent
+    return False, None
+
+
+def plan_placement(model: nn.Module, config: QuantizerConfig, recording: Recording) -> EagerPlan:
+    """Decide every fake-quantizer of *model* from its recording pass."""
+    configs = build_module_config_dict(config, model)
+    owners_of = _state_owners(model)
+    sites: list[ActivationSite] = []
+    state_uses: dict[int, list[tuple[int, int, QuantizationSpec | None, bool]]] = {}
+    state_tensors: dict[int, torch.Tensor] = {}
+    consumers: dict[int, list[type]] = {}
+    op_names: dict[str, str] = {}
+    seen: set[tuple[int, int, int]] = set()
+    taken_names: set[str] = set()
+    for op in recording.ops:
+        key = (op.module_index, op.base_id, op.call_index)
+        if key in seen:
+            continue  # a module called again: its first call decides
+        seen.add(key)
+        op_names.setdefault(op.op_name, op.op_type)
+        resolved = configs.get(op.module_path)
+        module_config = None if resolved is None else resolved.config
+        if module_config is None:
+            continue
+        if op.overload.optional and not _names_optional_type(module_config, op.op_type, op.op_name):
+            continue
+        op_config = resolve_op_config(module_config, op.op_name, op.op_type)
+        level = _LEVEL_ORDER[resolved.level] if resolved is not None else 2
+        for arg in op.inputs:
+            tensor = arg.tensor
+            if id(tensor) in owners_of:
+                if not _quantizable(tensor):
+                    continue
+                names = [name for _, name in owners_of[id(tensor)]]
+                found, spec = _state_spec(op_config.op_state_spec, names, op.op_name)
+                state_tensors[id(tensor)] = tensor
+                state_uses.setdefault(id(tensor), []).append((level, op.order, spec, found))
+                consumers.setdefault(id(tensor), []).append(_consumer_type(model, op))
+                continue
+            if (
+                op.overload.activation_args is not None
+                and arg.name not in op.overload.activation_args
+            ):
+                continue
+            if not _quantizable(tensor):
+                continue
+            found, spec = _boundary_override(tensor, op.module_call, configs, outputs=False)
+            if not found:
+                found, spec = lookup_spec_entry(op_config.op_input_spec, arg.index)
+            if spec is None:
+                continue
+            name = f"{op.local_name}_quantize_{_arg_label(arg)}"
+            sites.append(_site(op, False, arg.index, arg.element, name, spec, taken_names))
+        for index, out in enumerate(op.outputs):
+            if not _quantizable(out):
+                continue
+            assert out is not None
+            found, spec = _boundary_override(out, op.module_call, configs, outputs=True)
+            if not found:
+                found, spec = lookup_spec_entry(op_config.op_output_spec, index)
+            if spec is None:
+                continue
+            name = f"{op.local_name}_quantize_output_{index}"
+            sites.append(_site(op, True, index, -1, name, spec, taken_names))
+    states = _resolve_states(model, configs, owners_of, state_tensors, state_uses, consumers)
+    active = {op.module_index for op in recording.ops}
+    return EagerPlan(sites, states, op_names, active)
+
+
+def _site(
+    op: OpCall,
+    output: bool,
+    index: int,
+    element: int,
+    name: str,
+    spec: QuantizationSpec,
+    taken: set[str],
+) -> ActivationSite:
+    path = f"{op.module_path}.{name}" if op.module_path else name
+    taken.add(path)
+    return ActivationSite(
+        op.module_index,
+        op.module_path,
+        op.op_name,
+        op.base_id,
+        op.call_index,
+        output,
+        index,
+        element,
+        name,
+        spec,
+    )
+
+
+def _consumer_type(model: nn.Module, op: OpCall) -> type:
+    module = model.get_submodule(op.module_path) if op.module_path else model
+    return type(module)
+
+
+def _resolve_states(
+    model: nn.Module,
+    configs: Mapping[str, ResolvedModuleConfig],
+    owners_of: Mapping[int, list[tuple[str, str]]],
+    tensors: Mapping[int, torch.Tensor],
+    uses: Mapping[int, list[tuple[int, int, QuantizationSpec | None, bool]]],
+    consumers: Mapping[int, list[type]],
+) -> list[StatePlacement]:
+    states = []
+    for key, tensor in tensors.items():
+        owners = owners_of[key]
+        # module_state_spec of the owners, most specific config level first.
+        ranked = sorted(
+            owners,
+            key=lambda o: _LEVEL_ORDER.get(
+                configs[o[0]].level if o[0] in configs else ConfigLevel.GLOBAL, 2
+            ),
+        )
+        chosen: tuple[bool, QuantizationSpec | None] = (False, None)
+        for path, name in ranked:
+            resolved = configs.get(path)
+            if resolved is None or resolved.config is None:
+                continue
+            found, spec = _state_spec(resolved.config.module_state_spec, [name], path or "<root>")
+            if found:
+                chosen = (True, spec)
+                break
+        if not chosen[0]:
+            # op_state_spec of the highest-priority reader (then the first one to read it).
+            _, _, spec, found = min(uses[key], key=lambda u: (u[0], u[1]))
+            chosen = (found, spec)
+        if chosen[1] is None:
+            continue
+        types = list(
+            dict.fromkeys(type(model.get_submodule(p)) if p else type(model) for p, _ in owners)
+        )
+        states.append(StatePlacement(tensor, list(owners), chosen[1], types))
+    return states

@@ -1,0 +1,247 @@
+"""The running side of an eager-prepared model: hooks, the C++ tables and their re-binding.
+
+:class:`EagerRuntime` lives on the prepared model (attribute ``_coreai_opt_eager``). It
+owns the ``EagerProgram`` (C++ tables: which op call's tensors go through which
+fake-quantizer) and the forward pre / post hooks that push and pop module frames. The
+tables point at the fake-quantizers' state tensors; whenever those may have been replaced
+(``spec._state_epoch``) the next hooked module call re-binds them, so ``.to()``,
+``.half()``, ``load_state_dict`` (also ``assign=True``), deepcopy and pickling keep the
+model working. A deepcopy / unpickle drops the C++ object and rebuilds it on first use.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from coreai_opt import _ops
+from coreai_opt.quantization.spec import _state_epoch
+from coreai_opt.quantization.spec.fake_quantize import FakeQuantize, FakeQuantizeImplBase
+
+__all__ = ["RUNTIME_ATTR", "EagerRuntime", "SiteRef", "get_runtime"]
+
+RUNTIME_ATTR = "_coreai_opt_eager"
+
+_lib = torch.library.Library("coreai_opt", "IMPL")
+_PYTHON_FQS: dict[int, weakref.ref[FakeQuantizeImplBase]] = {}
+_ids = itertools.count()
+_EPOCH = _state_epoch.EPOCH
+_RANGE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _apply_python_fake_quantizer(x: torch.Tensor, fq_id: int) -> torch.Tensor:
+    ref = _PYTHON_FQS.get(fq_id)
+    fq = None if ref is None else ref()
+    if fq is None:
+        raise RuntimeError(
+            f"coreai_opt eager: fake-quantizer {fq_id} no longer exists (the model's tables "
+            f"were not re-bound after its fake-quantizers were replaced)"
+        )
+    if torch._C._current_graph_task_id() != -1 and int(fq.observer_enabled[0]):
+        # A backward pass (activation-checkpoint recompute) re-applies but never observes.
+        fq.observer_enabled[0] = 0
+        try:
+            return fq(x)
+        finally:
+            fq.observer_enabled[0] = 1
+    return fq(x)
+
+
+_lib.impl(
+    "_eager_apply_python_fake_quantizer", _apply_python_fake_quantizer, "CompositeImplicitAutograd"
+)
+
+
+class SiteRef:
+    """A placed activation fake-quantizer: where it applies and its submodule path."""
+
+    __slots__ = ("base_id", "call_index", "element", "fq_path", "index", "module_index", "output")
+
+    def __init__(
+        self,
+        module_index: int,
+        base_id: int,
+        call_index: int,
+        output: bool,
+        index: int,
+        element: int,
+        fq_path: str,
+    ) -> None:
+        """Record one site (see ``placement.ActivationSite``)."""
+        self.module_index = module_index
+        self.base_id = base_id
+        self.call_index = call_index
+        self.output = output
+        self.index = index
+        self.element = element
+        self.fq_path = fq_path
+
+
+def _native_args(fq: FakeQuantizeImplBase) -> tuple[Any, ...] | None:
+    """Arguments of ``EagerProgram.add_native_slot`` for *fq*, or None for the Python path."""
+    if type(fq) is not FakeQuantize or fq._disabled or fq._pattern is None:
+        return None
+    if fq._method is None or fq.is_stateless:
+        return None
+    calc = fq.qparams_calculator
+    zero_point = fq._unused_zero_point if fq.is_float else calc.zero_point
+    minval = fq._unused_minval if fq.is_float else calc.minval
+    state = [
+        fq.observer_enabled,
+        fq._observer_off,
+        fq.fake_quant_enabled,
+        calc.running_min,
+        calc.running_max,
+        calc.scale,
+        zero_point,
+        minval,
+    ]
+    ranges: list[float] = []
+    for dtype in _RANGE_DTYPES:
+        lo, hi = calc.effective_float_range(dtype)
+        ranges += [math.nan if lo is None else float(lo), math.nan if hi is None else float(hi)]
+    return (
+        state,
+        list(fq._pattern),
+        fq.dtype,
+        0 if fq.is_float else int(fq.quant_min),
+        0 if fq.is_float else int(fq.quant_max),
+        bool(calc.symmetric),
+        bool(fq.use_minval),
+        bool(calc.e8m0),
+        bool(fq._export_mode),
+        fq._method,
+        float(calc.averaging_constant_value),
+        ranges,
+    )
+
+
+class _FrameHooks:
+    """Forward pre / post hooks of one module: push / pop its frame (a bound-method pair,
+    so deepcopy and pickling carry them over to the copy's runtime)."""
+
+    def __init__(self, runtime: EagerRuntime, index: int) -> None:
+        self.runtime = runtime
+        self.index = index
+
+    def pre(self, module: nn.Module, args: Any) -> None:
+        runtime = self.runtime
+        if runtime.bound_epoch != _EPOCH[0]:
+            runtime.rebind()
+        runtime.program.push_frame(self.index)
+
+    def post(self, module: nn.Module, args: Any, output: Any) -> None:
+        self.runtime.program.pop_frame(self.index)
+
+
+def _refuse_tracing(module: nn.Module, args: Any) -> None:
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+        raise RuntimeError(
+            "an eager-mode prepared model cannot be compiled or exported: its fake-quantizers "
+            "run inside the dispatcher, which torch.compile / torch.export do not trace. Use "
+            "execution_mode='graph' (QuantizerConfig(execution_mode='graph')) to get a model "
+            "that compiles and exports"
+        )
+
+
+class EagerRuntime:
+    """Hooks and C++ tables of one eager-prepared model (see the module docstring)."""
+
+    def __init__(
+        self, model: nn.Module, sites: Sequence[SiteRef], hooked: Sequence[tuple[int, str]]
+    ) -> None:
+        """Bind to *model* (the prepared root); *hooked*: (frame index, module path) of the
+        modules that get frames (indices as numbered by the recording pass)."""
+        self.model = model
+        self.sites = list(sites)
+        self.hooked = sorted(set(hooked))
+        self.program: Any = None
+        self.bound_epoch = -1
+        self._python_ids: list[int] = []
+        self._handles: list[Any] = []
+
+    # -- hooks ---------------------------------------------------------------------------
+
+    def install_hooks(self) -> None:
+        """Register the frame hooks (and the refusal to be traced on the root)."""
+        self._handles.append(self.model.register_forward_pre_hook(_refuse_tracing))
+        for index, path in self.hooked:
+            hooks = _FrameHooks(self, index)
+            module = self.model.get_submodule(path) if path else self.model
+            self._handles.append(module.register_forward_pre_hook(hooks.pre))
+            self._handles.append(module.register_forward_hook(hooks.post, always_call=True))
+
+    # -- binding -------------------------------------------------------------------------
+
+    def rebind(self) -> None:
+        """(Re)build the C++ tables from the current fake-quantizer modules."""
+        if self.program is None:
+            self.program = _ops.eager_program()
+        program = self.program
+        for fq_id in self._python_ids:
+            _PYTHON_FQS.pop(fq_id, None)
+        self._python_ids = []
+        program.clear_policies()
+        program.clear_slots()
+        slots: dict[str, int] = {}
+        epoch = _EPOCH[0]
+        grouped: dict[tuple[int, int, int], list[SiteRef]] = {}
+        for site in self.sites:
+            if site.fq_path not in slots:
+                fq = self.model.get_submodule(site.fq_path)
+                if not isinstance(fq, FakeQuantizeImplBase):
+                    continue  # removed (replaced by an Identity)
+                fq_id = next(_ids)
+                _PYTHON_FQS[fq_id] = weakref.ref(fq)
+                self._python_ids.append(fq_id)
+                native = _native_args(fq)
+                if native is None:
+                    slots[site.fq_path] = program.add_python_slot(fq_id)
+                else:
+                    slots[site.fq_path] = program.add_native_slot(*native, fq_id)
+            grouped.setdefault((site.module_index, site.base_id, site.call_index), []).append(site)
+        for (module, base, call), group in grouped.items():
+            ins = [s for s in group if not s.output and s.fq_path in slots]
+            outs = [s for s in group if s.output and s.fq_path in slots]
+            program.set_op_policy(
+                module,
+                base,
+                call,
+                [s.index for s in ins],
+                [s.element for s in ins],
+                [slots[s.fq_path] for s in ins],
+                [s.index for s in outs],
+                [slots[s.fq_path] for s in outs],
+            )
+        # Building may itself size state (never here) — record the epoch seen at the start.
+        self.bound_epoch = epoch
+
+    def drop_sites(self, fq_path: str) -> None:
+        """Forget the sites of a removed fake-quantizer."""
+        self.sites = [s for s in self.sites if s.fq_path != fq_path]
+        self.bound_epoch = -1
+
+    # -- copying -------------------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["program"] = None
+        state["bound_epoch"] = -1
+        state["_python_ids"] = []
+        state["_handles"] = []
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+
+def get_runtime(model: nn.Module) -> EagerRuntime | None:
+    """The eager runtime of a prepared *model*, or None."""
+    runtime = model.__dict__.get(RUNTIME_ATTR)
+    return runtime if isinstance(runtime, EagerRuntime) else None
