@@ -11,6 +11,7 @@ that runs the prepared model, so names always agree.
 from __future__ import annotations
 
 import contextlib
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,6 +65,7 @@ class OpCall:
     outputs: list[torch.Tensor | None]
     module_call: ModuleCall
     order: int
+    stack: traceback.StackSummary | None = None  # Python stack, with record(capture_stack=True)
 
     @property
     def local_name(self) -> str:
@@ -102,7 +104,8 @@ def module_index(model: nn.Module) -> tuple[list[str], dict[int, int]]:
 
 
 class _Recorder:
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, capture_stack: bool = False) -> None:
+        self.capture_stack = capture_stack
         self.paths, self.index = module_index(model)
         self.by_overload: dict[tuple[int, int], op_registry.EagerOpOverload] = {}
         self.stack: list[ModuleCall] = []
@@ -141,6 +144,7 @@ class _Recorder:
             list(outputs),
             owner,
             len(self.ops),
+            traceback.extract_stack() if self.capture_stack else None,
         )
         self.ops.append(op)
         owner.ops.append(op)
@@ -220,15 +224,19 @@ def _recording_hooks(model: nn.Module, recorder: _Recorder, program: Any) -> Ite
             handle.remove()
 
 
-def record(model: nn.Module, example_inputs: tuple[Any, ...], **kwargs: Any) -> Recording:
+def record(
+    model: nn.Module, example_inputs: tuple[Any, ...], capture_stack: bool = False, **kwargs: Any
+) -> Recording:
     """Run *model* once on *example_inputs* (eval, no_grad) and record every intercepted call.
 
+    With *capture_stack* (off by default: it costs a stack walk per op) each ``OpCall``
+    keeps the Python stack of its call in ``stack`` (for the inspector's source lines).
     The model's train/eval flags are restored afterwards.
     """
     op_registry.ensure_registered()
     for entry in op_registry.op_overloads().values():
         _schema_args(entry)
-    recorder = _Recorder(model)
+    recorder = _Recorder(model, capture_stack)
     program = _ops.eager_program()
     program.set_recording(True)
     flags = {m: m.training for m in model.modules()}
