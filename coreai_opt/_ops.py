@@ -10,6 +10,7 @@ input's size (per index) or size / block (per block); a 0-d tensor means per-ten
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -191,6 +192,13 @@ def fused_fake_quantize(
     )
 
 
+def fused_fake_quantize_packed(x: torch.Tensor, args: tuple[object, ...]) -> torch.Tensor:
+    """:func:`fused_fake_quantize` with every argument after ``x`` given positionally, in
+    schema order (``observer_on`` ... ``range_max``): the hot path of a fake-quantizer that
+    built *args* once."""
+    return _ops.fused_fake_quantize(x, *args)
+
+
 def fused_fake_quantize_backward(
     grad: torch.Tensor,
     x: torch.Tensor,
@@ -264,3 +272,12 @@ def eager_frame_depth() -> int:
 def eager_key_state() -> tuple[bool, bool]:
     """(included, excluded): the intercept dispatch key's bits in this thread's TLS."""
     return bool(_ops._eager_key_included()), bool(_ops._eager_key_excluded())
+
+
+def eager_frame_ops() -> tuple[Any, Any]:
+    """The ``(push, pop)`` frame ops, each called as ``op(program_handle, module_index)``.
+
+    Returned as overload objects so that a forward hook calls them with no lookup: they
+    run on every hooked module call.
+    """
+    return _ops._eager_push_frame.default, _ops._eager_pop_frame.default

@@ -85,6 +85,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from coreai_opt.quantization.spec import _state_epoch
 from coreai_opt.quantization.spec.fake_quantize import (
     FakeQuantizeImplBase,
     LearnableFakeQuantize,
@@ -321,6 +322,8 @@ def sync_observers(model: nn.Module, group: ProcessGroup | None = None) -> int:
             offset += n
             calc.update_qparams_from_running_range()
             _sync_lsq(fq, calc)
+    # Qparams changed in place: results cached per weight version are stale.
+    _state_epoch.bump()
     return len(live)
 
 

@@ -249,6 +249,12 @@ void register_op_entry(c10::string_view name, c10::string_view overload, int64_t
   register_op(std::string(name), std::string(overload), base_id, pass_through);
 }
 
+void push_frame_entry(int64_t program, int64_t module) {
+  EagerProgram::from_handle(program).push_frame(module);
+}
+void pop_frame_entry(int64_t program, int64_t module) {
+  EagerProgram::from_handle(program).pop_frame(module);
+}
 int64_t scope_depth_entry() { return scope_depth(); }
 int64_t frame_depth_entry() { return frame_depth(); }
 bool key_included_entry() { return c10::impl::tls_is_dispatch_key_included(kInterceptKey); }
@@ -261,6 +267,11 @@ void define_eager(torch::Library& m) {
   //   Intercept aten overload `name.overload` while an eager scope is open (see register_op).
   m.def("_eager_register_op(str name, str overload, int base_id, bool pass_through) -> ()",
         &register_op_entry);
+  // _eager_push_frame(program, module) -> () / _eager_pop_frame(program, module) -> ()
+  //   Push / pop the frame of module index `module` of the EagerProgram with that handle
+  //   (the forward pre / post hooks of a prepared module); pushing opens the scope.
+  m.def("_eager_push_frame(int program, int module) -> ()", &push_frame_entry);
+  m.def("_eager_pop_frame(int program, int module) -> ()", &pop_frame_entry);
   // _eager_scope_depth() -> int / _eager_frame_depth() -> int
   //   This thread's interception scope depth and module frame count (tests, diagnostics).
   m.def("_eager_scope_depth() -> int", &scope_depth_entry);
@@ -283,6 +294,7 @@ void define_eager(torch::Library& m) {
       "int[] input_indices, int[] input_elements, Tensor?[] outputs) -> ()");
   m.class_<EagerProgram>("EagerProgram")
       .def(torch::init<>())
+      .def("handle", &EagerProgram::handle)
       .def("add_native_slot", &EagerProgram::add_native_slot)
       .def("add_python_slot", &EagerProgram::add_python_slot)
       .def("clear_slots", &EagerProgram::clear_slots)

@@ -53,6 +53,17 @@ struct OpPolicy {
 
 class EagerProgram : public torch::CustomClassHolder {
  public:
+  EagerProgram();
+  ~EagerProgram() override;
+  EagerProgram(const EagerProgram&) = delete;
+  EagerProgram& operator=(const EagerProgram&) = delete;
+
+  // The handle the frame ops (_eager_push_frame / _eager_pop_frame) take: a plain int is
+  // several times cheaper to pass from a Python hook than a custom-class method call.
+  int64_t handle() const { return handle_; }
+  // The live program with this handle (raises for an unknown one).
+  static EagerProgram& from_handle(int64_t handle);
+
   // -- building (Python, at prepare / re-bind) --------------------------------------------
   // state: observer_on, observer_off, fake_quant_on, running_min, running_max, scale,
   // zero_point, minval. ranges: six doubles (min/max for float32, float16, bfloat16), NaN
@@ -84,6 +95,7 @@ class EagerProgram : public torch::CustomClassHolder {
 
  private:
   static uint64_t key(int64_t module, int64_t base_id, int64_t call_index);
+  int64_t handle_ = 0;
   std::vector<Slot> slots_;
   std::unordered_map<uint64_t, OpPolicy> policies_;
   bool recording_ = false;

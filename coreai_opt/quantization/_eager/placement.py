@@ -105,9 +105,13 @@ def _arg_label(arg: OpArg) -> str:
 def _state_owners(model: nn.Module) -> dict[int, list[tuple[str, str]]]:
     owners: dict[int, list[tuple[str, str]]] = {}
     for path, module in model.named_modules(remove_duplicate=False):
-        for name, param in module.named_parameters(recurse=False):
+        # remove_duplicate=False: a tensor held under several names of one module
+        # (``self.kernel = self.weight``) has every name as an owner, so each alias is
+        # parametrized (the forward may read any of them) and takes part in the spec
+        # lookup (several matching keys: the last declared wins, with a warning).
+        for name, param in module.named_parameters(recurse=False, remove_duplicate=False):
             owners.setdefault(id(param), []).append((path, name))
-        for name, buf in module.named_buffers(recurse=False):
+        for name, buf in module.named_buffers(recurse=False, remove_duplicate=False):
             if buf is not None:
                 owners.setdefault(id(buf), []).append((path, name))
     for key, entries in owners.items():
@@ -157,7 +161,11 @@ def _boundary_override(
         positions = [i for i, t in enumerate(tensors) if t is tensor]
         resolved = configs.get(node.path)
         if positions and resolved is not None and resolved.config is not None:
-            if len(positions) > 1:
+            specs = getattr(resolved.config, field_name)
+            # Warn only where a module-level spec is configured: without one the index
+            # decides nothing (this used to log for every repeated boundary tensor, e.g.
+            # MultiheadAttention(x, x, x)).
+            if len(positions) > 1 and specs:
                 logger.warning(
                     "%s: the same tensor is %s %s of module %r; the first index wins",
                     field_name,
@@ -165,7 +173,7 @@ def _boundary_override(
                     positions,
                     node.path,
                 )
-            found, spec = lookup_spec_entry(getattr(resolved.config, field_name), positions[0])
+            found, spec = lookup_spec_entry(specs, positions[0])
             if found:
                 return True, spec
         node = node.parent
@@ -193,20 +201,27 @@ def plan_placement(model: nn.Module, config: QuantizerConfig, recording: Recordi
         module_config = None if resolved is None else resolved.config
         if module_config is None:
             continue
-        if op.overload.optional and not _names_optional_type(module_config, op.op_type, op.op_name):
-            continue
-        op_config = resolve_op_config(module_config, op.op_name, op.op_type)
+        # An optional type that no config names gets no op-level specs, but module-level
+        # specs (module_input/output_spec at a boundary, module_state_spec) still apply to
+        # it, as they apply to every op the reference intercepts (previously such an op
+        # was skipped whole, so e.g. module_output_spec on a block ending in softmax
+        # placed nothing).
+        op_level = not op.overload.optional or _names_optional_type(
+            module_config, op.op_type, op.op_name
+        )
+        op_config = resolve_op_config(module_config, op.op_name, op.op_type) if op_level else None
         level = _LEVEL_ORDER[resolved.level] if resolved is not None else 2
         for arg in op.inputs:
             tensor = arg.tensor
             if id(tensor) in owners_of:
                 if not _quantizable(tensor):
                     continue
-                names = [name for _, name in owners_of[id(tensor)]]
-                found, spec = _state_spec(op_config.op_state_spec, names, op.op_name)
                 state_tensors[id(tensor)] = tensor
-                state_uses.setdefault(id(tensor), []).append((level, op.order, spec, found))
                 consumers.setdefault(id(tensor), []).append(_consumer_type(model, op))
+                if op_config is not None:
+                    names = [name for _, name in owners_of[id(tensor)]]
+                    found, spec = _state_spec(op_config.op_state_spec, names, op.op_name)
+                    state_uses.setdefault(id(tensor), []).append((level, op.order, spec, found))
                 continue
             if (
                 op.overload.activation_args is not None
@@ -216,7 +231,7 @@ def plan_placement(model: nn.Module, config: QuantizerConfig, recording: Recordi
             if not _quantizable(tensor):
                 continue
             found, spec = _boundary_override(tensor, op.module_call, configs, outputs=False)
-            if not found:
+            if not found and op_config is not None:
                 found, spec = lookup_spec_entry(op_config.op_input_spec, arg.index)
             if spec is None:
                 continue
@@ -227,7 +242,7 @@ def plan_placement(model: nn.Module, config: QuantizerConfig, recording: Recordi
                 continue
             assert out is not None
             found, spec = _boundary_override(out, op.module_call, configs, outputs=True)
-            if not found:
+            if not found and op_config is not None:
                 found, spec = lookup_spec_entry(op_config.op_output_spec, index)
             if spec is None:
                 continue
@@ -296,6 +311,8 @@ def _resolve_states(
                 chosen = (True, spec)
                 break
         if not chosen[0]:
+            if not uses.get(key):
+                continue  # read only by optional ops no config names: module_state_spec only
             # op_state_spec of the highest-priority reader (then the first one to read it).
             _, _, spec, found = min(uses[key], key=lambda u: (u[0], u[1]))
             chosen = (found, spec)

@@ -33,6 +33,7 @@ _PYTHON_FQS: dict[int, weakref.ref[FakeQuantizeImplBase]] = {}
 _ids = itertools.count()
 _EPOCH = _state_epoch.EPOCH
 _RANGE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_PUSH, _POP = _ops.eager_frame_ops()
 
 
 def _apply_python_fake_quantizer(x: torch.Tensor, fq_id: int) -> torch.Tensor:
@@ -134,10 +135,10 @@ class _FrameHooks:
         runtime = self.runtime
         if runtime.bound_epoch != _EPOCH[0]:
             runtime.rebind()
-        runtime.program.push_frame(self.index)
+        _PUSH(runtime.handle, self.index)
 
     def post(self, module: nn.Module, args: Any, output: Any) -> None:
-        self.runtime.program.pop_frame(self.index)
+        _POP(self.runtime.handle, self.index)
 
 
 def _refuse_tracing(module: nn.Module, args: Any) -> None:
@@ -162,6 +163,7 @@ class EagerRuntime:
         self.sites = list(sites)
         self.hooked = sorted(set(hooked))
         self.program: Any = None
+        self.handle = 0
         self.bound_epoch = -1
         self._python_ids: list[int] = []
         self._handles: list[Any] = []
@@ -183,6 +185,7 @@ class EagerRuntime:
         """(Re)build the C++ tables from the current fake-quantizer modules."""
         if self.program is None:
             self.program = _ops.eager_program()
+            self.handle = int(self.program.handle())
         program = self.program
         for fq_id in self._python_ids:
             _PYTHON_FQS.pop(fq_id, None)
@@ -232,6 +235,7 @@ class EagerRuntime:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["program"] = None
+        state["handle"] = 0
         state["bound_epoch"] = -1
         state["_python_ids"] = []
         state["_handles"] = []

@@ -36,6 +36,7 @@ from coreai_opt.config.spec import (
     CompressionTargetTensor,
     CompressionType,
 )
+from coreai_opt.quantization.spec import _state_epoch
 from coreai_opt.quantization.spec._dtype_table import format_info
 from coreai_opt.quantization.spec._registry import (
     FAKE_QUANTIZE_REGISTRY,
@@ -414,6 +415,9 @@ class FakeQuantize(_QuantizerCommon):
             "_unused_zero_point", torch.empty(0, dtype=torch.int32), persistent=False
         )
         self.register_buffer("_unused_minval", torch.empty(0), persistent=False)
+        self._args_key: tuple[object, ...] | None = None
+        self._packed_args: tuple[object, ...] = ()
+        self._version_cache: tuple[object, torch.Tensor | None] | None = None
 
     def _size_extra_state(self, qshape: tuple[int, ...]) -> None:
         if self.is_float:
@@ -427,9 +431,85 @@ class FakeQuantize(_QuantizerCommon):
             return x
         if self._pattern is None and not self._first_observation(x):
             return x
-        calc = self.qparams_calculator
         if self._method is None:
             return self._forward_python(x)
+        if torch.compiler.is_compiling():
+            return self._forward_traceable(x)
+        return self._forward_fast(x)
+
+    def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+        # Eager hot path: the op's arguments are built once per (shape, dtype, state epoch)
+        # and a weight that needs no gradient is fake-quantized once per version.
+        cache = self._version_cache
+        if cache is not None and not (x.requires_grad and torch.is_grad_enabled()):
+            key = (
+                id(x),
+                x._version,
+                self.fake_quant_enabled._version,
+                self.observer_enabled._version,
+                # Not the qparams' versions: the op bumps them on every call (they are
+                # mutable arguments). Qparams change only while observing (never cached),
+                # on load / re-assignment or a distributed sync (both bump the epoch).
+                _state_epoch.EPOCH[0],
+            )
+            if cache[0] == key:
+                return cache[1]
+            observing = bool(self.observer_enabled[0]) and not self._export_mode
+        else:
+            key = None
+        args_key = (x.shape, x.dtype, _state_epoch.EPOCH[0])
+        if args_key != self._args_key:
+            self._packed_args = self._fused_args(x)
+            self._args_key = args_key
+        y = _ops.fused_fake_quantize_packed(x, self._packed_args)
+        if key is not None and not observing:
+            # Keyed after the call: observing would have changed the qparams' versions.
+            self._version_cache = (key, y)
+        return y
+
+    def enable_version_cache(self, enabled: bool = True) -> None:
+        """Reuse the result for the same tensor version when no gradient is needed and the
+        observer is off (eager weights: inference fake-quantizes each weight once)."""
+        self._version_cache = ((), None) if enabled else None
+
+    def _fused_args(self, x: torch.Tensor) -> tuple[object, ...]:
+        calc = self.qparams_calculator
+        zero_point = self._unused_zero_point if self.is_float else calc.zero_point
+        minval = self._unused_minval if self.is_float else calc.minval
+        observer_on = self._observer_off if self._export_mode else self.observer_enabled
+        lo, hi = calc.effective_float_range(x.dtype)
+        state = [calc.running_min, calc.running_max, calc.scale, zero_point, minval]
+        if self._pattern is not None and len(self._pattern) != x.dim():
+            if calc.scale.numel() != 1:
+                raise ValueError(
+                    f"{type(self).__name__} sized for rank-{len(self._pattern)} tensors got a "
+                    f"rank-{x.dim()} tensor; only a per-tensor fake-quantizer can take both"
+                )
+            ones = [1] * x.dim()
+            state = [t.view(ones) for t in state]
+            block_size = list(x.shape)
+        else:
+            block_size = self._block_size(x.shape)
+        return (
+            observer_on,
+            self.fake_quant_enabled,
+            *state,
+            block_size,
+            self.dtype,
+            0 if self.is_float else int(self.quant_min),
+            0 if self.is_float else int(self.quant_max),
+            calc.symmetric,
+            self.use_minval,
+            calc.e8m0,
+            self._method,
+            calc.averaging_constant_value,
+            lo,
+            hi,
+        )
+
+    def _forward_traceable(self, x: torch.Tensor) -> torch.Tensor:
+        # What torch.compile / torch.export trace: no caches, no attribute writes.
+        calc = self.qparams_calculator
         zero_point = self._unused_zero_point if self.is_float else calc.zero_point
         minval = self._unused_minval if self.is_float else calc.minval
         observer_on = self._observer_off if self._export_mode else self.observer_enabled
