@@ -179,6 +179,11 @@ def _attach(model: nn.Module, plan: EagerPlan) -> tuple[_WeightFQs, _ActFQs]:
         fq = QuantizationComponentFactory.create_fake_quantizer(site.spec, "activation")
         owner.add_module(site.fq_name, fq)
         activation_fqs[site.fq_path] = fq
+    for boundary in plan.boundaries:
+        owner = model.get_submodule(boundary.module_path) if boundary.module_path else model
+        fq = QuantizationComponentFactory.create_fake_quantizer(boundary.spec, "activation")
+        owner.add_module(boundary.fq_name, fq)
+        activation_fqs[boundary.fq_path] = fq
     weight_fqs: _WeightFQs = {}
     for state in plan.states:
         fq = QuantizationComponentFactory.create_fake_quantizer(state.spec, "weight")
@@ -212,6 +217,9 @@ def _install_runtime(model: nn.Module, plan: EagerPlan, hooked: Mapping[int, str
         for s in plan.sites
     ]
     runtime = EagerRuntime(model, sites, sorted(hooked.items()))
+    for b in plan.boundaries:
+        ins, outs = runtime.boundaries.setdefault(b.module_path, ([], []))
+        (outs if b.output else ins).append((b.index, b.fq_name))
     runtime.install_hooks()
     model.__dict__[RUNTIME_ATTR] = runtime
     model.__dict__[_OP_NAMES_ATTR] = dict(plan.op_names)

@@ -42,7 +42,7 @@ from coreai_opt.quantization.config.resolution import (
 )
 from coreai_opt.quantization.spec import QuantizationSpec
 
-__all__ = ["ActivationSite", "EagerPlan", "StatePlacement", "plan_placement"]
+__all__ = ["ActivationSite", "BoundarySite", "EagerPlan", "StatePlacement", "plan_placement"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +82,28 @@ class StatePlacement:
 
 
 @dataclass
+class BoundarySite:
+    """A module_input_spec / module_output_spec fake-quantizer applied in the module's
+    forward hooks, for a boundary tensor that no intercepted op of the module reads
+    (or produces): ``input_quantize_<i>`` / ``output_quantize_<i>`` on that module."""
+
+    module_path: str
+    output: bool
+    index: int
+    spec: QuantizationSpec
+
+    @property
+    def fq_name(self) -> str:
+        """Name of the fake-quantizer submodule on the module."""
+        return f"{'output' if self.output else 'input'}_quantize_{self.index}"
+
+    @property
+    def fq_path(self) -> str:
+        """Qualified name of the fake-quantizer submodule."""
+        return f"{self.module_path}.{self.fq_name}" if self.module_path else self.fq_name
+
+
+@dataclass
 class EagerPlan:
     """The placement of every fake-quantizer of one model."""
 
@@ -89,6 +111,7 @@ class EagerPlan:
     states: list[StatePlacement]
     op_names: dict[str, str]
     active_modules: set[int]
+    boundaries: list[BoundarySite] = field(default_factory=list)
 
 
 def _quantizable(t: torch.Tensor | None) -> bool:
@@ -151,9 +174,11 @@ def _boundary_override(
     call: ModuleCall,
     configs: Mapping[str, ResolvedModuleConfig],
     outputs: bool,
+    used: set[tuple[int, int, bool]],
 ) -> tuple[bool, QuantizationSpec | None]:
     """Innermost module call (from *call* outwards) whose boundary holds *tensor* with a
-    matching module_input_spec / module_output_spec key."""
+    matching module_input_spec / module_output_spec key; records the boundary slot it
+    used in *used* (so the module's hooks do not quantize that tensor again)."""
     field_name = "module_output_spec" if outputs else "module_input_spec"
     node: ModuleCall | None = call
     while node is not None:
@@ -161,11 +186,7 @@ def _boundary_override(
         positions = [i for i, t in enumerate(tensors) if t is tensor]
         resolved = configs.get(node.path)
         if positions and resolved is not None and resolved.config is not None:
-            specs = getattr(resolved.config, field_name)
-            # Warn only where a module-level spec is configured: without one the index
-            # decides nothing (this used to log for every repeated boundary tensor, e.g.
-            # MultiheadAttention(x, x, x)).
-            if len(positions) > 1 and specs:
+            if len(positions) > 1:
                 logger.warning(
                     "%s: the same tensor is %s %s of module %r; the first index wins",
                     field_name,
@@ -173,11 +194,44 @@ def _boundary_override(
                     positions,
                     node.path,
                 )
-            found, spec = lookup_spec_entry(specs, positions[0])
+            found, spec = lookup_spec_entry(getattr(resolved.config, field_name), positions[0])
             if found:
+                used.add((id(node), positions[0], outputs))
                 return True, spec
         node = node.parent
     return False, None
+
+
+def _boundary_sites(
+    recording: Recording,
+    configs: Mapping[str, ResolvedModuleConfig],
+    used: set[tuple[int, int, bool]],
+) -> list[BoundarySite]:
+    """Module boundary specs that no intercepted op took over (first call per module)."""
+    sites: list[BoundarySite] = []
+    seen: set[str] = set()
+    for call in recording.module_calls:
+        if call.path in seen:
+            continue
+        seen.add(call.path)
+        resolved = configs.get(call.path)
+        if resolved is None or resolved.config is None:
+            continue
+        for outputs, tensors in ((False, call.inputs), (True, call.outputs)):
+            specs = getattr(
+                resolved.config, "module_output_spec" if outputs else "module_input_spec"
+            )
+            if not specs:
+                continue
+            for index, tensor in enumerate(tensors):
+                if not _quantizable(tensor) or (id(call), index, outputs) in used:
+                    continue
+                if any(t is tensor for t in tensors[:index]):
+                    continue  # the same tensor twice: the first index wins
+                found, spec = lookup_spec_entry(specs, index)
+                if found and spec is not None:
+                    sites.append(BoundarySite(call.path, outputs, index, spec))
+    return sites
 
 
 def plan_placement(model: nn.Module, config: QuantizerConfig, recording: Recording) -> EagerPlan:
@@ -191,6 +245,7 @@ def plan_placement(model: nn.Module, config: QuantizerConfig, recording: Recordi
     op_names: dict[str, str] = {}
     seen: set[tuple[int, int, int]] = set()
     taken_names: set[str] = set()
+    used: set[tuple[int, int, bool]] = set()
     for op in recording.ops:
         key = (op.module_index, op.base_id, op.call_index)
         if key in seen:
@@ -230,7 +285,7 @@ def plan_placement(model: nn.Module, config: QuantizerConfig, recording: Recordi
                 continue
             if not _quantizable(tensor):
                 continue
-            found, spec = _boundary_override(tensor, op.module_call, configs, outputs=False)
+            found, spec = _boundary_override(tensor, op.module_call, configs, False, used)
             if not found and op_config is not None:
                 found, spec = lookup_spec_entry(op_config.op_input_spec, arg.index)
             if spec is None:
@@ -241,7 +296,7 @@ def plan_placement(model: nn.Module, config: QuantizerConfig, recording: Recordi
             if not _quantizable(out):
                 continue
             assert out is not None
-            found, spec = _boundary_override(out, op.module_call, configs, outputs=True)
+            found, spec = _boundary_override(out, op.module_call, configs, True, used)
             if not found and op_config is not None:
                 found, spec = lookup_spec_entry(op_config.op_output_spec, index)
             if spec is None:
@@ -250,7 +305,8 @@ def plan_placement(model: nn.Module, config: QuantizerConfig, recording: Recordi
             sites.append(_site(op, True, index, -1, name, spec, taken_names))
     states = _resolve_states(model, configs, owners_of, state_tensors, state_uses, consumers)
     active = {op.module_index for op in recording.ops}
-    return EagerPlan(sites, states, op_names, active)
+    boundaries = _boundary_sites(recording, configs, used)
+    return EagerPlan(sites, states, op_names, active, boundaries)
 
 
 def _site(

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from coreai_opt import _ops
 from coreai_opt.quantization.spec import _state_epoch
@@ -141,6 +142,32 @@ class _FrameHooks:
         _POP(self.runtime.handle, self.index)
 
 
+class _BoundaryHooks:
+    """module_input_spec / module_output_spec fake-quantizers of one module applied to its
+    boundary tensors (those no intercepted op reads or produces): position i counts the
+    tensors of the flattened ``(args, kwargs)`` / output, as the recording pass did."""
+
+    def __init__(self, inputs: Sequence[tuple[int, str]], outputs: Sequence[tuple[int, str]]):
+        self.inputs = list(inputs)
+        self.outputs = list(outputs)
+
+    @staticmethod
+    def _apply(module: nn.Module, value: Any, sites: Sequence[tuple[int, str]]) -> Any:
+        leaves, spec = tree_flatten(value)
+        positions = [i for i, leaf in enumerate(leaves) if isinstance(leaf, torch.Tensor)]
+        for index, fq_name in sites:
+            fq = module._modules.get(fq_name)
+            if isinstance(fq, FakeQuantizeImplBase) and index < len(positions):
+                leaves[positions[index]] = fq(leaves[positions[index]])
+        return tree_unflatten(leaves, spec)
+
+    def pre(self, module: nn.Module, args: Any, kwargs: Any) -> Any:
+        return self._apply(module, (args, kwargs), self.inputs)
+
+    def post(self, module: nn.Module, args: Any, output: Any) -> Any:
+        return self._apply(module, output, self.outputs)
+
+
 def _refuse_tracing(module: nn.Module, args: Any) -> None:
     if torch.compiler.is_compiling() or torch.compiler.is_exporting():
         raise RuntimeError(
@@ -162,6 +189,7 @@ class EagerRuntime:
         self.model = model
         self.sites = list(sites)
         self.hooked = sorted(set(hooked))
+        self.boundaries: dict[str, tuple[list[tuple[int, str]], list[tuple[int, str]]]] = {}
         self.program: Any = None
         self.handle = 0
         self.bound_epoch = -1
@@ -178,6 +206,15 @@ class EagerRuntime:
             module = self.model.get_submodule(path) if path else self.model
             self._handles.append(module.register_forward_pre_hook(hooks.pre))
             self._handles.append(module.register_forward_hook(hooks.post, always_call=True))
+        for path, (inputs, outputs) in self.boundaries.items():
+            module = self.model.get_submodule(path) if path else self.model
+            boundary = _BoundaryHooks(inputs, outputs)
+            if inputs:
+                self._handles.append(
+                    module.register_forward_pre_hook(boundary.pre, with_kwargs=True)
+                )
+            if outputs:
+                self._handles.append(module.register_forward_hook(boundary.post))
 
     # -- binding -------------------------------------------------------------------------
 
