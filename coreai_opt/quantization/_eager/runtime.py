@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from coreai_opt import _ops
+from coreai_opt.quantization._eager import op_registry
 from coreai_opt.quantization.spec import _state_epoch
 from coreai_opt.quantization.spec.fake_quantize import FakeQuantize, FakeQuantizeImplBase
 
@@ -221,6 +222,9 @@ class EagerRuntime:
     def rebind(self) -> None:
         """(Re)build the C++ tables from the current fake-quantizer modules."""
         if self.program is None:
+            # A model unpickled in a fresh process: its op types must be intercepted there
+            # too (registration is per process).
+            op_registry.ensure_registered()
             self.program = _ops.eager_program()
             self.handle = int(self.program.handle())
         program = self.program
