@@ -31,7 +31,7 @@ __all__ = ["RUNTIME_ATTR", "EagerRuntime", "SiteRef", "get_runtime"]
 RUNTIME_ATTR = "_coreai_opt_eager"
 
 _lib = torch.library.Library("coreai_opt", "IMPL")
-_PYTHON_FQS: dict[int, weakref.ref[FakeQuantizeImplBase]] = {}
+_PYTHON_FQS: dict[int, weakref.ref[nn.Module]] = {}
 _ids = itertools.count()
 _EPOCH = _state_epoch.EPOCH
 _RANGE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -46,7 +46,11 @@ def _apply_python_fake_quantizer(x: torch.Tensor, fq_id: int) -> torch.Tensor:
             f"coreai_opt eager: fake-quantizer {fq_id} no longer exists (the model's tables "
             f"were not re-bound after its fake-quantizers were replaced)"
         )
-    if torch._C._current_graph_task_id() != -1 and int(fq.observer_enabled[0]):
+    if (
+        isinstance(fq, FakeQuantizeImplBase)
+        and torch._C._current_graph_task_id() != -1
+        and int(fq.observer_enabled[0])
+    ):
         # A backward pass (activation-checkpoint recompute) re-applies but never observes.
         fq.observer_enabled[0] = 0
         try:
@@ -238,9 +242,15 @@ class EagerRuntime:
         grouped: dict[tuple[int, int, int], list[SiteRef]] = {}
         for site in self.sites:
             if site.fq_path not in slots:
-                fq = self.model.get_submodule(site.fq_path)
-                if not isinstance(fq, FakeQuantizeImplBase):
-                    continue  # removed (replaced by an Identity)
+                try:
+                    fq = self.model.get_submodule(site.fq_path)
+                except AttributeError:
+                    continue  # removed
+                if isinstance(fq, nn.Identity):
+                    continue
+                # A fake-quantizer, or what finalize put in its place (a quantize /
+                # dequantize pair): anything but the built-in FakeQuantize is called
+                # through the Python slot.
                 fq_id = next(_ids)
                 _PYTHON_FQS[fq_id] = weakref.ref(fq)
                 self._python_ids.append(fq_id)
