@@ -4,7 +4,8 @@
 for ``module_name_configs`` / ``module_type_configs``) and ops (names and types, for
 ``op_name_config`` / ``op_type_config``), with the data flow between ops and the
 tensors crossing each module's boundary. Graph mode reads the ``torch.export`` graph;
-eager mode is not available in this build yet.
+eager mode runs the model once through the eager interceptor (op names
+``<module>.<op>[_k]``, registry op types, as eager configs match them).
 
 Public: ``ModelInspector``, ``ModelSummary``, ``ModuleContext``, ``ModuleInfo``,
 ``OpInfo``, ``SourceFrame``, ``InputEdge``, ``BoundaryEdge``. The error raised for an

@@ -3,8 +3,10 @@ model, the names a ``QuantizerConfig`` uses to target parts of it.
 
 Graph mode exports the model with ``torch.export.export(..., strict=False)`` (as
 ``Quantizer.prepare`` does) and reads every node of the graph; see
-:mod:`coreai_opt.inspection._graph_parse` for how nodes become ops. Eager-mode inspection
-is not part of this build yet.
+:mod:`coreai_opt.inspection._graph_parse` for how nodes become ops. Eager mode runs the
+model once through the eager interceptor (as ``Quantizer.prepare`` does) and lists the
+intercepted ops under the names eager configs match; see
+:mod:`coreai_opt.inspection._eager_parse`.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from typing import Any
 
 from torch import fx, nn
 
+from coreai_opt.inspection._eager_parse import parse_eager_model
 from coreai_opt.inspection._graph_parse import parse_graph_module, qualified_type_name
 from coreai_opt.inspection._info import ModelSummary, OpInfo
 from coreai_opt.inspection._render import render_summary
 from coreai_opt.quantization._graph.export import export_program
-from coreai_opt.quantization._mode import ModeUnavailableError
+from coreai_opt.quantization._lifecycle import is_prepared
 from coreai_opt.quantization.config import ExecutionMode
 from coreai_opt.quantization.config.quantization_config import parse_execution_mode
 
@@ -34,15 +37,20 @@ class ModelInspector:
         model: the model to inspect (an ``nn.Module``; a ``torch.fx.GraphModule`` from
             ``torch.export`` may be given with ``example_inputs=None`` and is then read
             as it is).
-        example_inputs: positional inputs for ``torch.export`` (a tuple; a list is
-            accepted). None only for a ``GraphModule`` in graph mode.
+        example_inputs: positional inputs for ``torch.export`` or for the eager forward
+            (a tuple; a list is accepted). None only for a ``GraphModule`` in graph mode.
         execution_mode: ``ExecutionMode.GRAPH`` / ``"graph"`` (the names of
             ``torch.export`` graph nodes, what graph-mode configs match) or
-            ``ExecutionMode.EAGER`` / ``"eager"`` (not available yet).
+            ``ExecutionMode.EAGER`` / ``"eager"`` (one forward, eval and ``no_grad``;
+            op names ``<module>.<op>[_k]`` and registry op types, what eager-mode
+            configs match; synthetic ``input_<i>`` / ``output_<i>`` boundary ops).
         compressor: a ``Quantizer`` class (or subclass); when given, only the ops its
-            ``get_compressible_op_names(model, execution_mode)`` returns are kept.
-        dynamic_shapes: passed to ``torch.export.export`` unchanged.
-        export_with_no_grad: export under ``torch.no_grad()`` (default True).
+            ``get_compressible_op_names(model, execution_mode)`` returns are kept
+            (eager mode passes *example_inputs* too).
+        dynamic_shapes: passed to ``torch.export.export`` unchanged (graph mode only;
+            eager mode warns and ignores it).
+        export_with_no_grad: export under ``torch.no_grad()`` (default True; graph mode
+            only, eager mode warns about any other value).
 
     Raises:
         TypeError: *model* is not an ``nn.Module``.
@@ -50,9 +58,7 @@ class ModelInspector:
             ``ExecutionMode`` value.
         ValueError: *example_inputs* is None for anything but a ``GraphModule`` in
             graph mode, or *compressor* is not a ``Quantizer`` subclass.
-        ModeUnavailableError: eager mode (a ``RuntimeError``, as ``Quantizer`` raises for a
-            mode not in this build; after the checks; a ``GraphModule`` given in
-            eager mode raises ``TypeError`` first).
+        TypeError: a ``torch.fx.GraphModule`` in eager mode.
 
     Example::
 
@@ -60,6 +66,9 @@ class ModelInspector:
         inspector = ModelInspector(model, (torch.randn(1, 10),), execution_mode="graph")
         print(inspector.format_summary())
         inspector.get_matched_ops_for_op_type("linear")  # (linear, linear_1)
+
+        eager = ModelInspector(model, (torch.randn(1, 10),), execution_mode="eager")
+        eager.get_matched_ops_for_op_type("linear")  # (0.linear, 2.linear)
     """
 
     def __init__(
@@ -92,6 +101,7 @@ class ModelInspector:
         self._model = model
         self._mode = mode
         self._compressor = compressor
+        self._graph_module: fx.GraphModule | None = None
 
         if mode is ExecutionMode.EAGER:
             if is_graph_module:
@@ -111,11 +121,9 @@ class ModelInspector:
                         UserWarning,
                         stacklevel=2,
                     )
-            raise ModeUnavailableError(
-                "ModelInspector needs the 'eager' execution mode, which is not available in "
-                "this build yet: eager-mode inspection is not built. Use "
-                "execution_mode=ExecutionMode.GRAPH ('graph') to inspect the exported graph."
-            )
+            assert example_inputs is not None
+            self._inspect_eager(model, example_inputs, compressor)
+            return
 
         if example_inputs is None:
             assert isinstance(model, fx.GraphModule)
@@ -151,6 +159,31 @@ class ModelInspector:
             op.op_name for op in parsed.ops if op.op_type in ("placeholder", "output")
         )
 
+    def _inspect_eager(
+        self, model: nn.Module, example_inputs: tuple[Any, ...], compressor: type | None
+    ) -> None:
+        """Eager mode: one recording forward (a second one for the compressor's names)."""
+        keep = None
+        if compressor is not None:
+            names = compressor.get_compressible_op_names(  # type: ignore[attr-defined]
+                model, ExecutionMode.EAGER, example_inputs
+            )
+            allowed = _as_name_set(names, compressor)
+            keep = lambda op: op.op_name in allowed  # noqa: E731
+        try:
+            parsed = parse_eager_model(model, example_inputs, keep=keep)
+        except Exception as err:
+            if is_prepared(model) and hasattr(err, "add_note"):
+                err.add_note(
+                    "ModelInspector(execution_mode='eager') runs the model through the eager "
+                    "recording pass; the model given is already prepared. Inspect the float "
+                    "model (before Quantizer.prepare) instead."
+                )
+            raise
+        self._ops = tuple(parsed.kept)
+        self._root = parsed.root
+        self._hidden = parsed.boundary_names
+
     # -- accessors -----------------------------------------------------------------------
 
     @property
@@ -164,8 +197,9 @@ class ModelInspector:
         return self._mode
 
     @property
-    def graph_module(self) -> fx.GraphModule:
-        """The graph that was inspected (the exported model, or the one given)."""
+    def graph_module(self) -> fx.GraphModule | None:
+        """The graph that was inspected (the exported model, or the one given); None in
+        eager mode."""
         return self._graph_module
 
     @property
@@ -265,7 +299,7 @@ def export_graph_module(
                 if dynamic_shapes is None
                 else ", or check dynamic_shapes"
             )
-            + ", or inspect in execution_mode='eager' once it is available.",
+            + ", or inspect in execution_mode='eager'.",
         ]
         if hasattr(err, "add_note"):
             for hint in hints:

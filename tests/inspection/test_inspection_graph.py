@@ -23,7 +23,6 @@ from coreai_opt.inspection import (
 )
 from coreai_opt.inspection._errors import InvalidExecutionModeError
 from coreai_opt.quantization import ExecutionMode, Quantizer
-from coreai_opt.quantization._mode import ModeUnavailableError
 
 # -- models -----------------------------------------------------------------------------------
 
@@ -471,16 +470,18 @@ def test_execution_mode_spellings() -> None:
     assert inspector.summary.mode is ExecutionMode.GRAPH
 
 
-def test_eager_mode_is_not_available_yet() -> None:
-    with pytest.raises(ModeUnavailableError, match=r"'eager' execution mode.*ExecutionMode\.GRAPH"):
-        ModelInspector(Net(), EXAMPLE, ExecutionMode.EAGER)
+def test_eager_mode_inspects_the_same_model() -> None:
+    inspector = ModelInspector(Net(), EXAMPLE, ExecutionMode.EAGER)
+    assert inspector.summary.mode is ExecutionMode.EAGER and inspector.graph_module is None
+    assert "submodule_a.conv.conv2d" in names(inspector.ops)
 
 
-def test_eager_mode_warns_about_graph_only_arguments_first() -> None:
-    with pytest.warns(UserWarning) as record, pytest.raises(ModeUnavailableError):
-        ModelInspector(
+def test_eager_mode_warns_about_graph_only_arguments() -> None:
+    with pytest.warns(UserWarning) as record:
+        inspector = ModelInspector(
             Net(), EXAMPLE, "eager", dynamic_shapes={"x": None}, export_with_no_grad=False
         )
+    assert inspector.execution_mode is ExecutionMode.EAGER
     messages = [str(w.message) for w in record]
     assert any(m.startswith("dynamic_shapes=") for m in messages)
     assert any(m.startswith("export_with_no_grad=False") for m in messages)
