@@ -138,13 +138,14 @@ void intercept_kernel(const c10::OperatorHandle& op, c10::DispatchKeySet ks,
       if (!v.isTensor() || !quantizable(v.toTensor())) {
         continue;
       }
-      at::Tensor q = program.apply(use.slot, v.toTensor());
       if (entry.in_place && use.index == 0) {
         // The op writes into its first argument: quantize that tensor itself, so the caller's
-        // tensor (which the op returns) stays the one that is modified.
-        v.toTensor().copy_(q);
+        // tensor (which the op returns) stays the one that is modified. The fake-quantizer
+        // reads a clone: it saves its input for backward, and copy_ is about to change it.
+        const at::Tensor& self = v.toTensor();
+        self.copy_(program.apply(use.slot, self.clone()));
       } else {
-        v = std::move(q);
+        v = program.apply(use.slot, v.toTensor());
       }
     } else if (v.isTensorList()) {
       auto list = v.toTensorList();
@@ -161,11 +162,11 @@ void intercept_kernel(const c10::OperatorHandle& op, c10::DispatchKeySet ks,
     if (!r.isTensor() || !quantizable(r.toTensor())) {
       continue;
     }
-    at::Tensor q = program.apply(use.slot, r.toTensor());
     if (entry.in_place && use.index == 0) {
-      r.toTensor().copy_(q);
+      const at::Tensor& out = r.toTensor();
+      out.copy_(program.apply(use.slot, out.clone()));
     } else {
-      r = std::move(q);
+      r = program.apply(use.slot, r.toTensor());
     }
   }
 }

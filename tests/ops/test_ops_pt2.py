@@ -38,7 +38,11 @@ def test_op_list_is_complete() -> None:
         for n in torch._C._dispatch_get_all_op_names()
         if n.startswith("coreai_opt::")
     }
-    assert registered - {"cpu_kernel_isa"} == set(OP_NAMES)
+    # Not numerical ops: the ISA query and eager mode's interceptor plumbing (frames,
+    # registration, and the two schemas whose kernels are Python functions), which never
+    # appear in a traced graph (an eager-prepared model refuses torch.compile / export).
+    plumbing = {"cpu_kernel_isa"} | {n for n in registered if n.startswith("_eager_")}
+    assert registered - plumbing == set(OP_NAMES)
 
 
 # ---- opcheck: one representative case per op ------------------------------------------------

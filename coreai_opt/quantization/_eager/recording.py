@@ -216,7 +216,11 @@ def _recording_hooks(model: nn.Module, recorder: _Recorder, program: Any) -> Ite
             call.outputs = _flat_tensors(output)
 
         handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
-        handles.append(module.register_forward_hook(post, with_kwargs=True, always_call=True))
+        # prepend: on an eager-prepared model the recording frame, pushed after the
+        # model's own, must pop before it.
+        handles.append(
+            module.register_forward_hook(post, with_kwargs=True, always_call=True, prepend=True)
+        )
     try:
         yield
     finally:

@@ -36,6 +36,7 @@ _ids = itertools.count()
 _EPOCH = _state_epoch.EPOCH
 _RANGE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _PUSH, _POP = _ops.eager_frame_ops()
+_dispatch_modes = torch._C._len_torch_dispatch_stack
 
 
 def _apply_python_fake_quantizer(x: torch.Tensor, fq_id: int) -> torch.Tensor:
@@ -141,10 +142,19 @@ class _FrameHooks:
         runtime = self.runtime
         if runtime.bound_epoch != _EPOCH[0]:
             runtime.rebind()
-        _PUSH(runtime.handle, self.index)
+        if _dispatch_modes():
+            # Under a TorchDispatchMode every op call goes through the Python fallback,
+            # which restores the dispatch-key TLS when the op returns (the scope would be
+            # lost): call the program directly, bypassing the dispatcher.
+            runtime.program.push_frame(self.index)
+        else:
+            _PUSH(runtime.handle, self.index)
 
     def post(self, module: nn.Module, args: Any, output: Any) -> None:
-        _POP(self.runtime.handle, self.index)
+        if _dispatch_modes():
+            self.runtime.program.pop_frame(self.index)
+        else:
+            _POP(self.runtime.handle, self.index)
 
 
 class _BoundaryHooks:
