@@ -68,9 +68,40 @@ BatchNorm running statistics, are then per rank as well;
 :func:`broadcast_non_observer_buffers` copies rank 0's (what DDP would have done for them)
 without touching the observers.
 
-FSDP2 (``fully_shard``) is not covered: it shards ``nn.Module`` parameters of
-eager-prepared models, and eager mode is not built yet; graph-mode models are trained
-with DDP.
+Both execution modes: the sync finds the fake-quantizers through ``named_modules()``, which
+in eager mode reaches the activation fake-quantizers (submodules of the module that ran the
+op) and the weight ones (``<module>.parametrizations.<name>.0``); a weight shared by several
+modules has one fake-quantizer and is synchronised once. An eager model stays the module
+DDP wraps, and DDP's buffer broadcast would reach its fake-quantizers' buffers exactly as
+in graph mode, so the same ``broadcast_buffers=False`` rule and :func:`check_ddp` apply.
+
+FSDP2 (``torch.distributed.fsdp.fully_shard``; ``torch.distributed._composable.fsdp`` on
+torch < 2.6) over an **eager**-prepared model works, on CPU with gloo too, when it is
+applied *after* ``Quantizer.prepare()``:
+
+* FSDP2 shards parameters only: the weights' ``parametrizations.<name>.original`` and LSQ's
+  ``scale`` / ``zero_point``. Fake-quantizer state is buffers, which it leaves whole and
+  per rank and never broadcasts (there is no switch to turn off), so everything above
+  applies unchanged; a weight fake-quantizer observes the all-gathered full weight, the
+  same on every rank. Other buffers (BatchNorm statistics) stay per rank as under DDP with
+  ``broadcast_buffers=False``: :func:`broadcast_non_observer_buffers` before finalizing.
+* Sharding *before* prepare is not supported: eager prepare's recording forward would see
+  the all-gathered weights as plain tensors, not parameters, and quantize them as
+  activations, without an error. :func:`check_unsharded` raises ``RuntimeError`` for such
+  a model (prepare itself does not call it yet).
+* LSQ (``fake_quantize_cls="lsq"``) while its observer is on writes the calculator's
+  qparams into its parameters inside the forward. Under FSDP2 the write lands in the
+  unsharded copy, which a reshard drops: the sync (calibration exit, ``step()``) writes
+  the reduced qparams into every rank's shard, locally. But a module group that reshards
+  after forward (``reshard_after_forward=True``, FSDP2's default below the root) all-gathers
+  the stale values again for the backward, which then differentiates with qparams other
+  than those of the forward (DDP or one process would not). :func:`check_fsdp` (run by
+  every sync) raises ``RuntimeError`` when a backward went through such a fake-quantizer;
+  ``fully_shard(..., reshard_after_forward=False)`` (or ``set_reshard_after_forward(False)``)
+  on the groups holding LSQ fake-quantizers while the observer is on gives the results of
+  DDP. Once the observer is off the parameters are trained like any other.
+
+Graph-mode (``GraphModule``) models are trained with DDP; FSDP2 over them is not covered.
 """
 
 from __future__ import annotations
@@ -97,6 +128,8 @@ __all__ = [
     "auto_sync_enabled",
     "broadcast_non_observer_buffers",
     "check_ddp",
+    "check_fsdp",
+    "check_unsharded",
     "is_distributed",
     "set_auto_sync",
     "sync_observers",
@@ -105,6 +138,20 @@ __all__ = [
 ]
 
 ProcessGroup = dist.ProcessGroup if dist.is_available() else object
+
+try:
+    from torch.distributed.tensor import DTensor as _DTensor
+    from torch.distributed.tensor import distribute_tensor as _distribute_tensor
+except ImportError:  # torch built without distributed support
+    _DTensor = None  # type: ignore[assignment,misc]
+    _distribute_tensor = None  # type: ignore[assignment]
+try:
+    from torch.distributed.fsdp import FSDPModule as _FSDPModule
+except ImportError:  # torch < 2.6
+    try:
+        from torch.distributed._composable.fsdp import FSDPModule as _FSDPModule
+    except ImportError:
+        _FSDPModule = None  # type: ignore[assignment,misc]
 
 
 @dataclass
@@ -211,6 +258,109 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model
 
 
+# -- FSDP2 ------------------------------------------------------------------------------------
+
+
+def _is_fsdp(module: object) -> bool:
+    return _FSDPModule is not None and isinstance(module, _FSDPModule)
+
+
+def _is_dtensor(tensor: object) -> bool:
+    """True for a ``DTensor`` (a parameter sharded by FSDP2's ``fully_shard``)."""
+    return _DTensor is not None and isinstance(tensor, _DTensor)
+
+
+def check_unsharded(model: nn.Module, caller: str = "Quantizer.prepare()") -> None:
+    """Raise when *model* is already sharded by FSDP2 (or holds ``DTensor`` parameters).
+
+    Eager prepare records one forward to tell parameters from activations; under
+    ``fully_shard`` the forward runs on all-gathered copies that are not the module's
+    registered parameters, so every weight would be quantized as an activation (and not
+    sharded by its parametrization) without any error.
+
+    Raises:
+        RuntimeError: naming the first sharded module or parameter and the fix (apply
+            ``fully_shard`` after prepare).
+    """
+    where = next((name or "<root>" for name, m in model.named_modules() if _is_fsdp(m)), None)
+    if where is None:
+        where = next((name for name, p in model.named_parameters() if _is_dtensor(p)), None)
+    if where is None:
+        return
+    raise RuntimeError(
+        f"{caller}: the model is already sharded by FSDP2 (fully_shard / DTensor parameters, "
+        f"first at {where!r}). Prepare the unsharded model and apply fully_shard to the "
+        f"model that Quantizer.prepare() returns: prepare records one forward to tell "
+        f"parameters from activations, and under fully_shard that forward sees all-gathered "
+        f"copies, so the weights would be quantized as activations"
+    )
+
+
+def _fsdp_reshards_after_forward(model: nn.Module) -> dict[int, bool | None]:
+    """``id(sharded parameter) -> whether its FSDP2 group reshards after forward`` (None:
+    this torch's FSDP2 state could not be read)."""
+    found: dict[int, bool | None] = {}
+    for module in model.modules():
+        if not _is_fsdp(module):
+            continue
+        try:
+            groups = module._get_fsdp_state()._fsdp_param_groups  # type: ignore[attr-defined]
+            for group in groups:
+                reshards = group.post_forward_mesh_info is not None
+                for fsdp_param in group.fsdp_params:
+                    found[id(fsdp_param.sharded_param)] = reshards
+        except AttributeError:
+            for param in module.parameters():
+                found.setdefault(id(param), None)
+    return found
+
+
+def check_fsdp(model: nn.Module) -> None:
+    """Raise when FSDP2 made a backward differentiate LSQ qparams other than the forward's.
+
+    An LSQ fake-quantizer (``fake_quantize_cls="lsq"``) whose observer is on writes the
+    calculator's qparams into its ``scale`` / ``zero_point`` parameters inside the forward.
+    With its parameters sharded by an FSDP2 group that reshards after forward, the backward
+    all-gathers the values from before that write instead. Raised (on every rank, before
+    any collective: the condition is the same on all of them) for a fake-quantizer in
+    training mode with its observer on whose sharded ``scale`` has a gradient; nothing
+    happens for models without FSDP2 or without LSQ. Called by :func:`sync_observers`.
+
+    Raises:
+        RuntimeError: naming the fake-quantizers and the fix
+            (``reshard_after_forward=False`` for their groups while the observer is on).
+    """
+    lsq = [
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, LearnableFakeQuantize) and _is_dtensor(m.scale)
+    ]
+    if not lsq:
+        return
+    reshards = _fsdp_reshards_after_forward(model)
+    stale = [
+        name
+        for name, fq in lsq
+        if fq.training
+        and bool(fq.observer_enabled[0])
+        and fq.scale.grad is not None
+        and reshards.get(id(fq.scale), None) is not False
+    ]
+    if not stale:
+        return
+    raise RuntimeError(
+        f"FSDP2 over LSQ fake-quantizers with the observer on: {stale} wrote their observed "
+        f"scale / zero_point into the unsharded parameters during the forward, and their "
+        f"fully_shard group reshards after forward, so the backward all-gathered the values "
+        f"from before that write and differentiated with qparams other than the forward's "
+        f"(DDP or a single process would not). Apply fully_shard(..., "
+        f"reshard_after_forward=False) (or module.set_reshard_after_forward(False)) to the "
+        f"modules holding LSQ fake-quantizers while the observer is on (a QATSchedule's "
+        f"disable_observer), or switch their observer off before training; coreai_opt "
+        f"writes the synchronised qparams into every shard at each Quantizer.step()"
+    )
+
+
 # -- the sync ---------------------------------------------------------------------------------
 
 
@@ -265,15 +415,28 @@ def _check_layout(
         )
 
 
+def _copy_into_param(param: torch.Tensor, value: torch.Tensor) -> None:
+    """``param.copy_(value)`` under ``no_grad``; *value* (a full tensor, the same on every
+    rank) is split locally, without a collective, when *param* is an FSDP2 shard."""
+    if not _is_dtensor(param):
+        param.copy_(value)
+        return
+    mesh, placements = param.device_mesh, param.placements  # type: ignore[attr-defined]
+    local = _distribute_tensor(
+        value.to(param.device, param.dtype), mesh, placements, src_data_rank=None
+    ).to_local()
+    param.to_local().copy_(local)  # type: ignore[attr-defined]
+
+
 def _sync_lsq(fq: FakeQuantizeImplBase, calc: StatefulQParamsCalculatorBase) -> None:
     if not isinstance(fq, LearnableFakeQuantize) or not bool(fq.observer_enabled[0]):
         return
     if fq.scale.shape != calc.scale.shape:
         return
     with torch.no_grad():
-        fq.scale.copy_(calc.scale)
+        _copy_into_param(fq.scale, calc.scale)
         if calc.zero_point is not None:
-            fq.zero_point.copy_(calc.zero_point)
+            _copy_into_param(fq.zero_point, calc.zero_point)
 
 
 def sync_observers(model: nn.Module, group: ProcessGroup | None = None) -> int:
@@ -290,11 +453,13 @@ def sync_observers(model: nn.Module, group: ProcessGroup | None = None) -> int:
         point (it is a collective). Ignores the automatic-sync switch.
 
     Raises:
-        RuntimeError: on every rank, when the ranks' fake-quantizer layouts differ.
+        RuntimeError: on every rank, when the ranks' fake-quantizer layouts differ, or
+            when :func:`check_fsdp` finds LSQ fake-quantizers desynchronised by FSDP2.
     """
     inner = _unwrap(model)
     if not is_distributed(group):
         return 0
+    check_fsdp(inner)
     fqs = syncable_fake_quantizers(inner)
     entries: list[tuple[str, StatefulQParamsCalculatorBase]] = [
         (name, fq.qparams_calculator)  # type: ignore[attr-defined]

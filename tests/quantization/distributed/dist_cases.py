@@ -1,4 +1,9 @@
-"""Model, data and configs shared by the distributed worker and the single-process checks."""
+"""Model, data and configs shared by the distributed worker and the single-process checks.
+
+Every scenario runs in both execution modes (``MODES``): graph (a ``GraphModule``) and
+eager (the model itself, activation fake-quantizers as submodules, weights through
+parametrizations); the helpers below hide where each mode keeps its tensors.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +19,20 @@ from coreai_opt.quantization import (
     Quantizer,
     QuantizerConfig,
 )
-from coreai_opt.quantization.config import QATSchedule
+from coreai_opt.quantization._lifecycle import fake_quantizers
+from coreai_opt.quantization.config import ExecutionMode, QATSchedule
 from coreai_opt.quantization.spec.granularity import PerTensorGranularity
 
 WORLD_SIZE = 2
+MODES = ("graph", "eager")
+
+SYNCED = {"graph": 5, "eager": 6}
+"""Fake-quantizers of the MLP a sync reduces: 2 weights + 3 activations in graph mode (the
+relu between the linears shares one), 2 + 4 in eager mode (each linear's input and output,
+no sharing, as in the reference's eager mode)."""
+
+ACTIVATIONS = {"graph": 3, "eager": 4}
+"""Activation fake-quantizers of the MLP (see ``SYNCED``)."""
 
 
 class MLP(nn.Module):
@@ -53,9 +68,16 @@ def example_input() -> torch.Tensor:
     return torch.randn(4, 8, generator=torch.Generator().manual_seed(1234)) * 0.1
 
 
+def is_eager(quantizer: Quantizer) -> bool:
+    """Whether *quantizer* prepares in eager mode."""
+    return ExecutionMode(quantizer.config.execution_mode) is ExecutionMode.EAGER
+
+
 def prepare(quantizer: Quantizer, conv: bool = False) -> nn.Module:
-    """Prepare with the shared example input and a dynamic batch dimension."""
+    """Prepare with the shared example input (graph mode: a dynamic batch dimension)."""
     example = conv_example_input() if conv else example_input()
+    if is_eager(quantizer):
+        return quantizer.prepare((example,))
     dynamic = ({0: torch.export.Dim.DYNAMIC},)
     return quantizer.prepare((example,), dynamic_shapes=dynamic)
 
@@ -81,8 +103,9 @@ def config(
     act_calculator: str = "moving_average",
     act_fq: str = "default",
     schedule: QATSchedule | None = None,
+    mode: str = "graph",
 ) -> QuantizerConfig:
-    """int8 weights (default) and asymmetric int8 per-tensor activations."""
+    """int8 weights (default) and asymmetric int8 per-tensor activations, in *mode*."""
     act = QuantizationSpec(
         dtype=torch.int8,
         qscheme="asymmetric",
@@ -93,7 +116,7 @@ def config(
     module = ModuleQuantizerConfig(
         op_input_spec={"*": act}, op_output_spec={"*": act}, qat_schedule=schedule
     )
-    return QuantizerConfig(global_config=module)
+    return QuantizerConfig(global_config=module, execution_mode=mode)
 
 
 def ddp(model: nn.Module, sync_buffers: bool | None) -> DistributedDataParallel:
@@ -106,10 +129,32 @@ def ddp(model: nn.Module, sync_buffers: bool | None) -> DistributedDataParallel:
     return DistributedDataParallel(model, **{key: sync_buffers})
 
 
+def full_tensor(value: torch.Tensor) -> torch.Tensor:
+    """A detached clone of *value*, all-gathered first when FSDP2 sharded it (a DTensor:
+    a collective, every rank calls it in the same order)."""
+    gather = getattr(value, "full_tensor", None)
+    if callable(gather):
+        value = gather()
+    return value.detach().clone()
+
+
+def full_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``model.state_dict()`` with every tensor whole (FSDP2 shards all-gathered), cloned."""
+    return {k: full_tensor(v) for k, v in model.state_dict().items()}
+
+
 def observer_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Every fake-quantizer tensor of *model* (ranges, qparams, LSQ parameters), cloned."""
-    return {
-        k: v.detach().clone()
-        for k, v in model.state_dict().items()
-        if "activation_post_process" in k or "weight_fake_quant" in k or "_fq" in k
-    }
+    """Every fake-quantizer tensor of *model* (ranges, qparams, LSQ parameters), cloned: the
+    state_dict entries under a fake-quantizer's name (graph ``activation_post_process_<n>``,
+    eager ``<module>.<op>_quantize_*`` and ``<module>.parametrizations.<name>.0``)."""
+    prefixes = tuple(f"{name}." for name in fake_quantizers(model))
+    return {k: full_tensor(v) for k, v in model.state_dict().items() if k.startswith(prefixes)}
+
+
+def weight_key(state: dict[str, torch.Tensor], module: str) -> str:
+    """The state_dict key of *module*'s float weight: ``<module>.weight`` (graph), or
+    ``<module>.parametrizations.weight.original`` (eager)."""
+    for key in (f"{module}.weight", f"{module}.parametrizations.weight.original"):
+        if key in state:
+            return key
+    raise KeyError(f"no weight of {module!r} among {sorted(state)}")
