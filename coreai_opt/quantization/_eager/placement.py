@@ -186,7 +186,11 @@ def _boundary_override(
         positions = [i for i, t in enumerate(tensors) if t is tensor]
         resolved = configs.get(node.path)
         if positions and resolved is not None and resolved.config is not None:
-            if len(positions) > 1:
+            specs = getattr(resolved.config, field_name)
+            # Warn only where a module-level spec is configured: without one the index
+            # decides nothing (this logged for every repeated boundary tensor, e.g. each
+            # MultiheadAttention(x, x, x) under plain W8A8).
+            if len(positions) > 1 and specs:
                 logger.warning(
                     "%s: the same tensor is %s %s of module %r; the first index wins",
                     field_name,
@@ -194,7 +198,7 @@ def _boundary_override(
                     positions,
                     node.path,
                 )
-            found, spec = lookup_spec_entry(getattr(resolved.config, field_name), positions[0])
+            found, spec = lookup_spec_entry(specs, positions[0])
             if found:
                 used.add((id(node), positions[0], outputs))
                 return True, spec
