@@ -219,6 +219,34 @@ def test_copies_are_bound_to_their_own_state(make_copy: Callable[[nn.Module], nn
     assert model.fc.parametrizations.weight.original.grad is None
 
 
+class Tied(nn.Module):
+    """An embedding and an output projection sharing one weight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(6, 4)
+        self.head = nn.Linear(4, 6, bias=False)
+        self.head.weight = self.emb.weight
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.head(self.emb(idx))
+
+
+@pytest.mark.parametrize("make_copy", list(COPIES.values()), ids=list(COPIES))
+def test_copies_keep_tied_weights_shared(make_copy: Callable[[nn.Module], nn.Module]) -> None:
+    """A tied weight stays one tensor with one fake-quantizer in the copy."""
+    torch.manual_seed(0)
+    idx = torch.randint(0, 6, (2, 3))
+    model = Tied()
+    prepare_eager(model, (idx,))
+    clone = make_copy(model)
+    emb, head = clone.emb.parametrizations.weight, clone.head.parametrizations.weight
+    assert emb[0] is head[0] and emb.original is head.original
+    assert emb.original is not model.emb.parametrizations.weight.original
+    with torch.no_grad():
+        assert torch.equal(clone(idx), model(idx))
+
+
 def test_cuda_keeps_binding() -> None:
     """``.cuda()`` moves the state; the model runs on the GPU and equals the hand-written
     forward there."""

@@ -335,6 +335,17 @@ class Hardswish(nn.Module):
         return F.hardswish(self.fc(x))
 
 
+def test_public_registration_path() -> None:
+    """``coreai_opt.quantization.eager_ops`` re-exports the registry functions."""
+    from coreai_opt.quantization import eager_ops
+
+    assert eager_ops.register_eager_op_type is register_eager_op_type
+    assert eager_ops.registered_op_types is registered_op_types
+    assert {"linear", "conv2d", "add", "softmax"} <= eager_ops.registered_op_types()
+    assert "softmax" in eager_ops.optional_op_types()
+    assert "linear" not in eager_ops.optional_op_types()
+
+
 def test_register_eager_op_type_hardswish() -> None:
     """Registering aten.hardswish gives it ``hardswish_quantize_input`` / ``_output_0``;
     the prepared model applies them (registration is process-wide and idempotent)."""
