@@ -26,7 +26,7 @@ from coreai_opt.quantization._graph.insert import (
 )
 from coreai_opt.quantization._graph.patterns import annotation_patterns
 from coreai_opt.quantization._graph.train_eval import make_train_eval_switchable
-from coreai_opt.quantization._mode import ModeImplementation, ModeUnavailableError, register_mode
+from coreai_opt.quantization._mode import ModeImplementation, register_mode
 from coreai_opt.quantization.config import ExecutionMode
 from coreai_opt.quantization.config.resolution import build_module_config_dict
 
@@ -131,18 +131,27 @@ class GraphMode(ModeImplementation):
             _lifecycle.preserve_across_deepcopy(gm, name, value)
 
     def finalize(self, model: nn.Module, backend: ExportBackend, mmap_dir: str | None) -> nn.Module:
-        """``_TORCH``: the prepared GraphModule with its conv-bn pairs folded into plain
-        convs (in place); the FQ modules stay."""
+        """Finalize the prepared GraphModule *model* for *backend* (in place).
+
+        Conv-bn pairs are folded into plain convs first (all backends). ``_TORCH`` keeps
+        the FQ modules; ``CoreAI`` and ``CoreML`` convert them
+        (``coreai_opt.quantization.finalize``): checks before any change, then the
+        conversion, with ``.train()`` / ``.eval()`` working on the result.
+        """
         self.check_model(model, "finalize()")
         _lifecycle.require_prepared(model, "finalize()")
+        assert isinstance(model, fx.GraphModule)
         if backend is ExportBackend._TORCH:
-            assert isinstance(model, fx.GraphModule)
             fold_conv_bn(model)
             return model
-        raise ModeUnavailableError(
-            f"finalize(backend={backend.value!r}) is not available in this build yet: graph "
-            f"mode finalizes to ExportBackend._TORCH only (the Core AI / Core ML converters "
-            f"are not built)"
+        # Imported here: the finalize package's graph half imports this package's op kinds.
+        from coreai_opt.quantization.finalize._graph_finalize import finalize_graph
+
+        return finalize_graph(
+            model,
+            backend,
+            kv_cache_quant_configs=self.quantizer.config.kv_cache_quant_configs,
+            fold=fold_conv_bn,
         )
 
     @classmethod

@@ -1,0 +1,217 @@
+"""An activation fake-quantizer's qparams in the form Core AI's quantize / dequantize take.
+
+:func:`export_activation_qparams` gives per-tensor qparams as 0-d tensors and per-channel
+ones flattened to 1-D with their ``axis``; per-block qparams and FP4 activations have no
+such form and are refused (an activation export handler registered for the granularity
+takes over before this is called). Scales (and minval) are cast to the compute dtype (the
+activation's), E8M0 scales stored as ``float8_e8m0fnu``; the dequantize result dtype
+(``output_dtype``) is always the compute dtype. ZP keeps the zero point in the container
+dtype (int8 / uint8) and drops minval, MINVAL the opposite; float formats have neither.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from coreai_opt.quantization.finalize._weights import lowest_code
+from coreai_opt.quantization.spec._dtype_table import format_info
+from coreai_opt.quantization.spec.fake_quantize import FakeQuantizeImplBase
+from coreai_opt.quantization.spec.granularity import (
+    PerChannelGranularity,
+    PerTensorGranularity,
+)
+from coreai_opt.quantization.spec.qformulation import QuantizationFormulation
+
+__all__ = [
+    "SUPPORTED_ACTIVATION_GRANULARITIES",
+    "ActivationExport",
+    "check_activation_exportable",
+    "export_activation_qparams",
+]
+
+FP4 = torch.float4_e2m1fn_x2
+E8M0 = torch.float8_e8m0fnu
+SUPPORTED_ACTIVATION_GRANULARITIES: tuple[type, ...] = (PerTensorGranularity, PerChannelGranularity)
+"""Activation granularities the built-in Core AI export expresses (0-d / 1-D qparams)."""
+
+_HANDLER_HINT = (
+    "register an activation export handler for this granularity "
+    "(coreai_opt.quantization.finalize.register_graph_activation_export_handler / "
+    "register_eager_activation_export_handler), or finalize with backend=ExportBackend._TORCH"
+)
+
+
+@dataclass
+class ActivationExport:
+    """Qparams of one activation fake-quantizer for ``quantize`` / ``dequantize``."""
+
+    scale: torch.Tensor
+    """0-d (per tensor) or 1-D (per channel); compute dtype or ``float8_e8m0fnu``."""
+    zero_point: torch.Tensor | None
+    """Scale's shape, container dtype (int8 / uint8); ZP formulation of integer formats."""
+    minval: torch.Tensor | None
+    """Scale's shape, compute dtype; MINVAL formulation."""
+    axis: int | None
+    """The channel axis (non-negative) for per-channel qparams, else None."""
+    dtype: torch.dtype
+    """The quantized dtype (``quantize``'s ``output_dtype``): the FQ's dtype."""
+    input_dtype: torch.dtype | None
+    """``dequantize``'s ``input_dtype``: the integer dtype, None for float formats."""
+    compute_dtype: torch.dtype
+    """The activation's dtype: ``dequantize``'s ``output_dtype``."""
+    storage_dtype: torch.dtype
+    """The dtype that holds one code (int8 / uint8 / float8); a quantized cache has it."""
+
+    def quantize_kwargs(self, tensors: dict[str, Any]) -> dict[str, Any]:
+        """``quantize``'s keyword arguments, omitting those that are None.
+
+        *tensors* maps ``"zero_point"`` / ``"minval"`` to what the call should pass for them
+        (graph nodes, or the tensors themselves).
+        """
+        kwargs: dict[str, Any] = {}
+        if self.zero_point is not None:
+            kwargs["zero_point"] = tensors["zero_point"]
+        if self.minval is not None:
+            kwargs["minval"] = tensors["minval"]
+        if self.axis is not None:
+            kwargs["axis"] = self.axis
+        return kwargs
+
+    def quantize_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """*x* quantized as the ``quantize`` op does it, stored in :attr:`storage_dtype`.
+
+        For state that finalize converts itself (a KV cache buffer): integer codes
+        ``clamp(round(x / s) + zp)`` or ``clamp(round((x - minval) / s) + qmin)`` over the
+        format's range, float codes ``cast(clamp(x / s))``; computed in float32.
+        """
+        info = format_info(self.dtype)
+        shape = [1] * x.dim()
+        if self.axis is not None:
+            shape[self.axis] = -1
+
+        def full(t: torch.Tensor) -> torch.Tensor:
+            return t.float().reshape(shape) if x.dim() else t.float().reshape(())
+
+        xf, scale = x.detach().float(), full(self.scale)
+        if info.is_float:
+            return (xf / scale).clamp(-info.max_abs, info.max_abs).to(self.storage_dtype)
+        lo = lowest_code(self.dtype)
+        hi = lo + 2**info.n_bits - 1
+        if self.minval is not None:
+            codes = torch.round((xf - full(self.minval)) / scale) + lo
+        else:
+            zp = full(self.zero_point) if self.zero_point is not None else 0.0
+            codes = torch.round(xf / scale) + zp
+        return codes.clamp(lo, hi).to(self.storage_dtype)
+
+    def dequantize_kwargs(self, tensors: dict[str, Any]) -> dict[str, Any]:
+        """``dequantize``'s keyword arguments, omitting those that are None (the order is
+        the reference's: output_dtype, offsets, input_dtype, axis)."""
+        kwargs: dict[str, Any] = {"output_dtype": self.compute_dtype}
+        if self.zero_point is not None:
+            kwargs["zero_point"] = tensors["zero_point"]
+        if self.minval is not None:
+            kwargs["minval"] = tensors["minval"]
+        if self.input_dtype is not None:
+            kwargs["input_dtype"] = self.input_dtype
+        if self.axis is not None:
+            kwargs["axis"] = self.axis
+        return kwargs
+
+
+def check_activation_exportable(fq: FakeQuantizeImplBase, name: str = "<activation>") -> None:
+    """Refuse what :func:`export_activation_qparams` cannot convert (finalize checks every
+    activation before it changes the model).
+
+    Raises:
+        ValueError: FP4 activations, or a granularity other than per-tensor / per-channel
+            (the message lists the supported ones and points to the export handlers).
+        NotImplementedError: *fq* recomputes its qparams on every forward (stateless).
+    """
+    if getattr(fq, "is_stateless", False):
+        raise NotImplementedError(
+            f"activation {name!r}: its fake-quantizer recomputes qparams on every forward "
+            f"(dynamic quantization) and has none to export; {_HANDLER_HINT}"
+        )
+    granularity = fq.granularity
+    if fq.dtype == FP4:
+        raise ValueError(
+            f"Core AI export does not support FP4 (float4_e2m1fn_x2) activation quantization "
+            f"({name!r}, granularity={granularity!r}): FP4 needs per-block scales, and the "
+            f"supported activation granularities are "
+            f"{[g.__name__ for g in SUPPORTED_ACTIVATION_GRANULARITIES]}; {_HANDLER_HINT}"
+        )
+    if type(granularity) not in SUPPORTED_ACTIVATION_GRANULARITIES:
+        raise ValueError(
+            f"Core AI export does not support {type(granularity).__name__} on activations "
+            f"({name!r}, granularity={granularity!r}): quantize / dequantize take 0-d or 1-D "
+            f"qparams; supported activation granularities: "
+            f"{[g.__name__ for g in SUPPORTED_ACTIVATION_GRANULARITIES]}; {_HANDLER_HINT}"
+        )
+
+
+def export_activation_qparams(
+    fq: FakeQuantizeImplBase,
+    compute_dtype: torch.dtype,
+    rank: int | None = None,
+    name: str = "<activation>",
+) -> ActivationExport:
+    """*fq*'s stored qparams in the form ``quantize`` / ``dequantize`` take.
+
+    Args:
+        fq: the activation's fake-quantizer.
+        compute_dtype: the activation's dtype (scales and minval are cast to it).
+        rank: the activation's rank, to resolve a negative per-channel axis (default: the
+            rank the FQ observed).
+        name: the fake-quantizer's name, for error messages.
+
+    Raises:
+        ValueError: FP4 activations, or a granularity other than per-tensor / per-channel
+            (the message lists the supported ones).
+        NotImplementedError: *fq* recomputes its qparams on every forward (stateless).
+    """
+    check_activation_exportable(fq, name)
+    dtype: torch.dtype = fq.dtype
+    info = format_info(dtype)
+    e8m0 = bool(getattr(fq.qparams_calculator, "e8m0", False))
+    granularity = fq.granularity
+    with torch.no_grad():
+        scale, zero_point, minval = (
+            t.detach() if t is not None else t for t in fq.calculate_qparams()
+        )
+        axis: int | None = None
+        if isinstance(granularity, PerChannelGranularity):
+            if rank is None:
+                rank = getattr(fq.qparams_calculator, "_input_rank", None) or scale.dim()
+            axis = granularity.resolved_axis(rank)
+
+        def shaped(t: torch.Tensor) -> torch.Tensor:
+            return t.reshape(()) if axis is None else t.reshape(-1)
+
+        scale_c = shaped(scale).to(compute_dtype)
+        zp_out = minval_out = None
+        if not info.is_float:
+            if QuantizationFormulation(fq.qformulation) is QuantizationFormulation.MINVAL:
+                minval_c = shaped(minval).to(compute_dtype)
+                # As for weights: the ops offset MINVAL codes by the format's lowest code,
+                # the FQ by its own quant_min (symmetric_with_clipping differs by one).
+                qmin = float(fq.quant_min)
+                if qmin != lowest_code(dtype):
+                    shift = (lowest_code(dtype) - qmin) * scale_c.float()
+                    minval_c = (minval_c.float() + shift).to(compute_dtype)
+                minval_out = minval_c
+            else:
+                zp_out = shaped(zero_point).to(getattr(torch, info.storage))
+        return ActivationExport(
+            scale=shaped(scale).to(E8M0) if e8m0 else scale_c,
+            zero_point=zp_out,
+            minval=minval_out,
+            axis=axis,
+            dtype=dtype,
+            input_dtype=None if info.is_float else dtype,
+            compute_dtype=compute_dtype,
+            storage_dtype=getattr(torch, info.storage),
+        )
