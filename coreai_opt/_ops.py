@@ -281,3 +281,9 @@ def eager_frame_ops() -> tuple[Any, Any]:
     run on every hooked module call.
     """
     return _ops._eager_push_frame.default, _ops._eager_pop_frame.default
+
+
+def eager_refuse_tracing() -> None:
+    """Raise the error that says an eager-prepared model cannot be compiled or exported
+    (an op, so that it also fails inside torch.compile's tracing)."""
+    _ops._eager_refuse_tracing()

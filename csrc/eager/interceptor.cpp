@@ -256,6 +256,13 @@ void push_frame_entry(int64_t program, int64_t module) {
 void pop_frame_entry(int64_t program, int64_t module) {
   EagerProgram::from_handle(program).pop_frame(module);
 }
+void refuse_tracing_entry() {
+  TORCH_CHECK(false,
+              "an eager-mode prepared model cannot be compiled or exported: its "
+              "fake-quantizers run inside the dispatcher, which torch.compile / torch.export "
+              "do not trace. Use execution_mode='graph' (QuantizerConfig(execution_mode="
+              "'graph')) to get a model that compiles and exports");
+}
 int64_t scope_depth_entry() { return scope_depth(); }
 int64_t frame_depth_entry() { return frame_depth(); }
 bool key_included_entry() { return c10::impl::tls_is_dispatch_key_included(kInterceptKey); }
@@ -273,6 +280,10 @@ void define_eager(torch::Library& m) {
   //   (the forward pre / post hooks of a prepared module); pushing opens the scope.
   m.def("_eager_push_frame(int program, int module) -> ()", &push_frame_entry);
   m.def("_eager_pop_frame(int program, int module) -> ()", &pop_frame_entry);
+  // _eager_refuse_tracing() -> ()
+  //   Always raises: what an eager-prepared model's root calls when torch.compile or
+  //   torch.export traces it (an op, so that Dynamo's tracing fails instead of breaking).
+  m.def("_eager_refuse_tracing() -> ()", &refuse_tracing_entry);
   // _eager_scope_depth() -> int / _eager_frame_depth() -> int
   //   This thread's interception scope depth and module frame count (tests, diagnostics).
   m.def("_eager_scope_depth() -> int", &scope_depth_entry);

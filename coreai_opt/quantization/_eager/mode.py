@@ -95,6 +95,12 @@ class EagerMode(ModeImplementation):
                 UserWarning,
                 stacklevel=3,
             )
+        # Inside torch.inference_mode the fake-quantizers' state would be inference
+        # tensors, which nothing outside inference mode may update: build it normal.
+        with torch.inference_mode(False):
+            return self._prepare(model, example_inputs)
+
+    def _prepare(self, model: nn.Module, example_inputs: tuple[Any, ...]) -> nn.Module:
         recording = record(model, example_inputs)
         plan = plan_placement(model, self.quantizer.config, recording)
         hooked = _frame_modules(model, plan, recording)

@@ -184,13 +184,11 @@ class _BoundaryHooks:
 
 
 def _refuse_tracing(module: nn.Module, args: Any) -> None:
+    # A Python raise inside code Dynamo traces becomes a graph break (the hook then reruns
+    # eagerly, where nothing is compiling): the refusal is an op that fails wherever it
+    # runs, fake-tensor propagation included, which Dynamo reports as an error.
     if torch.compiler.is_compiling() or torch.compiler.is_exporting():
-        raise RuntimeError(
-            "an eager-mode prepared model cannot be compiled or exported: its fake-quantizers "
-            "run inside the dispatcher, which torch.compile / torch.export do not trace. Use "
-            "execution_mode='graph' (QuantizerConfig(execution_mode='graph')) to get a model "
-            "that compiles and exports"
-        )
+        _ops.eager_refuse_tracing()
 
 
 class EagerRuntime:

@@ -2,7 +2,8 @@
 
 Eager mode's C++ tables point at the state tensors of the fake-quantizers (running
 ranges, qparams, switches). Whenever one of those tensors may have been replaced, by
-``.to()`` / ``.half()`` / ``.cuda()``, ``load_state_dict`` (also ``assign=True``),
+``.to()`` / ``.half()`` / ``.cuda()`` (which move the state but keep its dtype),
+``load_state_dict`` (also ``assign=True``),
 unpickling / deepcopy, the first forward sizing the state, or an attribute set by hand,
 :class:`StateEpochMixin` bumps :data:`EPOCH`; an eager model re-binds its tables before
 its next forward when the counter moved. The check is one integer comparison per hooked
@@ -44,8 +45,26 @@ class StateEpochMixin(torch.nn.Module):
         super().__setattr__(name, value)
 
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Any:
+        # Qparam state stays in its own dtype (float32 / int32) when the model is cast
+        # (.half(), .to(torch.float64), ...): only the device follows. The kernels compute
+        # qparams in float32 whatever the input dtype.
         bump()
-        return super()._apply(fn, recurse)
+        dtypes = {
+            name: t.dtype
+            for name, t in (*self._parameters.items(), *self._buffers.items())
+            if t is not None
+        }
+        result = super()._apply(fn, recurse)
+        for name, dtype in dtypes.items():
+            if name in self._buffers:
+                buf = self._buffers[name]
+                if buf is not None and buf.dtype != dtype:
+                    self._buffers[name] = buf.to(dtype)
+            else:
+                param = self._parameters[name]
+                if param is not None and param.dtype != dtype:
+                    param.data = param.data.to(dtype)
+        return result
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)

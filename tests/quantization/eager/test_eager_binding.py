@@ -90,13 +90,6 @@ DTYPE_CASTS: dict[str, tuple[Callable[[nn.Module], nn.Module], torch.dtype]] = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Module._apply casts the fake-quantizers' float32 state buffers (running_min / "
-    "running_max / scale / minval) to the new dtype and fused_fake_quantize refuses them "
-    "('running_min has dtype torch.float64; it must be torch.float32'): the qparam state "
-    "must stay float32 under dtype casts (spec/fake_quantize.py, qparams_calculator.py)",
-)
 @pytest.mark.parametrize("cast", list(DTYPE_CASTS.values()), ids=list(DTYPE_CASTS))
 def test_dtype_cast_keeps_binding(
     cast: tuple[Callable[[nn.Module], nn.Module], torch.dtype],

@@ -128,13 +128,6 @@ def test_inference_mode_outside_and_nested() -> None:
     assert_clean_eager_state()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="prepare inside torch.inference_mode() builds the fake-quantizers' state as "
-    "inference tensors; FakeQuantize's version cache reads their ._version ('Inference "
-    "tensors do not track version counter') and observers could not update them outside "
-    "inference mode (prepare should build and calibrate under inference_mode(False))",
-)
 def test_prepare_inside_inference_mode() -> None:
     """A model prepared inside inference_mode works there and, afterwards, outside it
     (no_grad inference and a QAT step)."""
@@ -261,14 +254,6 @@ _COMPILE_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runtime._refuse_tracing raises inside code Dynamo traces; Dynamo turns the "
-    "uncaught raise into a graph break and re-runs the hook eagerly, where "
-    "is_compiling() is False: torch.compile(prepared) compiles an unquantized model "
-    "silently, or (first call after prepare) fails with a FakeTensor error and leaks two "
-    "module frames (eager_scope_depth() == 2)",
-)
 def test_torch_compile_raises_clear_error() -> None:
     """torch.compile(prepared)(x) raises a RuntimeError that points to graph mode, whether
     or not the model ran before, and leaves no scope or frame open (run in a subprocess:
