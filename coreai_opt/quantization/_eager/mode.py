@@ -17,6 +17,7 @@ from torch import nn
 
 from coreai_opt._export_backend import ExportBackend
 from coreai_opt.quantization import _lifecycle
+from coreai_opt.quantization._eager import op_registry
 from coreai_opt.quantization._eager.pickling import make_picklable
 from coreai_opt.quantization._eager.placement import EagerPlan, plan_placement
 from coreai_opt.quantization._eager.recording import Recording, record
@@ -64,6 +65,18 @@ class EagerMode(ModeImplementation):
                                 f"{field} key {key!r}: eager mode addresses op tensors by int "
                                 f"position or '*' only"
                             )
+        known = op_registry.registered_op_types()
+        unknown = sorted(
+            {key for c in configs if c is not None for key in c.op_type_config} - known
+        )
+        if unknown:
+            warnings.warn(
+                f"op_type_config keys {unknown} name no op type eager mode intercepts, so they "
+                f"match nothing; eager op types: {sorted(known)} (register more with "
+                f"coreai_opt.quantization.eager_ops.register_eager_op_type)",
+                UserWarning,
+                stacklevel=3,
+            )
         if config.preserved_attributes:
             warnings.warn(
                 f"preserved_attributes={config.preserved_attributes!r} is ignored in eager "

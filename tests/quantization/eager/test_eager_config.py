@@ -795,3 +795,14 @@ def test_kv_cache_configs_refused_in_eager() -> None:
     config = QuantizerConfig(kv_cache_quant_configs=kv)
     with pytest.raises(pydantic.ValidationError, match="graph"):
         config.set_execution_mode("eager")
+
+
+def test_unknown_op_type_key_warns_with_the_eager_op_types() -> None:
+    """The config guide's graph-mode op type "concat" is "cat" in eager mode: a key eager
+    mode never intercepts would silently match nothing, so the quantizer warns."""
+    config = QuantizerConfig(
+        execution_mode="eager",
+        global_config=ModuleQuantizerConfig(op_type_config={"concat": OpQuantizerConfig()}),
+    )
+    with pytest.warns(UserWarning, match=r"\['concat'\] name no op type.*'cat'"):
+        Quantizer(nn.Linear(2, 2), config)
