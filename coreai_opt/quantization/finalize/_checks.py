@@ -115,6 +115,6 @@ def check_coreml_activation(fq: FakeQuantizeImplBase, name: str) -> None:
         )
     if type(fq.granularity) is not PerTensorGranularity:
         raise CoreMLExportError.from_config(
-            fq.granularity, f"{context} (Core ML activations must be PerTensorGranularity)"
+            repr(fq.granularity), f"{context} (Core ML activations must be PerTensorGranularity)"
         )
     _check_zp(fq, context)

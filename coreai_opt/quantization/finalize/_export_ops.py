@@ -90,14 +90,15 @@ def select_export_ops() -> ExportOps:
 
 
 def fp4_storage(packed: torch.Tensor, ops: ExportOps) -> torch.Tensor:
-    """How FP4 codes packed in uint8 are stored for *ops*.
+    """How FP4 codes packed two a byte in uint8 are stored for *ops*.
 
-    coreai-torch's converter expects its ``Float4Tensor`` wrapper (logical FP4 shape,
-    the packed bytes inside; its op unwraps it); this package's ops take the packed
-    uint8 tensor itself.
+    coreai-torch's converter expects its ``Float4Tensor`` wrapper (logical FP4 shape, the
+    packed bytes inside; its op unwraps them); this package's ops take the same bytes as a
+    ``torch.float4_e2m1fn_x2`` tensor (a view, one element per byte). Either way the node's
+    arguments are the reference's (``input_dtype`` None).
     """
     if not ops.uses_coreai_torch:
-        return packed
+        return packed.view(torch.float4_e2m1fn_x2)
     from coreai_torch._compression._floatx import Float4Tensor
 
     return Float4Tensor(packed)

@@ -52,14 +52,22 @@ def _handled(fq: FakeQuantizeImplBase) -> bool:
     )
 
 
+def _weight_shape(gm: fx.GraphModule, name: str) -> tuple[int, ...] | None:
+    """The shape of the parameter *name* (a weight FQ's ``tensor_fqn``), when it exists:
+    a weight FQ of a conv-bn pair reads the folded product until the fold."""
+    try:
+        return tuple(operator.attrgetter(name)(gm).shape)
+    except AttributeError:
+        return None
+
+
 def _check_coreai(gm: fx.GraphModule, all_calls: list[FakeQuantizerCalls]) -> None:
     for calls in all_calls:
         try:
             if calls.is_weight:
-                shape = calls.input_shape()
-                if shape is None:
-                    shape = tuple(operator.attrgetter(calls.weight_target)(gm).shape)
-                check_weight_exportable(calls.fq, shape, calls.fq.tensor_fqn)
+                shape = calls.input_shape() or _weight_shape(gm, calls.fq.tensor_fqn)
+                if shape is not None:  # else export_weight checks it after the fold
+                    check_weight_exportable(calls.fq, shape, calls.fq.tensor_fqn)
             elif not _handled(calls.fq):
                 check_activation_exportable(calls.fq, calls.name)
         except Exception as err:

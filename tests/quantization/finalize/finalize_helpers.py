@@ -1,0 +1,156 @@
+"""Models, configs and lookups shared by the finalize tests."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+
+import torch
+from torch import fx, nn
+
+from coreai_opt.config.spec import CompressionTargetTensor
+from coreai_opt.quantization import Quantizer, QuantizerConfig
+from coreai_opt.quantization.config import ModuleQuantizerConfig
+from coreai_opt.quantization.spec import (
+    PerBlockGranularity,
+    PerChannelGranularity,
+    QuantizationComponentFactory,
+    QuantizationSpec,
+)
+
+W8 = QuantizationSpec(dtype=torch.int8, granularity=PerChannelGranularity(axis=0))
+A8 = QuantizationSpec(dtype=torch.int8)
+
+# Weight formats: (id, spec). Every one is exported bit-exactly from a float32 model.
+WEIGHT_FORMATS: list[tuple[str, QuantizationSpec]] = [
+    ("int8", W8),
+    (
+        "uint8_asym",
+        QuantizationSpec(
+            dtype=torch.uint8, qscheme="asymmetric", granularity=PerChannelGranularity(axis=0)
+        ),
+    ),
+    (
+        "int4_block_minval",
+        QuantizationSpec(
+            dtype=torch.int4,
+            qscheme="asymmetric",
+            qformulation="minval",
+            granularity=PerBlockGranularity(axis=1, block_size=16),
+        ),
+    ),
+    (
+        "uint4_asym",
+        QuantizationSpec(
+            dtype=torch.uint4, qscheme="asymmetric", granularity=PerChannelGranularity(axis=0)
+        ),
+    ),
+    (
+        "int4_symclip",
+        QuantizationSpec(
+            dtype=torch.int4,
+            qscheme="symmetric_with_clipping",
+            granularity=PerChannelGranularity(axis=0),
+        ),
+    ),
+    (
+        "fp8_e4m3",
+        QuantizationSpec(dtype=torch.float8_e4m3fn, granularity=PerChannelGranularity(axis=0)),
+    ),
+    (
+        "fp8_e4m3_e8m0",
+        QuantizationSpec(
+            dtype=torch.float8_e4m3fn,
+            scale_dtype="float8_e8m0fnu",
+            granularity=PerBlockGranularity(block_size=(1, 32)),
+        ),
+    ),
+    (
+        "mxfp4",
+        QuantizationSpec(
+            dtype=torch.float4_e2m1fn_x2, granularity=PerBlockGranularity(block_size=(1, 32))
+        ),
+    ),
+]
+
+
+class MLP(nn.Module):
+    """linear → relu → linear, the second inside a submodule (dotted weight names)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(64, 32)
+        self.sub = nn.Sequential(nn.ReLU(), nn.Linear(32, 64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.sub(self.a(x))
+
+
+def config(weight: QuantizationSpec | None, act: QuantizationSpec | None = None) -> QuantizerConfig:
+    """Weights with *weight*, op inputs and outputs with *act* (None: weight-only)."""
+    io: Mapping[str, QuantizationSpec | None] = {"*": act}
+    return QuantizerConfig(
+        global_config=ModuleQuantizerConfig(
+            op_state_spec={"weight": weight}, op_input_spec=io, op_output_spec=io
+        )
+    )
+
+
+def prepared(
+    model: nn.Module, cfg: QuantizerConfig, *inputs: torch.Tensor, seed: int = 0
+) -> tuple[Quantizer, fx.GraphModule, torch.Tensor]:
+    """(quantizer, prepared graph, its output on *inputs*) for *model* in eval mode."""
+    torch.manual_seed(seed)
+    q = Quantizer(model.eval(), cfg)
+    gm = q.prepare(tuple(inputs))
+    assert isinstance(gm, fx.GraphModule)
+    with torch.no_grad():
+        out = copy.deepcopy(gm)(*inputs)
+    return q, gm, out
+
+
+def mlp_case(
+    weight: QuantizationSpec | None, act: QuantizationSpec | None = None
+) -> tuple[Quantizer, fx.GraphModule, torch.Tensor, torch.Tensor]:
+    """(quantizer, prepared MLP, input, prepared output)."""
+    torch.manual_seed(0)
+    model = MLP()
+    x = torch.randn(4, 64)
+    q, gm, out = prepared(model, config(weight, act), x)
+    return q, gm, x, out
+
+
+def nodes_by_target(gm: fx.GraphModule, target: object) -> list[fx.Node]:
+    """The call_function nodes of *gm* whose target is *target*."""
+    return [n for n in gm.graph.nodes if n.op == "call_function" and n.target == target]
+
+
+def buffers(gm: nn.Module) -> dict[str, torch.Tensor]:
+    """Every buffer of *gm* by qualified name."""
+    return dict(gm.named_buffers())
+
+
+def weight_fq(spec: QuantizationSpec, weight: torch.Tensor) -> nn.Module:
+    """A weight fake-quantizer for *spec* that has observed *weight* (observer then off)."""
+    fq = QuantizationComponentFactory.create_fake_quantizer(spec, CompressionTargetTensor.WEIGHT)
+    fq.tensor_fqn = "w"
+    with torch.no_grad():
+        fq(weight)
+    fq.disable_observer()
+    return fq
+
+
+def activation_fq(spec: QuantizationSpec, x: torch.Tensor) -> nn.Module:
+    """An activation fake-quantizer for *spec* that has observed *x* (observer then off)."""
+    fq = QuantizationComponentFactory.create_fake_quantizer(
+        spec, CompressionTargetTensor.ACTIVATION
+    )
+    with torch.no_grad():
+        fq(x)
+    fq.disable_observer()
+    return fq
+
+
+def step_of(gm: nn.Module, buffer_name: str) -> float:
+    """The largest scale in buffer *buffer_name* (one quantization step of that tensor)."""
+    return float(buffers(gm)[buffer_name].float().max())
