@@ -20,6 +20,8 @@ APT_PACKAGES := catch2 libfmt-dev libyaml-cpp-dev cmake ninja-build g++ clang-fo
 PY_BUILD_DEPS := "setuptools>=70" wheel ninja
 PY_DEPS := "pydantic>=2" "pyyaml>=6" "tqdm>=4.60" "rich>=13" "pytest>=7" "hypothesis>=6" \
            expecttest numpy ruff "scikit-learn>=1.3" "safetensors>=0.4" "matplotlib>=3.7"
+# The coreml extra (pyproject.toml): the finalize tests convert with coremltools.
+PY_DEPS += "coremltools==9.0"
 CUDA_SOURCES := $(wildcard csrc/cuda/*.cu)
 NVCC ?= nvcc
 

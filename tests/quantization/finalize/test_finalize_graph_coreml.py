@@ -1,0 +1,245 @@
+"""Graph-mode finalize to ``ExportBackend.CoreML``: metadata, gates, tracing, coremltools.
+
+Numerics: the weights hold their fake-quantized values, so weight-only models give exactly
+the prepared output. Activations run through ``torch.quantize_per_tensor``, whose rounding
+of ``x / scale`` may differ from the FQ's in the last bit of the quotient: the tests allow
+one step of the last activation quantizer.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+from finalize_helpers import W8, buffers, mlp_case, prepared
+from torch import fx, nn
+
+from coreai_opt import CoreMLExportError, ExportBackend
+from coreai_opt.quantization import KVCacheQuantConfig, QuantizerConfig
+from coreai_opt.quantization.config import OpQuantizerConfig
+from coreai_opt.quantization.finalize._coreml_modules import (
+    MILActivationDequantize,
+    MILActivationQuantize,
+)
+from coreai_opt.quantization.spec import (
+    PerBlockGranularity,
+    PerChannelGranularity,
+    QuantizationSpec,
+)
+from coreai_opt.quantization.spec.fake_quantize import FakeQuantizeImplBase
+
+U8 = QuantizationSpec(dtype=torch.uint8, qscheme="asymmetric")
+W4_BLOCK = QuantizationSpec(
+    dtype=torch.int4, granularity=PerBlockGranularity(axis=1, block_size=32)
+)
+UW4 = QuantizationSpec(
+    dtype=torch.uint4, qscheme="asymmetric", granularity=PerChannelGranularity(axis=0)
+)
+
+
+def fq_modules(gm: fx.GraphModule) -> dict[str, FakeQuantizeImplBase]:
+    return {n: m for n, m in gm.named_children() if isinstance(m, FakeQuantizeImplBase)}
+
+
+def finalize(q, gm: fx.GraphModule) -> fx.GraphModule:
+    out = q.finalize(gm, backend=ExportBackend.CoreML)
+    assert out is gm
+    return out
+
+
+def test_w8a8_metadata_weights_and_activation_modules() -> None:
+    q, gm, x, ref = mlp_case(W8, U8)
+    fqs = fq_modules(gm)
+    weight_fq = {m.tensor_fqn: m for m in fqs.values() if m.quantization_target.value == "weight"}
+    fake_weights = {name: fq(gm.get_parameter(name)).detach() for name, fq in weight_fq.items()}
+    acts = [n for n, m in fqs.items() if m.quantization_target.value == "activation"]
+    f = finalize(q, gm)
+    bufs = buffers(f)
+    assert torch.equal(bufs["_COREML_/metadata_version"], torch.tensor(1))
+    for owner, rows in (("a", 32), ("sub.1", 64)):
+        key = f"{owner}._COREML_/weight"
+        assert torch.equal(bufs[f"{key}/compression_type"], torch.tensor([3]))
+        assert torch.equal(bufs[f"{key}/quantization_n_bits"], torch.tensor(8))
+        assert bufs[f"{key}/quantization_scale"].shape == (rows, 1)
+        assert bufs[f"{key}/zero_point"].dtype == torch.int8
+        # the weight keeps its name and holds its fake-quantized value
+        assert torch.equal(f.get_parameter(f"{owner}.weight"), fake_weights[f"{owner}.weight"])
+    assert not fq_modules(f)
+    for name in acts:
+        mil = f.get_submodule(f"_mil_act_quant_{name}")
+        assert isinstance(mil, nn.Sequential) and list(mil._modules) == ["quantize", "dequantize"]
+        assert isinstance(mil.quantize, MILActivationQuantize)
+        assert isinstance(mil.dequantize, MILActivationDequantize)
+        assert mil.quantize.dtype == torch.quint8
+        assert mil.quantize.zero_point.dtype == torch.uint8
+        calls = [n for n in f.graph.nodes if n.op == "call_module"]
+    assert [n.target for n in calls] == [f"_mil_act_quant_{name}" for name in acts]
+    assert [n.name for n in calls] == [n.target for n in calls]
+    step = float(f.get_submodule(f"_mil_act_quant_{acts[-1]}").quantize.scale)
+    assert float((f(x) - ref).abs().max()) <= step
+    f.train()
+    f.eval()
+
+
+@pytest.mark.parametrize("spec", [W4_BLOCK, UW4], ids=["int4_block", "uint4_asym"])
+def test_four_bit_weights_are_bit_exact(spec: QuantizationSpec) -> None:
+    q, gm, x, ref = mlp_case(spec)
+    f = finalize(q, gm)
+    bufs = buffers(f)
+    assert torch.equal(bufs["a._COREML_/weight/quantization_n_bits"], torch.tensor(4))
+    blocks = 2 if spec is W4_BLOCK else 1
+    assert bufs["a._COREML_/weight/quantization_scale"].shape == (32, blocks)
+    zp_dtype = torch.int8 if spec is W4_BLOCK else torch.uint8
+    assert bufs["a._COREML_/weight/zero_point"].dtype == zp_dtype
+    assert torch.equal(f(x), ref)
+
+
+@pytest.mark.parametrize(
+    ("weight", "act", "error", "match"),
+    [
+        (
+            QuantizationSpec(dtype=torch.float8_e4m3fn, granularity=PerChannelGranularity(axis=0)),
+            None,
+            CoreMLExportError,
+            r"float8_e4m3fn \(found on weight quantizer",
+        ),
+        (W8, QuantizationSpec(dtype=torch.int4), CoreMLExportError, r"torch.int4.*activation"),
+        (
+            W8,
+            QuantizationSpec(dtype=torch.int8, granularity=PerChannelGranularity(axis=1)),
+            CoreMLExportError,
+            r"PerChannelGranularity",
+        ),
+        (
+            W8,
+            QuantizationSpec(
+                dtype=torch.int8, granularity=PerBlockGranularity(axis=1, block_size=32)
+            ),
+            CoreMLExportError,
+            r"PerBlockGranularity",
+        ),
+        (
+            QuantizationSpec(
+                dtype=torch.int8,
+                qscheme="asymmetric",
+                qformulation="minval",
+                granularity=PerChannelGranularity(axis=0),
+            ),
+            None,
+            ValueError,
+            r"qformulation='minval'",
+        ),
+        (
+            W8,
+            QuantizationSpec(dtype=torch.int8, qparam_calculator_cls="dynamic"),
+            NotImplementedError,
+            r"dynamic quantization",
+        ),
+    ],
+    ids=["fp8_weight", "int4_act", "per_channel_act", "per_block_act", "minval", "dynamic"],
+)
+def test_gates_refuse_before_any_change(weight, act, error, match) -> None:
+    q, gm, x, ref = mlp_case(weight, act)
+    names = sorted(fq_modules(gm))
+    with pytest.raises(error, match=match):
+        q.finalize(gm, backend=ExportBackend.CoreML)
+    assert sorted(fq_modules(gm)) == names and "_COREML_/metadata_version" not in buffers(gm)
+    assert torch.equal(gm(x), ref)
+
+
+def test_kv_cache_quantization_is_refused() -> None:
+    torch.manual_seed(0)
+    kv = KVCacheQuantConfig(
+        op_quantizer_config=OpQuantizerConfig(
+            op_input_spec={1: QuantizationSpec(dtype=torch.int8)},
+            op_output_spec=None,
+            op_state_spec=None,
+        )
+    )
+
+    class Cat(nn.Module):
+        def forward(self, cache: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            return torch.cat([cache, x * 2], dim=0)
+
+    cfg = QuantizerConfig(global_config=None, kv_cache_quant_configs={"cat": kv})
+    q, gm, _ = prepared(Cat(), cfg, torch.randn(3, 4), torch.randn(1, 4))
+    with pytest.raises(NotImplementedError, match="KV-cache"):
+        q.finalize(gm, backend=ExportBackend.CoreML)
+
+
+def test_torch_jit_trace_of_the_finalized_model() -> None:
+    q, gm, x, _ = mlp_case(W8, U8)
+    f = finalize(q, gm)
+    traced = torch.jit.trace(f, (x,))
+    kinds = {n.kind() for n in traced.inlined_graph.nodes()}
+    assert {"aten::quantize_per_tensor", "aten::dequantize", "aten::linear"} <= kinds
+    x2 = torch.randn(4, 64)
+    assert torch.equal(traced(x2), f(x2))
+
+
+# -- coremltools ---------------------------------------------------------------------
+
+
+def _convert(model: nn.Module, x: torch.Tensor):
+    import coremltools as ct
+
+    traced = torch.jit.trace(model, (x,))
+    mlmodel = ct.convert(
+        traced,
+        inputs=[ct.TensorType(name="x", shape=tuple(x.shape))],
+        convert_to="mlprogram",
+        minimum_deployment_target=ct.target.iOS18,
+        compute_precision=ct.precision.FLOAT32,
+    )
+    return mlmodel._mil_program.functions["main"].operations
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("coremltools") is None,
+    reason="coremltools is not installed (pip install coreai_opt[coreml])",
+)
+@pytest.mark.parametrize(
+    ("weight", "act", "data_dtypes"),
+    [(W8, U8, {"int8"}), (W4_BLOCK, None, {"int4"}), (UW4, None, {"uint4"})],
+    ids=["w8a8", "int4_block", "uint4_asym"],
+)
+def test_coremltools_stores_n_bit_weights_with_their_scales(weight, act, data_dtypes) -> None:
+    from coremltools.converters.mil.mil import types
+
+    q, gm, x, _ = mlp_case(weight, act)
+    f = finalize(q, gm)
+    bufs = buffers(f)
+    ops = _convert(f, x)
+    dequant = [op for op in ops if op.op_type == "constexpr_blockwise_shift_scale"]
+    assert len(dequant) == 2
+    by_shape = {tuple(op.data.shape): op for op in dequant}
+    for owner, shape in (("a", (32, 64)), ("sub.1", (64, 32))):
+        op = by_shape[shape]
+        assert types.builtin_to_string(op.data.dtype) in data_dtypes
+        scale = bufs[f"{owner}._COREML_/weight/quantization_scale"]
+        assert op.scale.val.shape == tuple(scale.shape)
+        assert torch.allclose(torch.from_numpy(op.scale.val).float(), scale)
+        # the stored codes (minus the offset) times the scale are the finalized weight
+        blocks = shape[1] // scale.shape[1]
+        codes = torch.from_numpy(op.data.val.astype("int32")).float()
+        zero_point = bufs[f"{owner}._COREML_/weight/zero_point"].float()
+        if op.offset is None:  # coremltools drops an all-zero offset
+            assert not zero_point.any()
+        else:
+            offset = torch.from_numpy(op.offset.val.astype("int32")).float()
+            assert torch.equal(offset, zero_point)
+            codes = codes - offset.repeat_interleave(blocks, 1)
+        values = codes * scale.repeat_interleave(blocks, 1)
+        torch.testing.assert_close(values, f.get_parameter(f"{owner}.weight"), rtol=0, atol=1e-7)
+    # no dense float copy of a weight is left in the program
+    dense = [
+        op
+        for op in ops
+        if op.op_type == "const"
+        and tuple(op.outputs[0].shape) in by_shape
+        and types.is_float(op.outputs[0].dtype)
+    ]
+    assert not dense
+    if act is not None:
+        assert {"quantize", "dequantize"} <= {op.op_type for op in ops}
