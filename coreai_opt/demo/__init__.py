@@ -2,11 +2,12 @@
 
 ``python -m coreai_opt.demo`` (``make demo``) trains a small CNN (conv-bn-relu blocks) and
 a small transformer (the rows of an 8x8 image as tokens) on scikit-learn's handwritten
-digits, quantizes each with :class:`~coreai_opt.quantization.Quantizer` in graph mode
-(W8, W4 per-block, W8A8 calibrated, W4A8 with QAT, FP8, MXFP4 on Linear layers), prints a
-rich table (accuracy, agreement with the float model, packed weight size, dropped
-fake-quantizers, timings), runs :func:`coreai_opt.inspection.layer_sensitivity` on the
-CNN and writes ``demo_results.md`` with PNG charts to ``--out`` (default ``docs/demo``).
+digits, quantizes each with :class:`~coreai_opt.quantization.Quantizer` in eager and in
+graph mode (W8, W4 per-block, W8A8 calibrated, W4A8 with QAT, FP8, MXFP4 on Linear
+layers), prints a rich table (accuracy, agreement with the float model, packed weight
+size, dropped fake-quantizers, timings; one row per model, config and mode), runs
+:func:`coreai_opt.inspection.layer_sensitivity` on the CNN and writes ``demo_results.md``
+with PNG charts to ``--out`` (default ``docs/demo``).
 
 Public: :func:`run_demo`, :class:`DemoSettings`, :class:`DemoReport`, :class:`DemoRow`,
 :class:`RunResult`, :func:`weight_bytes` / :class:`WeightBytes` (the packed-size count)

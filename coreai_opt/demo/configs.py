@@ -1,7 +1,8 @@
-"""The quantization configs the demo compares, one row of the results table each.
+"""The quantization configs the demo compares, one row of the results table per mode each.
 
-Every config is a ``QuantizerConfig`` in graph mode (the default execution mode), built
-from the presets of :mod:`coreai_opt.quantization.config`:
+Every config is a ``QuantizerConfig`` built from the presets of
+:mod:`coreai_opt.quantization.config` and run in each execution mode of :data:`MODES`
+(:meth:`DemoConfig.quantizer_config` sets ``execution_mode``):
 
 =================  ==========================================================  ===========
 row                config                                                      procedure
@@ -30,7 +31,10 @@ from torch import nn
 from coreai_opt.quantization import QuantizerConfig
 from coreai_opt.quantization.config import QATSchedule
 
-__all__ = ["DEMO_CONFIGS", "DemoConfig", "Procedure", "qat_schedule"]
+__all__ = ["DEMO_CONFIGS", "MODES", "DemoConfig", "Procedure", "qat_schedule"]
+
+MODES: tuple[str, ...] = ("eager", "graph")
+"""The execution modes every config runs in, in table order (``ExecutionMode`` values)."""
 
 
 class Procedure(enum.Enum):
@@ -50,8 +54,8 @@ class DemoConfig:
         label: the row label in the results table.
         description: what is quantized and how.
         procedure: calibration, QAT or nothing after prepare.
-        build: returns the config; QAT configs take the number of QAT steps (for the
-            schedule), the others ignore it.
+        build: returns the config (graph mode, the presets' default); QAT configs take the
+            number of QAT steps (for the schedule), the others ignore it.
     """
 
     key: str
@@ -59,6 +63,12 @@ class DemoConfig:
     description: str
     procedure: Procedure
     build: Callable[[int], QuantizerConfig]
+
+    def quantizer_config(self, total_steps: int, mode: str) -> QuantizerConfig:
+        """:attr:`build`'s config in execution mode *mode* (``"eager"`` or ``"graph"``)."""
+        config = self.build(total_steps)
+        config.execution_mode = mode  # type: ignore[assignment]  # validated: parsed to the enum
+        return config
 
 
 def qat_schedule(total_steps: int) -> QATSchedule:

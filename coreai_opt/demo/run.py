@@ -1,10 +1,15 @@
 """The demo's main loop: train the float models, quantize each with every config, measure.
 
 For each training seed the float CNN and transformer are trained from scratch; each
-config then quantizes a deep copy of that float model in graph mode (prepare, then
-calibration / QAT / nothing) and is evaluated on the held-out digits. A row of the
-results table aggregates the seeds (mean ± sample standard deviation). Agreement is the
+config then quantizes a deep copy of that float model in each execution mode (eager mode
+prepares the copy in place, graph mode exports it), runs calibration / QAT / nothing, and
+is evaluated on the held-out digits. A row of the results table is one (model, config,
+mode) and aggregates the seeds (mean ± sample standard deviation). Agreement is the
 fraction of test images whose prediction equals the float model's (same seed).
+
+A (model, config, mode) run that raises does not stop the demo (unless
+:attr:`DemoSettings.fail_fast`): its row keeps the error (:attr:`DemoRow.error`), the
+tables show it as failed and list the error under the table.
 """
 
 from __future__ import annotations
@@ -22,14 +27,15 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from coreai_opt.demo.configs import DEMO_CONFIGS, DemoConfig, Procedure
+from coreai_opt.demo.configs import DEMO_CONFIGS, MODES, DemoConfig, Procedure
 from coreai_opt.demo.data import DigitsData, batches, load_data
 from coreai_opt.demo.models import SmallCNN, SmallTransformer
 from coreai_opt.demo.train import calibrate, predict, train_float, train_qat
 from coreai_opt.demo.weight_bytes import weight_bytes
 from coreai_opt.inspection.sensitivity import SensitivityResult, layer_sensitivity
 from coreai_opt.inspection.sensitivity import prepare_counting_drops as count_drops
-from coreai_opt.quantization import Quantizer, QuantizerConfig
+from coreai_opt.quantization import Quantizer
+from coreai_opt.quantization.config import ExecutionMode
 
 __all__ = [
     "MODELS",
@@ -70,6 +76,7 @@ class DemoSettings:
         seeds: training seeds; each trains the float models anew and quantizes them.
         models: keys of :data:`MODELS`.
         configs: keys of :data:`~coreai_opt.demo.configs.DEMO_CONFIGS`.
+        modes: execution modes every config runs in (``"eager"``, ``"graph"``).
         epoch_scale: multiplies every model's float training epochs (at least 1 epoch).
         qat_epochs: QAT epochs of the QAT rows.
         qat_lr: Adam learning rate of QAT.
@@ -85,11 +92,14 @@ class DemoSettings:
             it). One thread is the default: these models are too small to gain from
             intra-op parallelism, and on a busy machine OpenMP threads that wait for a core
             make a run many times slower.
+        fail_fast: re-raise the first error of a quantized run instead of recording it in
+            its row.
     """
 
     seeds: tuple[int, ...] = (0, 1, 2)
     models: tuple[str, ...] = ("cnn", "transformer")
     configs: tuple[str, ...] = tuple(c.key for c in DEMO_CONFIGS)
+    modes: tuple[str, ...] = MODES
     epoch_scale: float = 1.0
     qat_epochs: int = 2
     qat_lr: float = 1e-4
@@ -101,6 +111,7 @@ class DemoSettings:
     sensitivity_config: str = "w4a8_qat"
     keep_float_threshold: float = 0.005
     threads: int | None = 1
+    fail_fast: bool = False
 
     @classmethod
     def quick(cls) -> DemoSettings:
@@ -150,16 +161,18 @@ def _sd(values: Sequence[float]) -> float:
 
 @dataclass(frozen=True)
 class DemoRow:
-    """One row of the results table: a (model, config) pair over all seeds.
+    """One row of the results table: a (model, config, mode) over all seeds.
 
     Attributes:
         model: the model label.
         config: the config label (``"float"`` for the unquantized model).
         key: the config key (``"float"`` for the unquantized model).
-        mode: the execution mode (``"graph"``; ``"-"`` for float).
+        mode: the execution mode (``"eager"`` or ``"graph"``; ``"-"`` for float).
         procedure: what ran after prepare.
         description: what the config quantizes.
-        runs: one :class:`RunResult` per seed.
+        runs: one :class:`RunResult` per seed that ran through.
+        error: the first error of a seed that raised (``"seed N: Type: message"``), empty
+            when every seed ran.
     """
 
     model: str
@@ -169,6 +182,7 @@ class DemoRow:
     procedure: str
     description: str
     runs: tuple[RunResult, ...]
+    error: str = ""
 
     def _values(self, name: str) -> list[float]:
         return [float(getattr(r, name)) for r in self.runs]
@@ -210,13 +224,19 @@ class DemoReport:
     environment: dict[str, str] = field(default_factory=dict)
     files: tuple[str, ...] = ()
 
-    def row(self, model: str, key: str) -> DemoRow:
-        """The row of model label or key *model* and config key *key*."""
+    @property
+    def failures(self) -> tuple[DemoRow, ...]:
+        """The rows whose runs raised (:attr:`DemoRow.error` set), in table order."""
+        return tuple(row for row in self.rows if row.error)
+
+    def row(self, model: str, key: str, mode: str = "graph") -> DemoRow:
+        """The row of model label or key *model*, config key *key* and execution *mode*
+        (ignored for ``key="float"``)."""
         label = MODELS[model].label if model in MODELS else model
         for row in self.rows:
-            if row.model == label and row.key == key:
+            if row.model == label and row.key == key and (key == "float" or row.mode == mode):
                 return row
-        raise KeyError(f"no row for model {model!r} and config {key!r}")
+        raise KeyError(f"no row for model {model!r}, config {key!r} and mode {mode!r}")
 
 
 @contextmanager
@@ -238,10 +258,15 @@ BATCH_DYNAMIC = ({0: torch.export.Dim.DYNAMIC},)
 def prepare_counting_drops(
     quantizer: Quantizer, example_inputs: tuple[Any, ...]
 ) -> tuple[nn.Module, int]:
-    """``quantizer.prepare(example_inputs)`` with a dynamic batch dimension, and the number
-    of fake-quantizers it removed because their block size does not fit."""
+    """``quantizer.prepare(example_inputs)`` and the number of fake-quantizers it removed
+    because their block size does not fit.
+
+    Graph mode exports with a dynamic batch dimension; eager mode takes no
+    ``dynamic_shapes`` (the model stays a module that runs at any batch size).
+    """
+    graph = quantizer.config.execution_mode is ExecutionMode.GRAPH
     with _quiet_block_size_log():
-        return count_drops(quantizer, example_inputs, BATCH_DYNAMIC)
+        return count_drops(quantizer, example_inputs, BATCH_DYNAMIC if graph else None)
 
 
 def _count_fqs(model: nn.Module) -> int:
@@ -258,6 +283,7 @@ def _quantize_once(
     float_model: nn.Module,
     float_logits: torch.Tensor,
     cfg: DemoConfig,
+    mode: str,
     data: DigitsData,
     settings: DemoSettings,
     seed: int,
@@ -269,7 +295,8 @@ def _quantize_once(
     calib = list(batches(data.x_train, data.y_train, settings.batch_size, generator=generator))
     calib = calib[: settings.calibration_batches]
     per_epoch = (data.x_train.shape[0] + settings.batch_size - 1) // settings.batch_size
-    config = cfg.build(settings.qat_epochs * per_epoch)
+    config = cfg.quantizer_config(settings.qat_epochs * per_epoch, mode)
+    # eager mode prepares the model it is given in place: always a copy of the float model
     quantizer = Quantizer(copy.deepcopy(float_model).eval(), config)
     start = time.perf_counter()
     prepared, dropped = prepare_counting_drops(quantizer, (calib[0][0],))
@@ -335,10 +362,11 @@ def run_demo(
     unknown = [k for k in settings.models if k not in MODELS]
     configs = {c.key: c for c in DEMO_CONFIGS}
     unknown += [k for k in settings.configs if k not in configs]
+    unknown += [m for m in settings.modes if m not in MODES]
     if unknown:
         raise ValueError(
-            f"unknown model / config keys {unknown}; models: {sorted(MODELS)}, configs: "
-            f"{sorted(configs)}"
+            f"unknown model / config keys or modes {unknown}; models: {sorted(MODELS)}, "
+            f"configs: {sorted(configs)}, modes: {list(MODES)}"
         )
     threads = torch.get_num_threads()
     if settings.threads is not None:
@@ -359,7 +387,8 @@ def _run(
     started = time.perf_counter()
     data = data or load_data()
     data = data.subset(settings.n_train, settings.n_test)
-    runs: dict[tuple[str, str], list[RunResult]] = {}
+    runs: dict[tuple[str, str, str], list[RunResult]] = {}
+    errors: dict[tuple[str, str, str], str] = {}
     sensitivity_model: nn.Module | None = None
     for seed in settings.seeds:
         for model_key in settings.models:
@@ -380,7 +409,7 @@ def _run(
             start = time.perf_counter()
             float_logits = predict(model, data.x_test)
             eval_s = time.perf_counter() - start
-            runs.setdefault((model_key, "float"), []).append(
+            runs.setdefault((model_key, "float", "-"), []).append(
                 RunResult(
                     seed=seed,
                     accuracy=_accuracy(float_logits, data.y_test),
@@ -396,12 +425,20 @@ def _run(
             if model_key == "cnn" and sensitivity_model is None:
                 sensitivity_model = model
             for key in settings.configs:
-                cfg = configs[key]
-                tag = f"{spec.label} {cfg.label} seed {seed}"
-                result = _quantize_once(
-                    model, float_logits, cfg, data, settings, seed, console, show, tag
-                )
-                runs.setdefault((model_key, key), []).append(result)
+                for mode in settings.modes:
+                    cfg = configs[key]
+                    tag = f"{spec.label} {cfg.label} {mode} seed {seed}"
+                    try:
+                        result = _quantize_once(
+                            model, float_logits, cfg, mode, data, settings, seed, console, show, tag
+                        )
+                    except Exception as error:
+                        if settings.fail_fast:
+                            raise
+                        message = " ".join(f"{type(error).__name__}: {error}".split())
+                        errors.setdefault((model_key, key, mode), f"seed {seed}: {message}")
+                        continue
+                    runs.setdefault((model_key, key, mode), []).append(result)
 
     rows = []
     for model_key in settings.models:
@@ -414,22 +451,24 @@ def _run(
                 "-",
                 "training",
                 "float32, no quantization",
-                tuple(runs[(model_key, "float")]),
+                tuple(runs[(model_key, "float", "-")]),
             )
         )
         for key in settings.configs:
             cfg = configs[key]
-            rows.append(
-                DemoRow(
-                    label,
-                    cfg.label,
-                    key,
-                    QuantizerConfig().execution_mode.value,
-                    cfg.procedure.value,
-                    cfg.description,
-                    tuple(runs[(model_key, key)]),
+            for mode in settings.modes:
+                rows.append(
+                    DemoRow(
+                        label,
+                        cfg.label,
+                        key,
+                        mode,
+                        cfg.procedure.value,
+                        cfg.description,
+                        tuple(runs.get((model_key, key, mode), ())),
+                        errors.get((model_key, key, mode), ""),
+                    )
                 )
-            )
 
     report = DemoReport(rows=tuple(rows), settings=settings)
     if settings.sensitivity and sensitivity_model is not None:

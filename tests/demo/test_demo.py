@@ -1,5 +1,5 @@
-"""The demo at small scale: prediction agreement with the float model in graph mode, the
-table, demo_results.md and the charts, and the command line."""
+"""The demo at small scale: prediction agreement with the float model in eager and graph
+mode, the table, demo_results.md and the charts, failed runs, and the command line."""
 
 from __future__ import annotations
 
@@ -11,16 +11,25 @@ import pytest
 import torch
 from rich.console import Console
 
+import coreai_opt.demo.run as demo_run
 from coreai_opt.demo import DemoReport, DemoSettings, print_report, run_demo, write_outputs
 from coreai_opt.demo.__main__ import main
-from coreai_opt.demo.configs import DEMO_CONFIGS, qat_schedule
-from coreai_opt.demo.report import ACCURACY_SIZE_PNG, RESULTS_MD, SENSITIVITY_PNG, results_table
+from coreai_opt.demo.configs import DEMO_CONFIGS, MODES, qat_schedule
+from coreai_opt.demo.report import (
+    ACCURACY_SIZE_PNG,
+    RESULTS_MD,
+    SENSITIVITY_PNG,
+    failure_notes,
+    results_table,
+    to_markdown,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MODELS = ("cnn", "transformer")
 
-# Minimum agreement with the float model's predictions (graph mode).
+# Minimum agreement with the float model's predictions, in both execution modes.
 AGREEMENT = {"w8": 0.99, "w8a8": 0.98, "w4a8_qat": 0.97}
+ROWS_PER_MODEL = 1 + len(DEMO_CONFIGS) * len(MODES)
 
 
 def _console() -> Console:
@@ -35,21 +44,31 @@ def report() -> DemoReport:
     return result
 
 
+def test_no_run_failed(report: DemoReport) -> None:
+    assert failure_notes(report) == []
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("key", sorted(AGREEMENT))
-def test_agreement_with_the_float_model(report: DemoReport, model: str, key: str) -> None:
-    row = report.row(model, key)
-    assert row.mode == "graph"
+def test_agreement_with_the_float_model(
+    report: DemoReport, model: str, key: str, mode: str
+) -> None:
+    row = report.row(model, key, mode)
+    assert row.mode == mode
+    assert not row.error, row.error
+    assert len(row.runs) == len(report.settings.seeds)
     assert min(r.agreement for r in row.runs) >= AGREEMENT[key], row
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("model", MODELS)
-def test_every_row_and_its_numbers(report: DemoReport, model: str) -> None:
+def test_every_row_and_its_numbers(report: DemoReport, model: str, mode: str) -> None:
     float_row = report.row(model, "float")
     (float_run,) = float_row.runs
     assert float_run.accuracy > 0.9
     for cfg in DEMO_CONFIGS:
-        row = report.row(model, cfg.key)
+        row = report.row(model, cfg.key, mode)
         (run,) = row.runs
         assert 0.0 <= run.agreement <= 1.0
         assert run.accuracy > 0.85
@@ -58,11 +77,20 @@ def test_every_row_and_its_numbers(report: DemoReport, model: str) -> None:
         assert run.prepare_s > 0 and run.eval_s > 0
         assert (run.fit_s > 0) == (cfg.procedure.value != "weights only")
     # the first layer's input channels (1 pixel / 8 features) hold no block of 32
-    assert report.row(model, "w4_block").runs[0].dropped == 1
-    assert report.row(model, "w8").runs[0].dropped == 0
+    assert report.row(model, "w4_block", mode).runs[0].dropped == 1
+    assert report.row(model, "w8", mode).runs[0].dropped == 0
     # int4 codes are smaller than int8 codes
-    w4 = report.row(model, "w4_block").mean("weight_bytes")
-    assert w4 < report.row(model, "w8").mean("weight_bytes")
+    w4 = report.row(model, "w4_block", mode).mean("weight_bytes")
+    assert w4 < report.row(model, "w8", mode).mean("weight_bytes")
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_both_modes_store_the_same_weights(report: DemoReport, model: str) -> None:
+    """The packed size depends on the config, not on the mode that inserted the FQs."""
+    for cfg in DEMO_CONFIGS:
+        eager, graph = (report.row(model, cfg.key, mode) for mode in ("eager", "graph"))
+        assert eager.mean("weight_bytes") == pytest.approx(graph.mean("weight_bytes"), rel=0.01)
+        assert eager.runs[0].dropped == graph.runs[0].dropped
 
 
 def test_sensitivity_and_keep_float(report: DemoReport) -> None:
@@ -80,15 +108,18 @@ def test_outputs_table_and_markdown(report: DemoReport, tmp_path: Path) -> None:
     for png in (ACCURACY_SIZE_PNG, SENSITIVITY_PNG):
         assert (tmp_path / "out" / png).read_bytes().startswith(PNG_SIGNATURE)
     md = (tmp_path / "out" / RESULTS_MD).read_text()
-    assert md.count("| CNN |") == 1 + len(DEMO_CONFIGS)
-    assert md.count("| Transformer |") == 1 + len(DEMO_CONFIGS)
-    assert "| CNN | W4A8 QAT | graph |" in md
+    assert md.count("| CNN |") == ROWS_PER_MODEL
+    assert md.count("| Transformer |") == ROWS_PER_MODEL
+    for mode in MODES:
+        assert f"| CNN | W4A8 QAT | {mode} |" in md
+        assert f"| Transformer | MXFP4 Linear | {mode} |" in md
+    assert "Failed runs" not in md
     assert "## Layer sensitivity" in md and "| block1.0 |" in md
     console = _console()
     print_report(written, console)
     text = console.file.getvalue()
     assert "W4 per-block 32" in text and "Keep in float" in text
-    assert results_table(report).row_count == 2 * (1 + len(DEMO_CONFIGS))
+    assert results_table(report).row_count == 2 * ROWS_PER_MODEL
 
 
 def test_qat_schedule_order() -> None:
@@ -109,6 +140,8 @@ def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
             "cnn",
             "--configs",
             "w8",
+            "--modes",
+            "eager",
             "--no-sensitivity",
             "--no-progress",
         ]
@@ -117,9 +150,41 @@ def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert (out / RESULTS_MD).is_file() and (out / ACCURACY_SIZE_PNG).is_file()
     assert not (out / SENSITIVITY_PNG).exists()
     printed = capsys.readouterr().out
-    assert "CNN" in printed and "W8" in printed
+    assert "CNN" in printed and "W8" in printed and "eager" in printed
+    md = (out / RESULTS_MD).read_text()
+    assert "| CNN | W8 | eager |" in md and "| CNN | W8 | graph |" not in md
+
+
+def _failing_quantize_once(*args: object, **kwargs: object) -> None:
+    raise RuntimeError("boom\nsecond line")
+
+
+def test_a_failed_run_is_shown_not_hidden(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(demo_run, "_quantize_once", _failing_quantize_once)
+    settings = replace(
+        DemoSettings.quick(),
+        models=("cnn",),
+        configs=("w8",),
+        modes=("eager",),
+        epoch_scale=0.1,
+        sensitivity=False,
+    )
+    report = run_demo(settings, console=_console(), progress=False)
+    (failed,) = report.failures
+    assert failed.runs == () and failed.error == "seed 0: RuntimeError: boom second line"
+    assert failure_notes(report) == ["[1] CNN W8 (eager): seed 0: RuntimeError: boom second line"]
+    md = to_markdown(report)
+    assert "| CNN | W8 | eager | failed [1] | failed [1] |" in md
+    assert "- [1] CNN W8 (eager): seed 0: RuntimeError: boom second line" in md
+    console = _console()
+    print_report(write_outputs(report, tmp_path), console)
+    assert "RuntimeError: boom" in console.file.getvalue()
+    with pytest.raises(RuntimeError, match="boom"):
+        run_demo(replace(settings, fail_fast=True), console=_console(), progress=False)
 
 
 def test_unknown_keys_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown model / config keys"):
         run_demo(replace(DemoSettings.quick(), configs=("w3",)), console=_console())
+    with pytest.raises(ValueError, match="modes"):
+        run_demo(replace(DemoSettings.quick(), modes=("pt2e",)), console=_console())
