@@ -192,9 +192,11 @@ def convert_all(
     dense: list[torch.Tensor] = []
     for calls in all_calls:
         try:
+            handled = get_activation_export_handler(calls.fq.granularity, "graph") is not None
             if calls.is_weight:
                 dense.append(convert_weight(gm, calls, ops))
-            elif any(node in kv_cache_ops for node in calls.nodes):
+            elif not handled and any(node in kv_cache_ops for node in calls.nodes):
+                # (a registered handler owns its granularity, KV-cache slots included)
                 emitter = activation_emitter(gm, calls, ops)
                 for node in calls.nodes:
                     if node in kv_cache_ops:

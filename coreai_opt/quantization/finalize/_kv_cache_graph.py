@@ -26,6 +26,7 @@ from torch import fx, nn
 
 from coreai_opt.quantization._graph import op_kinds
 from coreai_opt.quantization.finalize._coreai_graph import ActivationEmitter
+from coreai_opt.quantization.spec.fake_quantize import FakeQuantizeImplBase
 
 __all__ = ["CACHE_OPS", "QUANTIZED_INPUTS_KEY", "convert_kv_cache", "kv_cache_fake_quantizers"]
 
@@ -67,9 +68,15 @@ def kv_cache_fake_quantizers(gm: fx.GraphModule, kv_cache_quant_configs: object)
             if op_kinds.op_type(node) != op_type:
                 continue
             inputs = op_kinds.tensor_inputs(node)
-            if index < len(inputs) and inputs[index].op == "call_module":
+            if index < len(inputs) and _is_fq_call(gm, inputs[index]):
                 found[inputs[index]] = node
     return found
+
+
+def _is_fq_call(gm: fx.GraphModule, node: fx.Node) -> bool:
+    return node.op == "call_module" and isinstance(
+        gm.get_submodule(str(node.target)), FakeQuantizeImplBase
+    )
 
 
 def _is_float(node: fx.Node) -> bool:

@@ -148,6 +148,12 @@ def test_gates_refuse_before_any_change(weight, act, error, match) -> None:
     assert torch.equal(gm(x), ref)
 
 
+def test_a_model_without_fake_quantizers_is_refused() -> None:
+    q, gm, _, _ = mlp_case(None)
+    with pytest.raises(ValueError, match="no fake-quantize nodes"):
+        q.finalize(gm, backend=ExportBackend.CoreML)
+
+
 def test_kv_cache_quantization_is_refused() -> None:
     torch.manual_seed(0)
     kv = KVCacheQuantConfig(
