@@ -462,18 +462,37 @@ def test_torch_export_keeps_the_core_ai_ops_as_single_nodes() -> None:
     assert torch.equal(ep.module()(x), ref)
 
 
-@pytest.mark.skipif(
+BOTH_LIBRARIES = pytest.mark.skipif(
     not (_export_ops.coreai_torch_available() and hasattr(torch.ops.coreai_opt, "quantize")),
     reason="needs both coreai-torch and this build's coreai_opt Core AI mirror ops",
 )
-@pytest.mark.parametrize(("fmt", "spec"), WEIGHT_FORMATS, ids=[f for f, _ in WEIGHT_FORMATS])
+PARITY_CASES = [(f"w_{fmt}", spec, ACTIVATION_FORMATS[0][1]) for fmt, spec in WEIGHT_FORMATS] + [
+    (f"a_{fmt}", W8, act) for fmt, act in ACTIVATION_FORMATS
+]
+
+
+@BOTH_LIBRARIES
+@pytest.mark.parametrize(("case", "weight", "act"), PARITY_CASES, ids=[c for c, *_ in PARITY_CASES])
 def test_our_ops_and_coreai_torch_give_the_same_model(
-    fmt: str, spec: QuantizationSpec, monkeypatch: pytest.MonkeyPatch
+    case: str, weight: QuantizationSpec, act: QuantizationSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    q, gm, x, ref = mlp_case(spec, ACTIVATION_FORMATS[0][1])
+    q, gm, x, ref = mlp_case(weight, act)
     ours = copy.deepcopy(gm)
     theirs = finalize(q, gm)
     monkeypatch.setattr(_export_ops, "coreai_torch_available", lambda: False)
     ours = finalize(q, ours)
     assert any(str(n.target).startswith("coreai_opt.") for n in ours.graph.nodes)
+    assert [n.name for n in ours.graph.nodes] == [n.name for n in theirs.graph.nodes]
     assert torch.equal(ours(x), theirs(x)) and torch.equal(ours(x), ref)
+
+
+@pytest.mark.skipif(
+    not hasattr(torch.ops.coreai_opt, "quantize"),
+    reason="needs this build's coreai_opt Core AI mirror ops",
+)
+def test_int4_activations_run_with_our_ops(monkeypatch: pytest.MonkeyPatch) -> None:
+    """coreai-torch's quantize cannot create a torch.int4 tensor in eager PyTorch; ours
+    returns the int4 codes in an int8 container, so the finalized model runs."""
+    monkeypatch.setattr(_export_ops, "coreai_torch_available", lambda: False)
+    q, gm, x, ref = mlp_case(W8, QuantizationSpec(dtype=torch.int4, qscheme="asymmetric"))
+    assert torch.equal(finalize(q, gm)(x), ref)
