@@ -45,6 +45,7 @@ from coreai_opt.quantization.spec import (
     PerTensorGranularity,
     QuantizationSpec,
 )
+from coreai_opt.quantization.spec._dtype_table import format_info
 from coreai_opt.quantization.spec.fake_quantize import FakeQuantizeImplBase
 
 FP4 = torch.float4_e2m1fn_x2
@@ -129,16 +130,18 @@ def test_every_weight_format_is_bit_exact(fmt: str, spec: QuantizationSpec) -> N
     node = nodes_by_target(f, ops.blockwise_shift_scale)[0]
     quantized = buffers(f)["a_weight_quantized"]
     if spec.dtype == FP4:
-        # packed two a byte; coreai-torch's ops take it wrapped in its Float4Tensor
-        packed = quantized.elem if ops.uses_coreai_torch else quantized
-        assert packed.dtype == torch.uint8 and packed.shape == (32, 32)
+        # packed two a byte: coreai-torch's ops take the bytes wrapped in its Float4Tensor,
+        # ours as a float4_e2m1fn_x2 tensor (one element a byte)
+        if ops.uses_coreai_torch:
+            packed = quantized.elem
+            assert packed.dtype == torch.uint8 and quantized.shape == (32, 64)
+        else:
+            packed = quantized
+            assert packed.dtype == FP4
+        assert packed.shape == (32, 32)
     else:
-        assert quantized.dtype == getattr(
-            torch, {"int": "int8", "uin": "uint8"}.get(str(spec.dtype)[6:9], str(spec.dtype)[6:])
-        )
-    assert node.args[4] == (
-        None if spec.dtype.is_floating_point or spec.dtype == FP4 else spec.dtype
-    )
+        assert quantized.dtype == getattr(torch, format_info(spec.dtype).storage)
+    assert node.args[4] == (None if format_info(spec.dtype).is_float else spec.dtype)
     e8m0 = spec.scale_dtype is not None
     assert node.kwargs == ({"output_dtype": torch.float32} if e8m0 else {})
     assert buffers(f)["a_weight_scale"].dtype == (torch.float8_e8m0fnu if e8m0 else torch.float32)
