@@ -22,6 +22,10 @@ PY_DEPS := "pydantic>=2" "pyyaml>=6" "tqdm>=4.60" "rich>=13" "pytest>=7" "hypoth
            expecttest numpy ruff "scikit-learn>=1.3" "safetensors>=0.4" "matplotlib>=3.7"
 # The coreml extra (pyproject.toml): the finalize tests convert with coremltools.
 PY_DEPS += "coremltools==9.0"
+# The coreai extra (pyproject.toml): coreai-torch's torch.ops.coreai.* ops, which
+# tests/ops/test_ops_coreai.py and the finalize tests compare ours with bit for bit (about
+# 200 MB, nearly all coreai-core's wheel; a few seconds to install).
+PY_DEPS += "coreai-core==1.0.0b3" "coreai-torch==0.4.3"
 CUDA_SOURCES := $(wildcard csrc/cuda/*.cu)
 NVCC ?= nvcc
 
@@ -34,12 +38,13 @@ system-deps:
 	fi
 
 # The virtual environment: no system site-packages, torch pinned (a wider spec would pull a
-# multi-GB CUDA build).
+# multi-GB CUDA build), and pinned again beside PY_DEPS so no dependency can move it
+# (coreai-torch asks for torch>=2.8).
 $(VENV)/.deps-stamp: Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q $(PY_BUILD_DEPS)
 	$(PIP) install -q torch==$(TORCH_VERSION)
-	$(PIP) install -q $(PY_DEPS)
+	$(PIP) install -q torch==$(TORCH_VERSION) $(PY_DEPS)
 	touch $@
 
 build: system-deps $(VENV)/.deps-stamp

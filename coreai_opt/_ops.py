@@ -229,6 +229,69 @@ def unpack(packed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return _ops.unpack(packed, dtype)
 
 
+# -- Core AI export ops (finalize): coreai-torch's quantize / dequantize /
+# constexpr_blockwise_shift_scale, same arguments and bits --------------------------------------
+
+
+def coreai_quantize(
+    x: torch.Tensor,
+    scale: torch.Tensor,
+    output_dtype: torch.dtype,
+    *,
+    zero_point: torch.Tensor | None = None,
+    minval: torch.Tensor | None = None,
+    axis: int = 0,
+) -> torch.Tensor:
+    """Codes of ``x`` in ``output_dtype`` (``torch.ops.coreai.quantize``'s semantics).
+
+    ``scale`` is 0-d / one element (per tensor) or 1-D with ``x.size(axis)`` entries (per
+    channel); ``zero_point`` (an integer dtype) or ``minval`` (``x``'s dtype) has its shape.
+    Integer formats (int1..int8, uint1..uint8) give ``clamp(round(x / s) + zp)`` or
+    ``clamp(round((x - minval) / s) + qmin)`` in an int8 / uint8 container, computed in
+    ``promote_types(x, scale)``; FP8 gives ``cast(clamp(x / s))`` in float32; FP4
+    (``torch.float4_e2m1fn_x2``) the same codes packed two a byte into uint8 (even index in
+    the low nibble, last dimension halved). Rounding is half to even.
+    """
+    return _ops.quantize(x, scale, output_dtype, zero_point, minval, axis)
+
+
+def coreai_dequantize(
+    q: torch.Tensor,
+    scale: torch.Tensor,
+    *,
+    zero_point: torch.Tensor | None = None,
+    minval: torch.Tensor | None = None,
+    axis: int = 0,
+    input_dtype: torch.dtype | None = None,
+    output_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Values of codes ``q`` (``torch.ops.coreai.dequantize``'s semantics).
+
+    ``scale`` as for :func:`coreai_quantize`. Integer codes give ``(q - zp) * s`` or
+    ``(q - qmin) * s + minval`` (``input_dtype`` names the logical dtype, e.g. torch.int4;
+    required with ``minval``), float codes ``q * s``; computed in the scale's dtype, which the
+    result has unless ``output_dtype`` is given. E8M0 scales (``torch.float8_e8m0fnu``, float
+    formats only) need ``output_dtype``. Packed FP4 comes as uint8 with
+    ``input_dtype=torch.float4_e2m1fn_x2`` (or as a float4_e2m1fn_x2 tensor).
+    """
+    return _ops.dequantize(q, scale, zero_point, minval, axis, input_dtype, output_dtype)
+
+
+def blockwise_shift_scale(
+    q: torch.Tensor,
+    scale: torch.Tensor,
+    *,
+    zero_point: torch.Tensor | None = None,
+    minval: torch.Tensor | None = None,
+    input_dtype: torch.dtype | None = None,
+    output_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """:func:`coreai_dequantize` with a scale of ``q``'s (unpacked) rank whose every dimension
+    divides ``q``'s: block = ``q.size(d) // scale.size(d)``
+    (``torch.ops.coreai.constexpr_blockwise_shift_scale``'s semantics)."""
+    return _ops.blockwise_shift_scale(q, scale, zero_point, minval, input_dtype, output_dtype)
+
+
 def format_range(dtype: torch.dtype, narrow: bool = False) -> tuple[float, float]:
     """(min, max) of a quantization dtype from the C++ format table."""
     lo, hi = _ops.format_range(dtype, narrow)

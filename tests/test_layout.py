@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-FAMILIES = ["fake_quantize", "lsq", "observe", "qparams", "fused", "pack"]
+FAMILIES = ["fake_quantize", "lsq", "observe", "qparams", "fused", "pack", "coreai_export"]
 DEVICE_FOLDERS = ["ops", "cpu", "meta", "reference", "autograd"]
 
 

@@ -433,4 +433,320 @@ PackCheck check_unpack(const at::Tensor& packed, c10::ScalarType dtype) {
   return {fmt, std::move(out)};
 }
 
+// ---- coreai_export ------------------------------------------------------------------------
+
+namespace {
+
+constexpr const char* kCoreAIFormats =
+    "torch.int8, torch.uint8, torch.int1 .. torch.int7, torch.uint1 .. torch.uint7, "
+    "torch.float8_e4m3fn, torch.float8_e5m2, torch.float4_e2m1fn_x2";
+constexpr const char* kResultFloats = "torch.float32, torch.float16, torch.bfloat16, torch.float64";
+
+bool is_result_float(c10::ScalarType st) {
+  return st == at::kFloat || st == at::kHalf || st == at::kBFloat16 || st == at::kDouble;
+}
+
+// Every integer width torch names (the logical dtype only sets the range), FP8 and FP4.
+QuantFormat coreai_format_of(c10::ScalarType dtype, const char* op, const char* arg) {
+  using ST = c10::ScalarType;
+  const auto integer = [](int bits, bool is_signed) {
+    return QuantFormat{false, formats::FloatFormat::E4M3FN, bits, is_signed};
+  };
+  switch (dtype) {
+    case ST::Char:
+      return integer(8, true);
+    case ST::Byte:
+      return integer(8, false);
+    case ST::Int1:
+    case ST::Int2:
+    case ST::Int3:
+    case ST::Int4:
+    case ST::Int5:
+    case ST::Int6:
+    case ST::Int7:
+      return integer(1 + static_cast<int>(dtype) - static_cast<int>(ST::Int1), true);
+    case ST::UInt1:
+    case ST::UInt2:
+    case ST::UInt3:
+    case ST::UInt4:
+    case ST::UInt5:
+    case ST::UInt6:
+    case ST::UInt7:
+      return integer(1 + static_cast<int>(dtype) - static_cast<int>(ST::UInt1), false);
+    case ST::Float8_e4m3fn:
+    case ST::Float8_e5m2:
+    case ST::Float4_e2m1fn_x2:
+      return quant_format_of(dtype, op, arg);
+    default:
+      TORCH_CHECK_VALUE(false, "coreai_opt.", op, ": ", arg, " is ", dtype_name(dtype),
+                        "; allowed: ", kCoreAIFormats);
+  }
+  return {};
+}
+
+bool is_fp4(const QuantFormat& f) {
+  return f.is_float && f.float_format == formats::FloatFormat::E2M1;
+}
+
+// A float scale, or E8M0 codes (the OCP MX block scales) for float formats. Returns whether
+// the scale is E8M0.
+bool check_coreai_scale(const at::Tensor& scale, const QuantFormat& fmt, const char* op) {
+  const auto st = scale.scalar_type();
+  if (st == at::kFloat8_e8m0fnu) {
+    TORCH_CHECK_TYPE(fmt.is_float, "coreai_opt.", op,
+                     ": scale has dtype torch.float8_e8m0fnu, which only float formats take; "
+                     "integer codes need ",
+                     kResultFloats);
+    return true;
+  }
+  TORCH_CHECK_TYPE(is_result_float(st), "coreai_opt.", op, ": scale has dtype ", dtype_name(st),
+                   "; allowed: ", kResultFloats, ", and torch.float8_e8m0fnu for float formats");
+  return false;
+}
+
+// zero_point and minval: integer formats only, one of them, each of scale's shape.
+void check_coreai_offsets(const at::Tensor& scale, const std::optional<at::Tensor>& zero_point,
+                          const std::optional<at::Tensor>& minval, const QuantFormat& fmt,
+                          const char* op) {
+  TORCH_CHECK_VALUE(!(zero_point.has_value() && minval.has_value()), "coreai_opt.", op,
+                    ": zero_point and minval are mutually exclusive; pass at most one");
+  TORCH_CHECK_VALUE(!fmt.is_float || !zero_point.has_value(), "coreai_opt.", op,
+                    ": float formats take no zero_point");
+  TORCH_CHECK_VALUE(!fmt.is_float || !minval.has_value(), "coreai_opt.", op,
+                    ": float formats take no minval");
+  if (zero_point.has_value()) check_same_shape(scale, *zero_point, op, "scale", "zero_point");
+  if (minval.has_value()) check_same_shape(scale, *minval, op, "scale", "minval");
+}
+
+std::vector<c10::SymInt> sym_sizes_of(const at::Tensor& t) {
+  const auto s = t.sym_sizes();
+  return {s.begin(), s.end()};
+}
+
+std::optional<std::vector<int64_t>> int_sizes(const std::vector<c10::SymInt>& sizes) {
+  std::vector<int64_t> out;
+  out.reserve(sizes.size());
+  for (const auto& s : sizes) {
+    const auto v = s.maybe_as_int();
+    if (!v.has_value()) return std::nullopt;
+    out.push_back(*v);
+  }
+  return out;
+}
+
+// A qparam layout and the qparam sizes it came from (both unknown with symbolic sizes).
+struct QParams {
+  std::optional<formats::QParamLayout> layout;
+  std::optional<std::vector<int64_t>> q_sizes;
+};
+
+// The qparams of a 0-d / 1-D scale over an input of (logical) sizes: per tensor when it
+// holds one value, else per channel along axis.
+QParams channel_qparams(const std::vector<c10::SymInt>& sizes, const at::Tensor& scale,
+                        const c10::SymInt& axis, const char* op) {
+  TORCH_CHECK_VALUE(scale.dim() <= 1, "coreai_opt.", op, ": scale has ", scale.dim(),
+                    " dimensions; allowed: 0-d or one element (per tensor), 1-D with "
+                    "input.size(axis) entries (per channel); blocks go through "
+                    "blockwise_shift_scale");
+  const auto rank = static_cast<int64_t>(sizes.size());
+  const auto n = scale.sym_numel().maybe_as_int();
+  const auto ax = axis.maybe_as_int();
+  std::optional<int64_t> channel_dim;
+  if (scale.dim() == 1 && rank == 0) {
+    TORCH_CHECK_VALUE(!n.has_value() || *n == 1, "coreai_opt.", op, ": scale has ", n.value_or(0),
+                      " entries but the input is 0-d; it needs one");
+  } else if (scale.dim() == 1 && ax.has_value()) {
+    TORCH_CHECK_VALUE(*ax >= -rank && *ax < rank, "coreai_opt.", op, ": axis is ", *ax,
+                      " but the input has ", rank, " dimensions; allowed: ", -rank, " .. ",
+                      rank - 1);
+    channel_dim = *ax < 0 ? *ax + rank : *ax;
+    const auto size = sizes[*channel_dim].maybe_as_int();
+    TORCH_CHECK_VALUE(!n.has_value() || !size.has_value() || *n == 1 || *n == *size, "coreai_opt.",
+                      op, ": scale has ", n.value_or(0), " entries; per channel along axis ", *ax,
+                      " needs input.size(", *ax, ") = ", size.value_or(0),
+                      " (or one entry for per tensor)");
+  }
+  const auto xs = int_sizes(sizes);
+  if (!xs.has_value() || !n.has_value() || (scale.dim() == 1 && rank > 0 && !ax.has_value())) {
+    return {};
+  }
+  std::vector<int64_t> qs(xs->size(), 1);
+  if (channel_dim.has_value() && *n != 1) qs[*channel_dim] = *n;
+  return {formats::make_qparam_layout(*xs, qs), qs};
+}
+
+// The codes given to dequantize / blockwise_shift_scale: their logical format and sizes.
+struct Codes {
+  QuantFormat format;
+  std::vector<c10::SymInt> sizes;
+};
+
+Codes check_codes(const at::Tensor& input, std::optional<c10::ScalarType> input_dtype,
+                  const char* op) {
+  using ST = c10::ScalarType;
+  const auto st = input.scalar_type();
+  auto sizes = sym_sizes_of(input);
+  if (st == ST::Float4_e2m1fn_x2 || (st == ST::Byte && input_dtype == ST::Float4_e2m1fn_x2)) {
+    TORCH_CHECK_VALUE(!input_dtype.has_value() || *input_dtype == ST::Float4_e2m1fn_x2,
+                      "coreai_opt.", op, ": input has dtype torch.float4_e2m1fn_x2 but input_dtype",
+                      " is ", dtype_name(*input_dtype), "; it must be None or the same");
+    TORCH_CHECK_VALUE(!sizes.empty(), "coreai_opt.", op,
+                      ": packed FP4 input needs at least one dimension");
+    sizes.back() = sizes.back() * 2;
+    return {quant_format_of(ST::Float4_e2m1fn_x2, op), std::move(sizes)};
+  }
+  if (st == ST::Float8_e4m3fn || st == ST::Float8_e5m2) {
+    TORCH_CHECK_VALUE(!input_dtype.has_value() || *input_dtype == st, "coreai_opt.", op,
+                      ": input has dtype ", dtype_name(st), " but input_dtype is ",
+                      dtype_name(input_dtype.value_or(st)), "; it must be None or the same");
+    return {quant_format_of(st, op), std::move(sizes)};
+  }
+  TORCH_CHECK_TYPE(st == ST::Char || st == ST::Byte, "coreai_opt.", op, ": input has dtype ",
+                   dtype_name(st),
+                   "; allowed: torch.int8, torch.uint8 (integer codes, or FP4 packed two a byte "
+                   "with input_dtype=torch.float4_e2m1fn_x2), torch.float8_e4m3fn, "
+                   "torch.float8_e5m2, torch.float4_e2m1fn_x2");
+  const auto fmt = coreai_format_of(input_dtype.value_or(st), op, "input_dtype");
+  TORCH_CHECK_VALUE(!fmt.is_float, "coreai_opt.", op, ": input_dtype is ", dtype_name(*input_dtype),
+                    " but input has dtype ", dtype_name(st),
+                    "; float8 codes come as a float8 tensor");
+  const auto r = formats::int_range(fmt.bits, fmt.is_signed, false);
+  const auto c = formats::int_range(8, st == ST::Char, false);
+  TORCH_CHECK_VALUE(r.qmin >= c.qmin && r.qmax <= c.qmax, "coreai_opt.", op, ": input_dtype ",
+                    dtype_name(input_dtype.value_or(st)), " has the range [", r.qmin, ", ", r.qmax,
+                    "], which a ", dtype_name(st), " input cannot hold");
+  return {fmt, std::move(sizes)};
+}
+
+// What dequantize and blockwise_shift_scale share: codes, scale, offsets, result dtype.
+struct DequantizeArgs {
+  Codes codes;
+  bool e8m0;
+  at::ScalarType out_dtype;
+};
+
+DequantizeArgs check_dequantize_args(const at::Tensor& input, const at::Tensor& scale,
+                                     const std::optional<at::Tensor>& zero_point,
+                                     const std::optional<at::Tensor>& minval,
+                                     std::optional<c10::ScalarType> input_dtype,
+                                     std::optional<c10::ScalarType> output_dtype, const char* op) {
+  auto codes = check_codes(input, input_dtype, op);
+  const bool e8m0 = check_coreai_scale(scale, codes.format, op);
+  check_coreai_offsets(scale, zero_point, minval, codes.format, op);
+  if (zero_point.has_value()) {
+    TORCH_CHECK_TYPE(zero_point->scalar_type() == input.scalar_type(), "coreai_opt.", op,
+                     ": zero_point has dtype ", dtype_name(zero_point->scalar_type()),
+                     " but input has dtype ", dtype_name(input.scalar_type()),
+                     "; they must be equal");
+  }
+  if (minval.has_value()) {
+    TORCH_CHECK_TYPE(minval->scalar_type() == scale.scalar_type(), "coreai_opt.", op,
+                     ": minval has dtype ", dtype_name(minval->scalar_type()),
+                     " but scale has dtype ", dtype_name(scale.scalar_type()),
+                     "; they must be equal");
+    TORCH_CHECK_VALUE(input_dtype.has_value(), "coreai_opt.", op,
+                      ": minval needs input_dtype: qmin depends on the logical dtype, which the "
+                      "container's dtype does not tell (int4 codes are stored as int8)");
+  }
+  TORCH_CHECK_VALUE(!output_dtype.has_value() || is_result_float(*output_dtype), "coreai_opt.", op,
+                    ": output_dtype is ", dtype_name(output_dtype.value_or(at::kFloat)),
+                    "; allowed: ", kResultFloats);
+  TORCH_CHECK_VALUE(!e8m0 || output_dtype.has_value(), "coreai_opt.", op,
+                    ": an E8M0 scale (torch.float8_e8m0fnu) needs output_dtype");
+  return {std::move(codes), e8m0, output_dtype.value_or(scale.scalar_type())};
+}
+
+}  // namespace
+
+QuantizeCheck check_quantize(const at::Tensor& input, const at::Tensor& scale,
+                             c10::ScalarType output_dtype,
+                             const std::optional<at::Tensor>& zero_point,
+                             const std::optional<at::Tensor>& minval, const c10::SymInt& axis) {
+  const char* op = "quantize";
+  check_float_input(input, op, "input");
+  const auto fmt = coreai_format_of(output_dtype, op, "output_dtype");
+  check_coreai_scale(scale, fmt, op);
+  check_coreai_offsets(scale, zero_point, minval, fmt, op);
+  if (zero_point.has_value()) {
+    const auto st = zero_point->scalar_type();
+    TORCH_CHECK_TYPE(at::isIntegralType(st, /*includeBool=*/false), "coreai_opt.", op,
+                     ": zero_point has dtype ", dtype_name(st),
+                     "; allowed: an integer dtype (torch.int8, torch.uint8, torch.int32, ...)");
+  }
+  if (minval.has_value()) {
+    // input - minval runs in input's dtype, as upstream.
+    TORCH_CHECK_TYPE(minval->scalar_type() == input.scalar_type(), "coreai_opt.", op,
+                     ": minval has dtype ", dtype_name(minval->scalar_type()),
+                     " but input has dtype ", dtype_name(input.scalar_type()),
+                     "; they must be equal");
+  }
+  const auto sizes = sym_sizes_of(input);
+  auto qparams = channel_qparams(sizes, scale, axis, op);
+  auto out_sizes = sizes;
+  at::ScalarType out_dtype = output_dtype;
+  if (is_fp4(fmt)) {
+    const auto last = sizes.empty() ? std::optional<int64_t>(1) : sizes.back().maybe_as_int();
+    TORCH_CHECK_VALUE(!last.has_value() || *last % 2 == 0, "coreai_opt.", op,
+                      ": FP4 codes are packed two a byte along the last dimension, which must "
+                      "be even; input has shape ",
+                      shape_str(c10::ArrayRef<c10::SymInt>(sizes)));
+    out_sizes.back() = out_sizes.back() / 2;
+    out_dtype = at::kByte;
+  } else if (!fmt.is_float) {
+    out_dtype = fmt.is_signed ? at::kChar : at::kByte;
+  }
+  const auto compute =
+      fmt.is_float ? at::kFloat : c10::promoteTypes(input.scalar_type(), scale.scalar_type());
+  return {fmt,
+          out_dtype,
+          compute,
+          std::move(qparams.layout),
+          std::move(qparams.q_sizes),
+          std::move(out_sizes)};
+}
+
+DequantizeCheck check_dequantize(const at::Tensor& input, const at::Tensor& scale,
+                                 const std::optional<at::Tensor>& zero_point,
+                                 const std::optional<at::Tensor>& minval, const c10::SymInt& axis,
+                                 std::optional<c10::ScalarType> input_dtype,
+                                 std::optional<c10::ScalarType> output_dtype) {
+  const char* op = "dequantize";
+  auto args =
+      check_dequantize_args(input, scale, zero_point, minval, input_dtype, output_dtype, op);
+  auto qparams = channel_qparams(args.codes.sizes, scale, axis, op);
+  return {args.codes.format,
+          args.e8m0,
+          args.out_dtype,
+          std::move(qparams.layout),
+          std::move(qparams.q_sizes),
+          std::move(args.codes.sizes)};
+}
+
+DequantizeCheck check_blockwise_shift_scale(const at::Tensor& input, const at::Tensor& scale,
+                                            const std::optional<at::Tensor>& zero_point,
+                                            const std::optional<at::Tensor>& minval,
+                                            std::optional<c10::ScalarType> input_dtype,
+                                            std::optional<c10::ScalarType> output_dtype) {
+  const char* op = "blockwise_shift_scale";
+  auto args =
+      check_dequantize_args(input, scale, zero_point, minval, input_dtype, output_dtype, op);
+  const auto& sizes = args.codes.sizes;
+  TORCH_CHECK_VALUE(scale.dim() == static_cast<int64_t>(sizes.size()), "coreai_opt.", op,
+                    ": scale has ", scale.dim(), " dimensions but the input has ", sizes.size(),
+                    " (packed FP4 counted unpacked); they must be equal");
+  std::optional<formats::QParamLayout> layout;
+  std::optional<std::vector<int64_t>> q_sizes;
+  const auto xs = int_sizes(sizes);
+  if (xs.has_value() && concrete(scale)) {
+    q_sizes = scale.sizes().vec();
+    const std::string why = formats::qparam_shape_error(*xs, *q_sizes);
+    TORCH_CHECK_VALUE(why.empty(), "coreai_opt.", op, ": scale of shape ", shape_str(scale.sizes()),
+                      " does not divide an input of shape ", shape_str(at::IntArrayRef(*xs)), ": ",
+                      why);
+    layout = formats::make_qparam_layout(*xs, *q_sizes);
+  }
+  return {args.codes.format, args.e8m0,          args.out_dtype,
+          std::move(layout), std::move(q_sizes), std::move(args.codes.sizes)};
+}
+
 }  // namespace coreai_opt::ops

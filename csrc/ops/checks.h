@@ -12,6 +12,7 @@
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/ScalarType.h>
+#include <c10/core/SymInt.h>
 #include <c10/core/SymIntArrayRef.h>
 #include <c10/util/string_view.h>
 
@@ -123,5 +124,46 @@ struct PackCheck {
 };
 PackCheck check_pack(const at::Tensor& q, c10::ScalarType dtype);
 PackCheck check_unpack(const at::Tensor& packed, c10::ScalarType dtype);
+
+// ---- coreai_export: quantize / dequantize / blockwise_shift_scale -------------------------
+
+// quantize: the format, the result's dtype (int8 / uint8 container, float8, uint8 for FP4)
+// and sizes (FP4 halves the last dimension), the dtype the integer formula runs in
+// (promote_types(input, scale); float32 for float formats), and the qparam layout and sizes
+// (the input's rank; per tensor or per channel along axis) over the input's shape.
+struct QuantizeCheck {
+  QuantFormat format;
+  at::ScalarType out_dtype;
+  at::ScalarType compute_dtype;
+  std::optional<formats::QParamLayout> layout;
+  std::optional<std::vector<int64_t>> q_sizes;
+  std::vector<c10::SymInt> out_sizes;
+};
+QuantizeCheck check_quantize(const at::Tensor& input, const at::Tensor& scale,
+                             c10::ScalarType output_dtype,
+                             const std::optional<at::Tensor>& zero_point,
+                             const std::optional<at::Tensor>& minval, const c10::SymInt& axis);
+
+// dequantize / blockwise_shift_scale: the logical format of the codes, whether the scale is
+// E8M0 (then the formula runs in float32), the result's dtype and its (logical) sizes, and
+// the qparam layout and sizes (the input's rank) over the logical shape.
+struct DequantizeCheck {
+  QuantFormat format;
+  bool e8m0 = false;
+  at::ScalarType out_dtype;
+  std::optional<formats::QParamLayout> layout;
+  std::optional<std::vector<int64_t>> q_sizes;
+  std::vector<c10::SymInt> out_sizes;
+};
+DequantizeCheck check_dequantize(const at::Tensor& input, const at::Tensor& scale,
+                                 const std::optional<at::Tensor>& zero_point,
+                                 const std::optional<at::Tensor>& minval, const c10::SymInt& axis,
+                                 std::optional<c10::ScalarType> input_dtype,
+                                 std::optional<c10::ScalarType> output_dtype);
+DequantizeCheck check_blockwise_shift_scale(const at::Tensor& input, const at::Tensor& scale,
+                                            const std::optional<at::Tensor>& zero_point,
+                                            const std::optional<at::Tensor>& minval,
+                                            std::optional<c10::ScalarType> input_dtype,
+                                            std::optional<c10::ScalarType> output_dtype);
 
 }  // namespace coreai_opt::ops

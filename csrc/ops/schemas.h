@@ -3,7 +3,7 @@
 //
 // Every family has one file of the same name in each folder: ops/ (schemas and their
 // comments), cpu/, meta/, reference/, autograd/ (and cuda/ with cuda_host/ once CUDA kernels
-// land): fake_quantize, lsq, observe, qparams, fused, pack.
+// land): fake_quantize, lsq, observe, qparams, fused, pack, coreai_export.
 #pragma once
 
 #include <torch/library.h>
@@ -16,6 +16,7 @@ void define_observe(torch::Library& m);
 void define_qparams(torch::Library& m);
 void define_fused(torch::Library& m);
 void define_pack(torch::Library& m);
+void define_coreai_export(torch::Library& m);
 void define_formats(torch::Library& m);
 
 }  // namespace coreai_opt::ops
@@ -42,6 +43,10 @@ void define_formats(torch::Library& m);
 #define COREAI_OPT_PACK_OPS(X) \
   X(pack)                      \
   X(unpack)
+#define COREAI_OPT_COREAI_EXPORT_OPS(X) \
+  X(quantize)                           \
+  X(dequantize)                         \
+  X(blockwise_shift_scale)
 
 // Registers the function of the same name for each op of a list.
 #define COREAI_OPT_IMPL(name) m.impl(#name, &name);

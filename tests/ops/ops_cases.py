@@ -51,6 +51,9 @@ TENSOR_OPS = [
     "fused_fake_quantize_backward",
     "pack",
     "unpack",
+    "quantize",
+    "dequantize",
+    "blockwise_shift_scale",
 ]
 
 

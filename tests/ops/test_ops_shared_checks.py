@@ -114,6 +114,44 @@ def _fused_backward(fmt: FusedFormat = _INT8) -> dict:
     return fused_backward_kwargs(torch.ones(4, 8), _x(), _ON, qparams, fmt)
 
 
+def _quantize() -> dict:
+    return {
+        "input": _x(),
+        "scale": torch.full((4,), 0.1),
+        "output_dtype": torch.int8,
+        "zero_point": None,
+        "minval": None,
+        "axis": 0,
+    }
+
+
+def _codes() -> torch.Tensor:
+    return torch.zeros(4, 8, dtype=torch.int8)
+
+
+def _dequantize() -> dict:
+    return {
+        "input": _codes(),
+        "scale": torch.full((4,), 0.1),
+        "zero_point": None,
+        "minval": None,
+        "axis": 0,
+        "input_dtype": None,
+        "output_dtype": None,
+    }
+
+
+def _blockwise() -> dict:
+    return {
+        "input": _codes(),
+        "scale": torch.full((4, 2), 0.1),
+        "zero_point": None,
+        "minval": None,
+        "input_dtype": None,
+        "output_dtype": None,
+    }
+
+
 def _case(op: str, base: Callable[[], dict], **override: object) -> Callable[[], dict]:
     """A call of `op`: the base arguments with some replaced (a callable makes a value)."""
 
@@ -298,6 +336,48 @@ CASES = {
     "unpack/dtype": _case(
         "unpack",
         lambda: {"packed": torch.zeros(4, 4, dtype=torch.uint8), "dtype": torch.float8_e4m3fn},
+    ),
+    # quantize / dequantize / blockwise_shift_scale (the Core AI export ops)
+    "quantize/output_dtype": _case("quantize", _quantize, output_dtype=torch.float32),
+    "quantize/input_dtype": _case("quantize", _quantize, input=ints),
+    "quantize/scale_rank": _case("quantize", _quantize, scale=lambda: torch.ones(4, 1)),
+    "quantize/axis": _case("quantize", _quantize, axis=2),
+    "quantize/channels": _case("quantize", _quantize, axis=-1),
+    "quantize/both_offsets": _case(
+        "quantize",
+        _quantize,
+        zero_point=lambda: torch.zeros(4, dtype=torch.int8),
+        minval=lambda: torch.zeros(4),
+    ),
+    "quantize/zp_dtype": _case("quantize", _quantize, zero_point=lambda: torch.zeros(4)),
+    "quantize/e8m0_int": _case(
+        "quantize", _quantize, scale=lambda: torch.ones(4).to(torch.float8_e8m0fnu)
+    ),
+    "quantize/fp4_odd": _case(
+        "quantize", _quantize, input=lambda: torch.randn(4, 7), output_dtype=torch.float4_e2m1fn_x2
+    ),
+    "dequantize/input_dtype_fits": _case("dequantize", _dequantize, input_dtype=torch.uint8),
+    "dequantize/minval_input_dtype": _case(
+        "dequantize", _dequantize, minval=lambda: torch.zeros(4)
+    ),
+    "dequantize/zp_dtype": _case(
+        "dequantize", _dequantize, zero_point=lambda: torch.zeros(4, dtype=torch.int32)
+    ),
+    "dequantize/e8m0_output_dtype": _case(
+        "dequantize",
+        _dequantize,
+        input=lambda: _codes().view(torch.float8_e4m3fn),
+        scale=lambda: torch.ones(4).to(torch.float8_e8m0fnu),
+    ),
+    "dequantize/output_dtype": _case("dequantize", _dequantize, output_dtype=torch.int8),
+    "blockwise/rank": _case("blockwise_shift_scale", _blockwise, scale=lambda: torch.ones(4)),
+    "blockwise/divides": _case("blockwise_shift_scale", _blockwise, scale=lambda: torch.ones(4, 3)),
+    "blockwise/fp4_divides": _case(
+        "blockwise_shift_scale",
+        _blockwise,
+        input=lambda: _codes().view(torch.uint8),
+        scale=lambda: torch.ones(4, 5),
+        input_dtype=torch.float4_e2m1fn_x2,
     ),
 }
 
