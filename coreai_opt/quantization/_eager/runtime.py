@@ -64,6 +64,10 @@ def _apply_python_fake_quantizer(x: torch.Tensor, fq_id: int) -> torch.Tensor:
 _lib.impl(
     "_eager_apply_python_fake_quantizer", _apply_python_fake_quantizer, "CompositeImplicitAutograd"
 )
+# torch.jit.trace records any op it sees as one node: a Python slot would become an opaque
+# call back into this process. On the Tracer key the module runs with tracing on, so the
+# trace holds its ops (a finalized model's quantize / dequantize).
+_lib.impl("_eager_apply_python_fake_quantizer", _apply_python_fake_quantizer, "Tracer")
 
 
 class SiteRef:
@@ -141,7 +145,16 @@ class _FrameHooks:
     def pre(self, module: nn.Module, args: Any) -> None:
         runtime = self.runtime
         if runtime.bound_epoch != _EPOCH[0]:
-            runtime.rebind()
+            # Bookkeeping, not computation: under torch.jit.trace the tracer would refuse
+            # the calls into the program (a ScriptObject outside the traced module).
+            tracing = torch._C._get_tracing_state()
+            if tracing is not None:
+                torch._C._set_tracing_state(None)
+            try:
+                runtime.rebind()
+            finally:
+                if tracing is not None:
+                    torch._C._set_tracing_state(tracing)
         if _dispatch_modes():
             # Under a TorchDispatchMode every op call goes through the Python fallback,
             # which restores the dispatch-key TLS when the op returns (the scope would be
@@ -172,7 +185,8 @@ class _BoundaryHooks:
         positions = [i for i, leaf in enumerate(leaves) if isinstance(leaf, torch.Tensor)]
         for index, fq_name in sites:
             fq = module._modules.get(fq_name)
-            if isinstance(fq, FakeQuantizeImplBase) and index < len(positions):
+            # a fake-quantizer, or what finalize put in its place
+            if isinstance(fq, nn.Module) and index < len(positions):
                 leaves[positions[index]] = fq(leaves[positions[index]])
         return tree_unflatten(leaves, spec)
 
