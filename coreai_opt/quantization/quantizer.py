@@ -17,6 +17,7 @@ were inserted by other means and that was marked with
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -142,15 +143,26 @@ class Quantizer:
         model: nn.Module | None = None,
         backend: ExportBackend | str = ExportBackend.CoreAI,
         *,
-        mmap_dir: str | None = None,
+        mmap_dir: str | os.PathLike[str] | None = None,
     ) -> nn.Module:
         """Convert a prepared model for *backend*.
 
         ``ExportBackend._TORCH`` returns the prepared model (fake-quantizers in place;
-        a mode implementation may post-process it). ``CoreAI`` and ``CoreML`` are
-        converted by the mode implementation and raise ``ModeUnavailableError`` while
-        it is not part of this build. ``mmap_dir`` is accepted only in eager mode with
-        the CoreAI backend and with every tensor on the CPU (``ValueError`` otherwise).
+        graph mode folds conv-bn pairs). ``CoreAI`` and ``CoreML`` are converted by the
+        mode implementation (see ``coreai_opt.quantization.finalize``).
+
+        ``mmap_dir`` (both modes, ``CoreAI`` only, every parameter and buffer on the CPU):
+        a new or empty directory; each quantized weight is written there as one
+        safetensors file (eager ``<module>.<param>.safetensors``, graph ``<weight target
+        with . -> _>.safetensors``; a tied weight once) and the model's tensors are mapped
+        from those files.
+
+        Raises:
+            ValueError: *backend* is not an export backend; ``mmap_dir`` with another
+                backend than CoreAI, or with tensors off the CPU.
+            TypeError: ``mmap_dir`` is not a str / path-like.
+            NotADirectoryError: ``mmap_dir`` exists and is not a directory.
+            FileExistsError: ``mmap_dir`` is a directory that is not empty.
         """
         model = self._target(model, "finalize()")
         try:
@@ -161,15 +173,10 @@ class Quantizer:
                 f"{[b.value for b in ExportBackend]}"
             ) from None
         if mmap_dir is not None:
-            if self.execution_mode is not ExecutionMode.EAGER:
-                raise ValueError(
-                    f"mmap_dir is only supported in execution_mode='eager', got "
-                    f"{self.execution_mode.value!r}"
-                )
             if backend is not ExportBackend.CoreAI:
                 raise ValueError(
-                    f"mmap_dir is only supported with backend=ExportBackend.CoreAI, got "
-                    f"{backend.value!r}"
+                    f"mmap_dir is only supported with backend=ExportBackend.CoreAI (quantized "
+                    f"weights written to safetensors files), got backend={backend.value!r}"
                 )
             off_cpu = sorted(
                 {str(t.device) for t in [*model.parameters(), *model.buffers()]} - {"cpu"}
@@ -179,6 +186,9 @@ class Quantizer:
                     f"mmap_dir needs every parameter and buffer on the CPU; found devices "
                     f"{off_cpu}. Move the model with .cpu() first"
                 )
+            from coreai_opt.quantization.finalize._mmap import check_mmap_dir
+
+            check_mmap_dir(mmap_dir)
         if backend is ExportBackend._TORCH and self._impl is None:
             impl_cls = get_mode_implementation(self.execution_mode)
             if impl_cls is None:

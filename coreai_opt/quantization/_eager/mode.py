@@ -22,7 +22,7 @@ from coreai_opt.quantization._eager.pickling import make_picklable
 from coreai_opt.quantization._eager.placement import EagerPlan, plan_placement
 from coreai_opt.quantization._eager.recording import Recording, record
 from coreai_opt.quantization._eager.runtime import RUNTIME_ATTR, EagerRuntime, SiteRef, get_runtime
-from coreai_opt.quantization._mode import ModeImplementation, ModeUnavailableError, register_mode
+from coreai_opt.quantization._mode import ModeImplementation, register_mode
 from coreai_opt.quantization.config import ExecutionMode
 from coreai_opt.quantization.spec import QuantizationComponentFactory
 from coreai_opt.quantization.spec.fake_quantize import FakeQuantize, FakeQuantizeImplBase
@@ -147,15 +147,21 @@ class EagerMode(ModeImplementation):
             runtime.drop_sites(name)
 
     def finalize(self, model: nn.Module, backend: ExportBackend, mmap_dir: str | None) -> nn.Module:
-        """``_TORCH``: the prepared model unchanged."""
+        """Finalize the eager-prepared *model* for *backend* (in place).
+
+        ``_TORCH``: the prepared model unchanged. ``CoreAI`` / ``CoreML``: the
+        fake-quantizers are replaced in place
+        (``coreai_opt.quantization.finalize._eager_finalize``): dequantize parametrizations
+        and quantize / dequantize modules (Core AI, weights optionally written to and mapped
+        from *mmap_dir*), or fake-quantized weights with Core ML metadata and
+        ``torch.quantize_per_tensor`` modules (Core ML); checks run before any change.
+        """
         _lifecycle.require_prepared(model, "finalize()")
         if backend is ExportBackend._TORCH:
             return model
-        raise ModeUnavailableError(
-            f"finalize(backend={backend.value!r}) is not available in this build yet: eager "
-            f"mode finalizes to ExportBackend._TORCH only (the Core AI / Core ML converters "
-            f"are not built)"
-        )
+        from coreai_opt.quantization.finalize._eager_finalize import finalize_eager
+
+        return finalize_eager(model, backend, mmap_dir=mmap_dir)
 
     @classmethod
     def get_compressible_op_names(

@@ -152,6 +152,7 @@ class GraphMode(ModeImplementation):
             backend,
             kv_cache_quant_configs=self.quantizer.config.kv_cache_quant_configs,
             fold=fold_conv_bn,
+            mmap_dir=mmap_dir,
         )
 
     @classmethod

@@ -9,13 +9,16 @@
    ``ValueError`` then).
 2. Fold conv-bn pairs (the *fold* callback), so weight FQs read the folded weights.
 3. Convert every fake-quantizer (``_coreai_graph`` / ``_coreml_graph``).
-4. Core AI: dense weights the graph no longer reads become zero-size tensors.
+4. Core AI: dense weights the graph no longer reads become zero-size tensors; with
+   ``mmap_dir`` each weight's buffers are written to ``<weight target with . -> _>
+   .safetensors`` and mapped back (``_mmap``).
 5. Drop the fake-quantizer modules and dead nodes, recompile, re-enable train / eval.
 """
 
 from __future__ import annotations
 
 import operator
+import os
 from collections.abc import Callable
 
 from torch import fx
@@ -38,6 +41,7 @@ from coreai_opt.quantization.finalize._graph_common import (
     free_unread_tensors,
 )
 from coreai_opt.quantization.finalize._handlers import get_activation_export_handler
+from coreai_opt.quantization.finalize._mmap import check_mmap_dir, map_graph_weights, open_mmap_dir
 from coreai_opt.quantization.finalize._weights import check_weight_exportable
 from coreai_opt.quantization.spec.fake_quantize import FakeQuantizeImplBase
 
@@ -95,6 +99,7 @@ def finalize_graph(
     *,
     kv_cache_quant_configs: object = None,
     fold: Callable[[fx.GraphModule], object] | None = None,
+    mmap_dir: str | os.PathLike[str] | None = None,
 ) -> fx.GraphModule:
     """Finalize the prepared *gm* for *backend* (CoreAI or CoreML), in place; returns it.
 
@@ -104,12 +109,15 @@ def finalize_graph(
         kv_cache_quant_configs: the quantizer config's KV-cache entries (their FQs get
             the KV-cache treatment under Core AI and are refused by Core ML).
         fold: called on *gm* after the checks and before the conversion (conv-bn folding).
+        mmap_dir: (Core AI) a new or empty directory: each quantized weight is written to
+            ``<weight target with . -> _>.safetensors`` there and mapped back.
 
     Raises:
         ValueError: no fake-quantizers; ``backend`` is not CoreAI / CoreML; Core ML: a
             formulation other than ZP (``CoreMLExportError``, a ``ValueError``, for dtypes
-            and activation granularities).
+            and activation granularities); ``mmap_dir`` with Core ML.
         NotImplementedError: dynamic fake-quantizers; Core ML with KV-cache quantization.
+        NotADirectoryError / FileExistsError: ``mmap_dir`` is a file / not empty.
         FinalizeNodeError: converting one fake-quantizer failed (the message names it).
     """
     from coreai_opt.quantization.finalize._coreai_graph import convert_all
@@ -118,6 +126,11 @@ def finalize_graph(
 
     if backend not in (ExportBackend.CoreAI, ExportBackend.CoreML):
         raise ValueError(f"finalize_graph converts for backend CoreAI or CoreML, got {backend!r}")
+    if mmap_dir is not None and backend is not ExportBackend.CoreAI:
+        raise ValueError(
+            f"mmap_dir is only supported with backend=ExportBackend.CoreAI, got "
+            f"backend={backend.value!r}"
+        )
     all_calls = fake_quantizer_calls(gm)
     check_has_fake_quantizers(all_calls, backend)
     fqs = {calls.name: calls.fq for calls in all_calls}
@@ -126,6 +139,8 @@ def finalize_graph(
         refuse_dynamic(fqs, backend, covered=_handled)
         _check_coreai(gm, all_calls)
         ops = select_export_ops()
+        if mmap_dir is not None:
+            check_mmap_dir(mmap_dir)
     else:
         refuse_dynamic(fqs, backend)
         _check_coreml(all_calls, kv_cache)
@@ -140,4 +155,6 @@ def finalize_graph(
         dense = []
     finish_rewrite(gm, [calls.name for calls in all_calls])
     free_unread_tensors(gm, dense)
+    if mmap_dir is not None:
+        map_graph_weights(gm, ops, open_mmap_dir(mmap_dir))
     return gm

@@ -9,7 +9,6 @@ from torch.nn.utils import parametrize
 
 from coreai_opt import ExportBackend
 from coreai_opt.quantization import Quantizer, _lifecycle
-from coreai_opt.quantization._mode import ModeUnavailableError
 from coreai_opt.quantization.config import (
     ExecutionMode,
     ModuleQuantizerConfig,
@@ -264,16 +263,20 @@ def test_finalize_dispatch_and_errors(tmp_path) -> None:
     q, net = _prepared()
     assert q.finalize(backend=ExportBackend._TORCH) is net
     assert q.finalize(net, backend="_torch") is net
-    with pytest.raises(ModeUnavailableError, match=r"eager mode finalizes to ExportBackend._TORCH"):
-        q.finalize(backend=ExportBackend.CoreAI)
     with pytest.raises(ValueError, match=r"backend='tflite' .* allowed"):
         q.finalize(backend="tflite")
-    with pytest.raises(ValueError, match=r"only supported with backend=ExportBackend.CoreAI"):
+    with pytest.raises(
+        ValueError, match=r"only supported with backend=ExportBackend.CoreAI.*backend='coreml'"
+    ):
         q.finalize(backend=ExportBackend.CoreML, mmap_dir=str(tmp_path))
+    assert q.finalize(backend=ExportBackend.CoreAI) is net
+    assert not _lifecycle.fake_quantizers(net)
     graph_q = Quantizer(nn.Sequential(nn.Linear(4, 4)), QuantizerConfig())
     graph_q.prepare((torch.randn(2, 4),))
-    with pytest.raises(ValueError, match=r"only supported in execution_mode='eager'"):
-        graph_q.finalize(backend=ExportBackend.CoreAI, mmap_dir=str(tmp_path))
+    with pytest.raises(
+        ValueError, match=r"only supported with backend=ExportBackend.CoreAI.*backend='_torch'"
+    ):
+        graph_q.finalize(backend=ExportBackend._TORCH, mmap_dir=str(tmp_path))
     eager = QuantizerConfig(execution_mode=ExecutionMode.EAGER)
     with pytest.raises(RuntimeError, match=r"finalize\(\) needs a prepared model"):
         Quantizer(nn.Linear(2, 2), eager).finalize(backend=ExportBackend._TORCH)
