@@ -1,4 +1,4 @@
-"""Side by side with the reference (coreai-opt 0.3.0 over torchao), graph mode, as a black box.
+"""Side by side with the reference (coreai-opt 0.3.0 over torchao), both modes, as a black box.
 
 Run with this project's interpreter: ``.venv/bin/python benchmarks/vs_reference.py``.
 
@@ -9,16 +9,22 @@ Run with this project's interpreter: ``.venv/bin/python benchmarks/vs_reference.
 2. Trains the two benchmark models (bench_models.py: SmallCNN with conv-bn, PreLNBlock) briefly
    on scikit-learn's digits shaped for each, in this process, and writes the data and float
    weights to a temporary directory.
-3. Runs benchmarks/vs_reference_worker.py in both environments over the same files: W8, W4
-   per-block 32, W8A8 calibrated (calibration_mode over 4 batches), one W8A8 QAT epoch
-   (training_mode + step). Only the reference's documented public API is used.
-4. Compares: accuracy and agreement with the float model, the max qparam difference per
-   matching FQ (weights by parameter name, activations by producer and consumer ops), FQ count
-   and placement differences, prepare time, forward overhead (prepared / float) and QAT step
-   time. Prints a report and appends it to benchmarks/RESULTS.md (unless ``--no-save``).
+3. Runs benchmarks/vs_reference_worker.py in both environments over the same files, once
+   per execution mode (``--modes graph,eager``, the default; ``QuantizerConfig(
+   execution_mode=...)`` on both sides): W8, W4 per-block 32, W8A8 calibrated
+   (calibration_mode over 4 batches), one W8A8 QAT epoch (training_mode + step). Only the
+   reference's documented public API is used.
+4. Compares per mode: accuracy and agreement with the float model, the max qparam difference
+   per matching FQ (graph: weights by parameter name, activations by producer and consumer
+   ops; eager: by the FQ's submodule path, which both libraries build from the module and op
+   names), FQ count and placement differences, in eager mode the state_dict keys (model keys
+   and each FQ's own keys), prepare time, forward overhead (prepared / float) and QAT step
+   time. Prints one report per mode and appends it to benchmarks/RESULTS.md (unless
+   ``--no-save``).
 
-Only graph mode is compared: this project's eager mode is not built yet. Never part of
-``make test``.
+Timings are medians (prepare over ``--prepare-repeats``, forward over ``--rounds``
+interleaved rounds); the header records the load average before and after, since other work
+on the machine shows up in them. Never part of ``make test``.
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 from bench_models import PreLNBlock, SmallCNN  # noqa: E402
-from vs_reference_worker import CONFIGS, batch_size, model_inputs, readout  # noqa: E402
+from vs_reference_worker import CONFIGS, MODES, batch_size, model_inputs, readout  # noqa: E402
 
 RESULTS = HERE / "RESULTS.md"
 DEFAULT_VENV = REPO / ".venv-reference"
@@ -179,8 +185,11 @@ def train_float(name: str, data: dict[str, torch.Tensor], epochs: int, seed: int
     return model.eval()
 
 
-def run_worker(python: Path, side: str, work: Path, threads: int, rounds: int) -> dict[str, Any]:
-    """Runs the worker in one environment; the repository is on the path only for ours."""
+def run_worker(
+    python: Path, side: str, work: Path, args: argparse.Namespace, mode: str
+) -> dict[str, Any]:
+    """Runs the worker in one environment and mode; the repository is on the path only for
+    ours."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     if side == "ours":
         env["PYTHONPATH"] = str(REPO)
@@ -192,17 +201,21 @@ def run_worker(python: Path, side: str, work: Path, threads: int, rounds: int) -
         "--side",
         side,
         "--threads",
-        str(threads),
+        str(args.threads),
         "--rounds",
-        str(rounds),
+        str(args.rounds),
+        "--prepare-repeats",
+        str(args.prepare_repeats),
+        "--mode",
+        mode,
     ]
-    log(f"running the {side} side: {python}")
+    log(f"running the {side} side, {mode} mode: {python}")
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, cwd=work, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"the {side} worker failed (exit {proc.returncode}): {' '.join(cmd)}")
-    log(f"{side} side done in {time.perf_counter() - t0:.0f} s")
-    return torch.load(work / f"{side}.pt", weights_only=False)  # written by us
+    log(f"{side} side, {mode} mode done in {time.perf_counter() - t0:.0f} s")
+    return torch.load(work / f"{side}-{mode}.pt", weights_only=False)  # written by us
 
 
 # ----------------------------------------------------------------------------------------
@@ -292,11 +305,66 @@ def fmt(v: float, digits: int = 3) -> str:
     return "-" if v != v else f"{v:.{digits}g}"
 
 
-def compare(ours: dict, ref: dict, data: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+def _fq_prefix(key: str, names: list[str]) -> str | None:
+    """The longest FQ name *key* lies under, or None."""
+    hits = [n for n in names if key.startswith(f"{n}.")]
+    return max(hits, key=len) if hits else None
+
+
+def state_key_lines(o: dict[str, Any], r: dict[str, Any]) -> list[str]:
+    """Eager state_dict keys: model keys outside the FQs (same parametrized weights?) and
+    each side's per-FQ key suffixes (what an FQ stores)."""
+    lines = []
+    o_names = [f["name"] for f in o["fqs_after_prepare"]]
+    r_names = [f["name"] for f in r["fqs_after_prepare"]]
+    o_model = {k for k in o["state_keys"] if _fq_prefix(k, o_names) is None}
+    r_model = {k for k in r["state_keys"] if _fq_prefix(k, r_names) is None}
+    if o_model == r_model:
+        lines.append(f"- state_dict keys outside the FQs: the same {len(o_model)} on both sides.")
+    else:
+        lines.append(
+            f"- state_dict keys outside the FQs: only ours {sorted(o_model - r_model)}, "
+            f"only ref {sorted(r_model - o_model)}."
+        )
+    for side, row, names in (("ours", o, o_names), ("ref", r, r_names)):
+        suffixes: dict[str, int] = {}
+        for k in row["state_keys"]:
+            prefix = _fq_prefix(k, names)
+            if prefix is not None:
+                suffix = k[len(prefix) + 1 :]
+                suffixes[suffix] = suffixes.get(suffix, 0) + 1
+        listed = ", ".join(f"`{k}`" + (f" x{n}" if n > 1 else "") for k, n in suffixes.items())
+        lines.append(f"- per-FQ state_dict keys ({side}, {len(names)} FQs): {listed or 'none'}.")
+    return lines
+
+
+def param_note(o: dict[str, Any], r: dict[str, Any]) -> str:
+    """' Trained parameters: ...' — the max |ours - ref| over parameters of the same name
+    and shape after the QAT epoch (both sides started from the same float weights)."""
+    po, pr = o.get("params"), r.get("params")
+    if not po or not pr:
+        return ""
+    same = [k for k in po if k in pr and po[k].shape == pr[k].shape]
+    if not same:
+        return " Trained parameters: no names in common."
+    diffs = {k: (po[k].float() - pr[k].float()).abs().max().item() for k in same}
+    worst = max(diffs, key=lambda k: diffs[k])
+    left = len(po) + len(pr) - 2 * len(same)
+    return (
+        f" Trained parameters ({len(same)} matched by name{f', {left} unmatched' if left else ''}"
+        f"): max abs diff {fmt(diffs[worst])} (`{worst}`), "
+        f"{sum(1 for v in diffs.values() if v == 0)} bit-identical."
+    )
+
+
+def compare(
+    ours: dict, ref: dict, data: dict[str, torch.Tensor], mode: str = "graph"
+) -> tuple[list[str], list[str]]:
     """Markdown lines: the side-by-side table, then the per-FQ differences."""
+    counted = "FQ nodes (modules)" if mode == "graph" else "FQs (modules)"
     table = [
         "| model | config | acc % ours / ref | agree % ours / ref | max abs out diff "
-        "ours vs ref | FQ nodes (modules) ours / ref | matched | max scale diff (rel) "
+        f"ours vs ref | {counted} ours / ref | matched | max scale diff (rel) "
         "| prepare s ours / ref | forward x float ours / ref | QAT step ms ours / ref (x float) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -334,6 +402,7 @@ def compare(ours: dict, ref: dict, data: dict[str, torch.Tensor]) -> tuple[list[
                     f"\n- {name} QAT: median step over the epoch {eo * 1e3:.2f} ms ours, "
                     f"{er * 1e3:.2f} ms reference; float SGD step (same loop) "
                     f"{o_m['float_step_s'] * 1e3:.2f} / {r_m['float_step_s'] * 1e3:.2f} ms."
+                    f"{param_note(o, r)}"
                 )
             table.append(
                 f"| {name} | {cfg} | {accuracy(o['logits'], y):.2f} / "
@@ -365,12 +434,64 @@ def compare(ours: dict, ref: dict, data: dict[str, torch.Tensor]) -> tuple[list[
                 detail.append(
                     f"| ONLY REF: {b['kind']} `{b['key']}` | - | {b['name']}{shared(b)} | | | |"
                 )
+            if mode == "eager":
+                detail.append("")
+                detail.extend(state_key_lines(o, r))
             if qat_note:
                 detail.append(qat_note)
             for side, row in (("ours", o), ("ref", r)):
                 for w in row["warnings"]:
                     detail.append(f"\n- prepare warning ({side}): {w}")
     return table, detail
+
+
+def report(
+    mode: str,
+    ours: dict[str, Any],
+    ref: dict[str, Any],
+    data: dict[str, torch.Tensor],
+    args: argparse.Namespace,
+    load: tuple[float, float],
+    seconds: float,
+) -> str:
+    """The RESULTS.md section of one execution mode."""
+    table, detail = compare(ours, ref, data, mode)
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    rv, ov = ref["versions"], ours["versions"]
+    command = " ".join([".venv/bin/python benchmarks/vs_reference.py", *sys.argv[1:]])
+    header = (
+        f"\n## Side by side with the reference, {mode} mode — {datetime.date.today()} — "
+        f"commit {commit}\n\n"
+        f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores), "
+        f"{args.threads} threads, Python "
+        f"{ov['python']}; ours: torch {ov['torch']}; reference: coreai-opt {rv['dist']} "
+        f"(its `__version__` says {rv['coreai_opt']}), "
+        f"torchao {rv['torchao']}, torch {rv['torch']} (its own venv). "
+        f"`{command}` ({mode} mode: {seconds:.0f} s); "
+        f"`QuantizerConfig(execution_mode={mode!r})` on both sides. 1-minute load average "
+        f"{load[0]:.2f} before, {load[1]:.2f} after: the machine was shared with other work, "
+        "so timings are noisy; every timing is a median.\n\n"
+        "Data: scikit-learn digits (1437 train / 352 test), float models trained here "
+        f"({args.epochs} Adam epochs) and loaded by both sides. Accuracy on the test split; "
+        "agreement = argmax equal to that side's float model; out diff = max |logit ours - "
+        "logit ref|; scale diff over FQs matched by what they quantize "
+        + (
+            "(graph: parameter / producer and consumers)"
+            if mode == "graph"
+            else "(eager: the FQ's submodule path, `<module>.<op>_quantize_<arg>` or "
+            "`<module>.parametrizations.<param>.0`, the same scheme on both sides)"
+        )
+        + f"; prepare = median of {args.prepare_repeats}; "
+        f"forward = eval batch ({args.rounds} interleaved rounds, median); QAT step = SGD step "
+        "+ step() on one batch in training_mode after the epoch, interleaved with the float "
+        "model's SGD step (median); the epoch's own medians are in the detail.\n"
+    )
+    return header + "\n" + "\n".join(table) + "\n\n### Per-FQ detail\n" + "\n".join(detail) + "\n"
 
 
 def main() -> None:
@@ -381,9 +502,17 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="float training epochs")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=20, help="timed forward rounds")
+    parser.add_argument("--prepare-repeats", type=int, default=3, help="timed prepares")
+    parser.add_argument(
+        "--modes", default=",".join(MODES), help="comma-separated execution modes to compare"
+    )
     parser.add_argument("--no-save", action="store_true", help="do not append to RESULTS.md")
     parser.add_argument("--keep", action="store_true", help="keep the exchange directory")
     args = parser.parse_args()
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown or not modes:
+        parser.error(f"--modes: unknown {unknown}; choose from {list(MODES)}")
     try:
         ref_python = ensure_venv(args.venv, args.fresh)
     except InstallError as exc:
@@ -391,6 +520,7 @@ def main() -> None:
         raise SystemExit(2) from exc
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="vs_reference_"))
+    sections = []
     try:
         log(f"exchange directory {work}")
         data = load_digits_split(seed=0)
@@ -399,39 +529,18 @@ def main() -> None:
             log(f"training float {name} ({args.epochs} epochs on digits)")
             model = train_float(name, data, args.epochs, seed=0)
             torch.save(model.state_dict(), work / f"float_{name}.pt")
-        ours = run_worker(Path(sys.executable), "ours", work, args.threads, args.rounds)
-        ref = run_worker(ref_python, "reference", work, args.threads, args.rounds)
-        table, detail = compare(ours, ref, data)
+        for mode in modes:
+            t0, load0 = time.perf_counter(), os.getloadavg()[0]
+            ours = run_worker(Path(sys.executable), "ours", work, args, mode)
+            ref = run_worker(ref_python, "reference", work, args, mode)
+            load = (load0, os.getloadavg()[0])
+            sections.append(report(mode, ours, ref, data, args, load, time.perf_counter() - t0))
     finally:
         if args.keep:
             log(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    commit = subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    rv, ov = ref["versions"], ours["versions"]
-    header = (
-        f"\n## Side by side with the reference, graph mode — {datetime.date.today()} — "
-        f"commit {commit}\n\n"
-        f"{platform.processor() or platform.machine()}, {args.threads} threads, Python "
-        f"{ov['python']}; ours: torch {ov['torch']}; reference: coreai-opt {rv['dist']} "
-        f"(its `__version__` says {rv['coreai_opt']}), "
-        f"torchao {rv['torchao']}, torch {rv['torch']} (its own venv). "
-        f"`.venv/bin/python benchmarks/vs_reference.py` ({time.perf_counter() - START:.0f} s). "
-        "Graph mode only: this project's eager mode is not built yet.\n\n"
-        "Data: scikit-learn digits (1437 train / 352 test), float models trained here "
-        f"({args.epochs} Adam epochs) and loaded by both sides. Accuracy on the test split; "
-        "agreement = argmax equal to that side's float model; out diff = max |logit ours - "
-        "logit ref|; scale diff over FQs matched by what they quantize; prepare = median of 3; "
-        f"forward = eval batch ({args.rounds} interleaved rounds, median); QAT step = SGD step "
-        "+ step() on one batch in training_mode after the epoch, interleaved with the float "
-        "model's SGD step (median); the epoch's own medians are in the detail.\n"
-    )
-    text = header + "\n" + "\n".join(table) + "\n\n### Per-FQ detail\n" + "\n".join(detail) + "\n"
+    text = "".join(sections)
     print(text)
     if not args.no_save:
         with RESULTS.open("a") as f:

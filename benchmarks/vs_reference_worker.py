@@ -1,16 +1,22 @@
 """One side of benchmarks/vs_reference.py: runs inside either environment, as a black box.
 
-Started twice by vs_reference.py with the same work directory: once with this project's
-``.venv`` python and the repository on ``PYTHONPATH`` (ours), once with the reference's
-virtual environment (coreai-opt 0.3.0 over torchao). Only the public API documented in
-``shared/reference/*.md`` is used, so the same code drives both: ``Quantizer``,
-``QuantizerConfig`` (its presets), ``ModuleQuantizerConfig``, ``QATSchedule``,
-``prepare`` / ``calibration_mode`` / ``training_mode`` / ``step``, and of each
-fake-quantize module ``calculate_qparams()`` and ``tensor_fqn``.
+Started by vs_reference.py with the same work directory, per execution mode (``--mode
+graph`` or ``eager``): once with this project's ``.venv`` python and the repository on
+``PYTHONPATH`` (ours), once with the reference's virtual environment (coreai-opt 0.3.0 over
+torchao). Only the public API documented in ``shared/reference/*.md`` is used, so the same
+code drives both: ``Quantizer``, ``QuantizerConfig`` (its presets and ``execution_mode``),
+``ModuleQuantizerConfig``, ``QATSchedule``, ``prepare`` / ``calibration_mode`` /
+``training_mode`` / ``step``, and of each fake-quantize module ``calculate_qparams()`` and
+``tensor_fqn``.
+
+Graph mode finds the fake-quantizers as ``call_module`` nodes of the GraphModule; eager mode
+by the documented names of the submodules both libraries insert: ``<module>.<op>_quantize_*``
+(activations) and ``<module>.parametrizations.<name>.<k>`` (weights).
 
 Reads ``data.pt`` and ``float_<model>.pt`` from the work directory (written by the driver),
-writes ``<side>.pt``: per model and config the prepare times, the fake-quantizers (what
-each quantizes, its qparams), the test-set outputs and the forward / QAT step timings.
+writes ``<side>-<mode>.pt``: per model and config the prepare times, the fake-quantizers
+(what each quantizes, its qparams), the state_dict keys (eager), the test-set outputs and
+the forward / QAT step timings.
 """
 
 from __future__ import annotations
@@ -44,16 +50,22 @@ CONFIGS = ("W8", "W4 per-block 32", "W8A8 calibrated", "W8A8 QAT 1 epoch")
 CALIBRATION_BATCHES = 4
 
 
-def make_config(name: str) -> QuantizerConfig:
-    """The QuantizerConfig of a config row, built from what both libraries document."""
+MODES = ("graph", "eager")
+
+
+def make_config(name: str, mode: str = "graph") -> QuantizerConfig:
+    """The QuantizerConfig of a config row in *mode*, built from what both libraries document
+    (the presets take ``execution_mode`` as a keyword)."""
     if name == "W8":
-        return QuantizerConfig.presets.w8()
+        return QuantizerConfig.presets.w8(execution_mode=mode)
     if name == "W4 per-block 32":
-        return QuantizerConfig.presets.w4_per_block(block_size=32)
+        return QuantizerConfig.presets.w4_per_block(block_size=32, execution_mode=mode)
     if name == "W8A8 calibrated":
-        return QuantizerConfig()
+        return QuantizerConfig(execution_mode=mode)
     if name == "W8A8 QAT 1 epoch":
-        return QuantizerConfig(global_config=ModuleQuantizerConfig(qat_schedule=QATSchedule()))
+        return QuantizerConfig(
+            global_config=ModuleQuantizerConfig(qat_schedule=QATSchedule()), execution_mode=mode
+        )
     raise ValueError(f"unknown config {name!r}; expected one of {CONFIGS}")
 
 
@@ -154,15 +166,7 @@ def fq_table(gm: fx.GraphModule) -> list[dict[str, Any]]:
             kind = "activation"
             producer = describe(src) if isinstance(src, fx.Node) else repr(src)
             key = f"{producer} -> {', '.join(consumers)}"
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                qp = fq.calculate_qparams()
-            scale = qp[0].detach().float().clone() if qp[0] is not None else None
-            zp = qp[1].detach().clone() if len(qp) > 1 and qp[1] is not None else None
-        except Exception as exc:  # a dropped / disabled FQ has no qparams
-            scale, zp = None, None
-            print(f"    qparams of {node.target}: {type(exc).__name__}: {exc}", flush=True)
+        scale, zp = _qparams(fq, str(node.target))
         first_node_of.setdefault(id(fq), str(node.target))
         rows.append(
             {
@@ -181,6 +185,65 @@ def fq_table(gm: fx.GraphModule) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _qparams(fq: nn.Module, name: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """``(scale, zero_point)`` of a fake-quantize module (None, None when it has none)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            qp = fq.calculate_qparams()
+        scale = qp[0].detach().float().clone() if qp[0] is not None else None
+        zp = qp[1].detach().clone() if len(qp) > 1 and qp[1] is not None else None
+    except Exception as exc:  # a dropped / disabled FQ has no qparams
+        scale, zp = None, None
+        print(f"    qparams of {name}: {type(exc).__name__}: {exc}", flush=True)
+    return scale, zp
+
+
+def is_eager_fq_name(name: str) -> bool:
+    """Whether a submodule path names an eager fake-quantizer: ``<op>_quantize_<arg>`` /
+    ``<op>_quantize_output_<i>`` (activations) or ``parametrizations.<name>.<k>`` (weights)."""
+    parts = name.split(".")
+    if "_quantize_" in parts[-1]:
+        return True
+    return len(parts) >= 3 and parts[-3] == "parametrizations" and parts[-1].isdigit()
+
+
+def eager_fq_table(model: nn.Module) -> list[dict[str, Any]]:
+    """Every fake-quantizer of an eager-prepared model, keyed by its submodule path (both
+    libraries name them the same way, so the path is what they quantize)."""
+    rows = []
+    for name, fq in model.named_modules():
+        if not name or not is_eager_fq_name(name) or not hasattr(fq, "calculate_qparams"):
+            continue
+        weight = ".parametrizations." in f".{name}"
+        scale, zp = _qparams(fq, name)
+        owner, _, _ = name.rpartition(".")
+        rows.append(
+            {
+                "name": name,
+                "module": name,
+                "slot": "",
+                "tensor_fqn": str(getattr(fq, "tensor_fqn", None)),
+                "kind": "weight" if weight else "activation",
+                "key": name,
+                "producer": owner,
+                "consumers": [],
+                "dtype": str(getattr(fq, "dtype", "?")),
+                "granularity": str(getattr(fq, "granularity", "?")),
+                "scale": scale,
+                "zero_point": zp,
+            }
+        )
+    return rows
+
+
+def fake_quantizer_table(model: nn.Module) -> list[dict[str, Any]]:
+    """:func:`fq_table` of a GraphModule, :func:`eager_fq_table` of an eager model."""
+    if isinstance(model, fx.GraphModule):
+        return fq_table(model)
+    return eager_fq_table(model)
 
 
 def median_times(fns: dict[str, Callable[[], object]], rounds: int, warmup: int = 5) -> dict:
@@ -298,22 +361,24 @@ def run_model(name: str, work: Path, data: dict[str, Any], args: argparse.Namesp
             model = copy.deepcopy(float_model)
             with warnings.catch_warnings(record=True) as w:
                 warnings.simplefilter("always")
-                quantizer = Quantizer(model, make_config(cfg))
+                quantizer = Quantizer(model, make_config(cfg, args.mode))
                 t0 = time.perf_counter()
                 prepared = quantizer.prepare((example,))
                 prepare_s.append(time.perf_counter() - t0)
             if rep == 0:
                 caught = sorted({f"{m.category.__name__}: {str(m.message)[:160]}" for m in w})
         row: dict[str, Any] = {"prepare_s": prepare_s, "warnings": caught}
-        row["fqs_after_prepare"] = fq_table(prepared)
+        row["fqs_after_prepare"] = fake_quantizer_table(prepared)
+        row["state_keys"] = sorted(prepared.state_dict())
         if cfg == "W8A8 calibrated":
             with quantizer.calibration_mode(prepared):
                 for i in range(CALIBRATION_BATCHES):
                     prepared(x_train[i * bs : (i + 1) * bs])
         if cfg == "W8A8 QAT 1 epoch":
             row["qat_step_s"] = qat_epoch(name, quantizer, prepared, x_train, y_train, seed=1)
+            row["params"] = {n: t.detach().clone() for n, t in prepared.named_parameters()}
         prepared.eval()
-        row["fqs"] = fq_table(prepared)
+        row["fqs"] = fake_quantizer_table(prepared)
         row["logits"] = predict(name, prepared, x_test)
         f_model = copy.deepcopy(float_model).eval()
         xb = x_test[:bs]
@@ -349,6 +414,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--side", choices=("ours", "reference"), required=True)
+    parser.add_argument("--mode", choices=MODES, default="graph")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--prepare-repeats", type=int, default=3)
@@ -360,6 +426,7 @@ def main() -> None:
     data = torch.load(args.work / "data.pt")
     out: dict[str, Any] = {
         "side": args.side,
+        "mode": args.mode,
         "versions": {
             "coreai_opt": getattr(coreai_opt, "__version__", "?"),
             "dist": _dist_version(args.side),
@@ -374,10 +441,13 @@ def main() -> None:
     except ImportError:
         out["versions"]["torchao"] = "-"
     v = out["versions"]
-    print(f"[{args.side}] coreai_opt {v['dist']} (__version__ {v['coreai_opt']})", flush=True)
+    print(
+        f"[{args.side}, {args.mode}] coreai_opt {v['dist']} (__version__ {v['coreai_opt']})",
+        flush=True,
+    )
     for name in ("SmallCNN", "PreLNBlock"):
         out[name] = run_model(name, args.work, data, args)
-    torch.save(out, args.work / f"{args.side}.pt")
+    torch.save(out, args.work / f"{args.side}-{args.mode}.pt")
 
 
 if __name__ == "__main__":
