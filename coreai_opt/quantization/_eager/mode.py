@@ -17,6 +17,7 @@ from torch import nn
 
 from coreai_opt._export_backend import ExportBackend
 from coreai_opt.quantization import _lifecycle
+from coreai_opt.quantization import distributed as _distributed
 from coreai_opt.quantization._eager import op_registry
 from coreai_opt.quantization._eager.pickling import make_picklable
 from coreai_opt.quantization._eager.placement import EagerPlan, plan_placement
@@ -101,6 +102,8 @@ class EagerMode(ModeImplementation):
             )
             return model
         _check_inputs(example_inputs)
+        # Sharded (FSDP2) parameters would be seen as activations: refuse before recording.
+        _distributed.check_unsharded(model)
         if dynamic_shapes is not None or export_with_no_grad is not True:
             warnings.warn(
                 "dynamic_shapes and export_with_no_grad are graph-mode (torch.export) options; "

@@ -22,8 +22,11 @@ __all__ = ["EPOCH", "StateEpochMixin", "bump", "current"]
 EPOCH = [0]
 """The counter (a one-element list so that readers can hold the list)."""
 
-# Plain (non-tensor) attributes the native eager path reads from a fake-quantizer.
-_WATCHED = frozenset({"_export_mode", "_disabled", "_pattern", "_granularity", "_method"})
+# Attributes whose change cannot affect what the kernels are given: the caches that
+# depend on the epoch themselves, and the train/eval flag.
+_UNWATCHED = frozenset(
+    {"_args_key", "_packed_args", "_version_cache", "_lsq_initialized", "training"}
+)
 
 
 def bump() -> None:
@@ -40,7 +43,9 @@ class StateEpochMixin(torch.nn.Module):
     """Bumps :data:`EPOCH` on every operation that can replace state tensors."""
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, (torch.Tensor, torch.nn.Module)) or name in _WATCHED:
+        # Any other attribute (float_range, averaging constant, export mode, granularity,
+        # ...) may change the arguments derived from it.
+        if name not in _UNWATCHED:
             bump()
         super().__setattr__(name, value)
 
