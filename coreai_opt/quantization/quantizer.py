@@ -5,13 +5,12 @@ dispatches the mode-specific steps (``prepare``, backend ``finalize``,
 ``get_compressible_op_names``) to the implementation registered for
 ``config.execution_mode`` (:mod:`coreai_opt.quantization._mode`).
 
-Availability in this build: the graph and eager implementations are added by later
-work; until one is registered, ``prepare`` (and ``finalize`` for the CoreAI / CoreML
-backends, and ``get_compressible_op_names``) raise
+Both modes are registered (``_graph``, ``_eager``); for a mode without an
+implementation, ``prepare`` (and ``finalize`` for the CoreAI / CoreML backends, and
+``get_compressible_op_names``) raise
 :class:`~coreai_opt.quantization._mode.ModeUnavailableError` (a ``RuntimeError``)
-naming the missing mode. Every other method works on a model whose fake-quantizers
-were inserted by other means and that was marked with
-``_lifecycle.mark_prepared``.
+naming the mode. Every other method works on a model whose fake-quantizers were
+inserted by other means and that was marked with ``_lifecycle.mark_prepared``.
 """
 
 from __future__ import annotations
@@ -47,10 +46,9 @@ class Quantizer:
     ranges; ``training_mode()`` + ``step()`` run QAT with the configured
     ``QATSchedule``; ``finalize(backend=...)`` converts for export.
 
-    Currently available: everything except ``prepare``, ``get_compressible_op_names``
-    and ``finalize`` for ``ExportBackend.CoreAI`` / ``CoreML``, which need the mode
-    implementations (graph / eager) that later work adds; those calls raise a
-    ``RuntimeError`` (``ModeUnavailableError``) that names the missing mode.
+    The mode-specific steps (``prepare``, ``get_compressible_op_names``, ``finalize``
+    for ``ExportBackend.CoreAI`` / ``CoreML``) run the implementation registered for
+    ``config.execution_mode`` (graph and eager both are).
     """
 
     def __init__(self, model: nn.Module, config: QuantizerConfig | None = None) -> None:
@@ -127,10 +125,8 @@ class Quantizer:
     ) -> nn.Module:
         """Insert fake-quantizers and run one calibration pass on *example_inputs*.
 
-        Dispatched to the implementation of ``config.execution_mode``. In this build no
-        mode implementation is registered yet, so this raises ``ModeUnavailableError``
-        (a ``RuntimeError``) naming the mode; the graph and eager implementations are
-        added by later work.
+        Dispatched to the implementation of ``config.execution_mode``
+        (``ModeUnavailableError``, a ``RuntimeError``, for a mode without one).
         """
         impl = self._require_impl("Quantizer.prepare()")
         prepared = impl.prepare(example_inputs, dynamic_shapes, export_with_no_grad)
