@@ -731,3 +731,18 @@ def test_coremltools_converts_with_compressed_weights(weight, act, data_dtypes) 
     assert not dense
     if act is not None:
         assert {"quantize", "dequantize"} <= {op.op_type for op in ops}
+
+
+def test_eager_core_ai_model_refuses_torch_export() -> None:
+    """torch.export records ops above the dispatch key eager mode intercepts with, so an
+    exported eager model would lose its activation quantize / dequantize pairs without a
+    word: the finalized model refuses, pointing to graph mode (whose finalize produces the
+    exported Core AI program)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4))
+    x = torch.randn(16, 8)
+    quantizer = Quantizer(model, QuantizerConfig(execution_mode="eager"))
+    quantizer.prepare((x,))
+    finalized = quantizer.finalize(backend=ExportBackend.CoreAI)
+    with pytest.raises(RuntimeError, match=r"execution_mode='graph'"):
+        torch.export.export(finalized, (x,))
