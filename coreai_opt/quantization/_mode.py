@@ -29,7 +29,10 @@ if TYPE_CHECKING:
 __all__ = [
     "ModeImplementation",
     "ModeUnavailableError",
+    "check_example_inputs",
+    "check_tensor_keys",
     "get_mode_implementation",
+    "module_configs",
     "register_mode",
 ]
 
@@ -155,3 +158,43 @@ def get_mode_implementation(
             f"finalize with backend=ExportBackend._TORCH) works on models prepared by hand."
         )
     return klass
+
+
+# -- checks both modes share ---------------------------------------------------------------------
+
+
+def check_example_inputs(example_inputs: Any) -> None:
+    """``TypeError`` unless *example_inputs* is a tuple, ``ValueError`` when it is empty."""
+    if not isinstance(example_inputs, tuple):
+        raise TypeError(
+            f"example_inputs must be a tuple of the model's positional inputs, got "
+            f"{type(example_inputs).__name__}; wrap a single tensor as (x,)"
+        )
+    if len(example_inputs) == 0:
+        raise ValueError("example_inputs is an empty tuple; pass at least one input")
+
+
+def module_configs(config: Any) -> list[Any]:
+    """Every ``ModuleQuantizerConfig`` of a ``QuantizerConfig`` (global, per type, per name)."""
+    configs = [config.global_config, *config.module_type_configs.values()]
+    configs += list(config.module_name_configs.values())
+    return [c for c in configs if c is not None]
+
+
+def check_tensor_keys(config: Any, mode: str, *, fields: Sequence[str]) -> None:
+    """``NotImplementedError`` for a key of the spec dicts named in *fields* (op configs'
+    ``op_input_spec`` / ``op_output_spec``, module configs' ``module_input_spec`` /
+    ``module_output_spec``) that is neither an int position nor ``"*"``."""
+    for module_config in module_configs(config):
+        op_configs = [module_config.op_defaults()]
+        op_configs += [c for c in module_config.op_type_config.values() if c is not None]
+        op_configs += [c for c in module_config.op_name_config.values() if c is not None]
+        for field in fields:
+            holders = op_configs if field.startswith("op_") else [module_config]
+            for holder in holders:
+                for key in getattr(holder, field):
+                    if not (key == "*" or isinstance(key, int)):
+                        raise NotImplementedError(
+                            f"{field} key {key!r}: {mode} mode addresses tensors by int "
+                            f"position or '*' only"
+                        )

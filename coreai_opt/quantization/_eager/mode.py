@@ -23,7 +23,13 @@ from coreai_opt.quantization._eager.pickling import make_picklable
 from coreai_opt.quantization._eager.placement import EagerPlan, plan_placement
 from coreai_opt.quantization._eager.recording import Recording, record
 from coreai_opt.quantization._eager.runtime import RUNTIME_ATTR, EagerRuntime, SiteRef, get_runtime
-from coreai_opt.quantization._mode import ModeImplementation, register_mode
+from coreai_opt.quantization._mode import (
+    ModeImplementation,
+    check_example_inputs,
+    check_tensor_keys,
+    module_configs,
+    register_mode,
+)
 from coreai_opt.quantization.config import ExecutionMode
 from coreai_opt.quantization.spec import QuantizationComponentFactory
 from coreai_opt.quantization.spec.fake_quantize import FakeQuantize, FakeQuantizeImplBase
@@ -33,16 +39,6 @@ __all__ = ["EagerMode"]
 _OP_NAMES_ATTR = "_coreai_opt_eager_op_names"
 
 
-def _check_inputs(example_inputs: Any) -> None:
-    if not isinstance(example_inputs, tuple):
-        raise TypeError(
-            f"example_inputs must be a tuple of the model's positional inputs, got "
-            f"{type(example_inputs).__name__}; wrap a single tensor as (x,)"
-        )
-    if len(example_inputs) == 0:
-        raise ValueError("example_inputs is an empty tuple; pass at least one input")
-
-
 @register_mode(ExecutionMode.EAGER)
 class EagerMode(ModeImplementation):
     """Eager-mode prepare / finalize through the C++ dispatch-key interceptor."""
@@ -50,26 +46,10 @@ class EagerMode(ModeImplementation):
     def validate(self) -> None:
         """Op input / output spec keys must be int or "*"; preserved_attributes is ignored."""
         config = self.quantizer.config
-        configs = [config.global_config, *config.module_type_configs.values()]
-        configs += list(config.module_name_configs.values())
-        for module_config in configs:
-            if module_config is None:
-                continue
-            op_configs = [module_config.op_defaults()]
-            op_configs += [c for c in module_config.op_type_config.values() if c is not None]
-            op_configs += [c for c in module_config.op_name_config.values() if c is not None]
-            for op_config in op_configs:
-                for field in ("op_input_spec", "op_output_spec"):
-                    for key in getattr(op_config, field):
-                        if not (key == "*" or isinstance(key, int)):
-                            raise NotImplementedError(
-                                f"{field} key {key!r}: eager mode addresses op tensors by int "
-                                f"position or '*' only"
-                            )
+        check_tensor_keys(config, "eager", fields=("op_input_spec", "op_output_spec"))
+        configs = module_configs(config)
         known = op_registry.registered_op_types()
-        unknown = sorted(
-            {key for c in configs if c is not None for key in c.op_type_config} - known
-        )
+        unknown = sorted({key for c in configs for key in c.op_type_config} - known)
         if unknown:
             warnings.warn(
                 f"op_type_config keys {unknown} name no op type eager mode intercepts, so they "
@@ -101,7 +81,7 @@ class EagerMode(ModeImplementation):
                 stacklevel=3,
             )
             return model
-        _check_inputs(example_inputs)
+        check_example_inputs(example_inputs)
         # Sharded (FSDP2) parameters would be seen as activations: refuse before recording.
         _distributed.check_unsharded(model)
         if dynamic_shapes is not None or export_with_no_grad is not True:
@@ -184,7 +164,7 @@ class EagerMode(ModeImplementation):
                 f"example_inputs to run {type(model).__name__} once (eager op names exist only "
                 f"while the model runs)"
             )
-        _check_inputs(example_inputs)
+        check_example_inputs(example_inputs)
         return {op.op_name for op in record(model, example_inputs).ops}
 
     def fake_quantizer_owners(self, model: nn.Module) -> Mapping[str, Sequence[str]] | None:

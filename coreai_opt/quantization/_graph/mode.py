@@ -26,7 +26,13 @@ from coreai_opt.quantization._graph.insert import (
 )
 from coreai_opt.quantization._graph.patterns import annotation_patterns
 from coreai_opt.quantization._graph.train_eval import make_train_eval_switchable
-from coreai_opt.quantization._mode import ModeImplementation, register_mode
+from coreai_opt.quantization._mode import (
+    ModeImplementation,
+    check_example_inputs,
+    check_tensor_keys,
+    module_configs,
+    register_mode,
+)
 from coreai_opt.quantization.config import ExecutionMode
 from coreai_opt.quantization.config.resolution import build_module_config_dict
 
@@ -37,16 +43,6 @@ logger = logging.getLogger(__name__)
 _OWNERS_KEY = "coreai_opt_fq_owners"
 
 
-def _check_inputs(example_inputs: Any) -> None:
-    if not isinstance(example_inputs, tuple):
-        raise TypeError(
-            f"example_inputs must be a tuple of the model's positional inputs, got "
-            f"{type(example_inputs).__name__}; wrap a single tensor as (x,)"
-        )
-    if len(example_inputs) == 0:
-        raise ValueError("example_inputs is an empty tuple; pass at least one input")
-
-
 @register_mode(ExecutionMode.GRAPH)
 class GraphMode(ModeImplementation):
     """Graph-mode prepare / finalize over ``torch.export``."""
@@ -54,34 +50,21 @@ class GraphMode(ModeImplementation):
     def validate(self) -> None:
         """Spec keys graph mode can address: op inputs/outputs by int or "*", outputs 0."""
         config = self.quantizer.config
-        configs = [config.global_config, *config.module_type_configs.values()]
-        configs += list(config.module_name_configs.values())
-        for module_config in configs:
-            if module_config is None:
-                continue
+        check_tensor_keys(
+            config,
+            "graph",
+            fields=("op_input_spec", "op_output_spec", "module_input_spec", "module_output_spec"),
+        )
+        for module_config in module_configs(config):
             op_configs = [module_config.op_defaults()]
             op_configs += [c for c in module_config.op_type_config.values() if c is not None]
             op_configs += [c for c in module_config.op_name_config.values() if c is not None]
             for op_config in op_configs:
-                for field in ("op_input_spec", "op_output_spec"):
-                    for key in getattr(op_config, field):
-                        if not (key == "*" or isinstance(key, int)):
-                            raise NotImplementedError(
-                                f"{field} key {key!r}: graph mode addresses op tensors by "
-                                f"int position or '*' only"
-                            )
                 for key in op_config.op_output_spec:
                     if key not in ("*", 0):
                         raise NotImplementedError(
                             f"op_output_spec key {key!r}: graph-mode ops have one output; "
                             f"use 0 or '*'"
-                        )
-            for field in ("module_input_spec", "module_output_spec"):
-                for key in getattr(module_config, field):
-                    if not (key == "*" or isinstance(key, int)):
-                        raise NotImplementedError(
-                            f"{field} key {key!r}: graph mode addresses module boundary "
-                            f"tensors by int position or '*' only"
                         )
 
     def prepare(
@@ -96,7 +79,7 @@ class GraphMode(ModeImplementation):
             raise RuntimeError(
                 "the model is already prepared; call Quantizer.prepare() on the float model"
             )
-        _check_inputs(example_inputs)
+        check_example_inputs(example_inputs)
         config = self.quantizer.config
         gm = export_model(model, example_inputs, dynamic_shapes, export_with_no_grad)
         annotations = annotate(gm, model, config, build_module_config_dict(config, model))

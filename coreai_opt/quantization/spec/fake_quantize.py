@@ -480,6 +480,8 @@ class FakeQuantize(_QuantizerCommon):
         lo, hi = calc.effective_float_range(x.dtype)
         state = [calc.running_min, calc.running_max, calc.scale, zero_point, minval]
         if self._pattern is not None and len(self._pattern) != x.dim():
+            # A per-tensor FQ shared by tensors of several ranks (graph mode calls one FQ on
+            # both sides of a rank-reducing mean): one-element views of the x's rank.
             if calc.scale.numel() != 1:
                 raise ValueError(
                     f"{type(self).__name__} sized for rank-{len(self._pattern)} tensors got a "
@@ -509,46 +511,7 @@ class FakeQuantize(_QuantizerCommon):
 
     def _forward_traceable(self, x: torch.Tensor) -> torch.Tensor:
         # What torch.compile / torch.export trace: no caches, no attribute writes.
-        calc = self.qparams_calculator
-        zero_point = self._unused_zero_point if self.is_float else calc.zero_point
-        minval = self._unused_minval if self.is_float else calc.minval
-        observer_on = self._observer_off if self._export_mode else self.observer_enabled
-        lo, hi = calc.effective_float_range(x.dtype)
-        state = [calc.running_min, calc.running_max, calc.scale, zero_point, minval]
-        if self._pattern is not None and len(self._pattern) != x.dim():
-            # A per-tensor FQ shared by tensors of several ranks (graph mode calls one FQ on
-            # both sides of a rank-reducing mean): one-element views of the x's rank.
-            if calc.scale.numel() != 1:
-                raise ValueError(
-                    f"{type(self).__name__} sized for rank-{len(self._pattern)} tensors got a "
-                    f"rank-{x.dim()} tensor; only a per-tensor fake-quantizer can take both"
-                )
-            ones = [1] * x.dim()
-            state = [t.view(ones) for t in state]
-            block_size = list(x.shape)
-        else:
-            block_size = self._block_size(x.shape)
-        return _ops.fused_fake_quantize(
-            x,
-            observer_on=observer_on,
-            fake_quant_on=self.fake_quant_enabled,
-            running_min=state[0],
-            running_max=state[1],
-            scale=state[2],
-            zero_point=state[3],
-            minval=state[4],
-            block_size=block_size,
-            dtype=self.dtype,
-            quant_min=0 if self.is_float else int(self.quant_min),
-            quant_max=0 if self.is_float else int(self.quant_max),
-            symmetric=calc.symmetric,
-            use_minval=self.use_minval,
-            e8m0=calc.e8m0,
-            method=self._method,
-            averaging_constant=calc.averaging_constant_value,
-            range_min=lo,
-            range_max=hi,
-        )
+        return _ops.fused_fake_quantize_packed(x, self._fused_args(x))
 
     def _forward_python(self, x: torch.Tensor) -> torch.Tensor:
         calc = self.qparams_calculator
