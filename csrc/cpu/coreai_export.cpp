@@ -93,7 +93,7 @@ void quantize_float(const at::Tensor& xc, const at::Tensor& scale, const ops::Qu
   const float* s = sbuf.data();
   const auto info = formats::float_format_info(c.format.float_format);
   const float mx = info.max_value;
-  const bool fp4 = c.format.float_format == formats::FloatFormat::E2M1;
+  const bool fp4 = ops::is_fp4(c.format);
   auto* y = static_cast<uint8_t*>(out.mutable_data_ptr());
   std::vector<uint8_t> codes(fp4 ? static_cast<size_t>(layout.numel) : 0);
   uint8_t* dst = fp4 ? codes.data() : y;
@@ -194,7 +194,7 @@ at::Tensor run_dequantize(const at::Tensor& input, const at::Tensor& scale,
   const auto& fmt = c.format;
   const auto codes = input.contiguous();
   const auto* bytes = static_cast<const uint8_t*>(codes.const_data_ptr());
-  const bool fp4 = fmt.is_float && fmt.float_format == formats::FloatFormat::E2M1;
+  const bool fp4 = ops::is_fp4(fmt);
   // Code -> value. FP8 decodes through c10's own conversion, which equals
   // formats::decode_float_format on every finite code and also gives torch's NaN payloads,
   // which a bit-for-bit comparison with upstream sees.

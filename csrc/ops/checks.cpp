@@ -484,10 +484,6 @@ QuantFormat coreai_format_of(c10::ScalarType dtype, const char* op, const char* 
   return {};
 }
 
-bool is_fp4(const QuantFormat& f) {
-  return f.is_float && f.float_format == formats::FloatFormat::E2M1;
-}
-
 // A float scale, or E8M0 codes (the OCP MX block scales) for float formats. Returns whether
 // the scale is E8M0.
 bool check_coreai_scale(const at::Tensor& scale, const QuantFormat& fmt, const char* op) {

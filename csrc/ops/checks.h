@@ -36,6 +36,11 @@ struct QuantFormat {
   bool is_signed = true;
 };
 
+// FP4 (float4_e2m1fn_x2): its codes are packed two a byte.
+inline bool is_fp4(const QuantFormat& f) {
+  return f.is_float && f.float_format == formats::FloatFormat::E2M1;
+}
+
 // Maps torch.int8 / uint8 / int4 / uint4 / int2 / uint2 / float8_e4m3fn / float8_e5m2 /
 // float4_e2m1fn_x2; any other dtype is an error naming the argument and the allowed set.
 QuantFormat quant_format_of(c10::ScalarType dtype, const char* op, const char* arg = "dtype");

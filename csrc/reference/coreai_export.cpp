@@ -32,10 +32,6 @@ at::Tensor fp4_unpack(const at::Tensor& packed) {
   return op.call(packed, at::kFloat4_e2m1fn_x2);
 }
 
-bool is_fp4(const ops::QuantFormat& f) {
-  return f.is_float && f.float_format == formats::FloatFormat::E2M1;
-}
-
 at::Tensor quantize(const at::Tensor& input, const at::Tensor& scale, c10::ScalarType output_dtype,
                     const std::optional<at::Tensor>& zero_point,
                     const std::optional<at::Tensor>& minval, c10::SymInt axis) {
@@ -48,7 +44,7 @@ at::Tensor quantize(const at::Tensor& input, const at::Tensor& scale, c10::Scala
     // float32 whatever the input's dtype, as upstream; clamp keeps NaN.
     const double mx = formats::float_format_info(c.format.float_format).max_value;
     const auto t = at::clamp(x.to(at::kFloat) / q(scale).to(at::kFloat), -mx, mx).reshape(sizes);
-    return is_fp4(c.format) ? fp4_pack(t) : t.to(output_dtype).contiguous();
+    return ops::is_fp4(c.format) ? fp4_pack(t) : t.to(output_dtype).contiguous();
   }
   const auto r = formats::int_range(c.format.bits, c.format.is_signed, false);
   const auto shifted = minval.has_value() ? x - q(*minval) : x;  // in input's dtype
@@ -71,7 +67,7 @@ at::Tensor dequantize_checked(const at::Tensor& input, const at::Tensor& scale,
   const auto q = [&](const at::Tensor& t) { return t.reshape(v.q_shape); };
   // FP4 codes unpack to float32 values, exact in every result dtype.
   const auto codes =
-      (is_fp4(c.format) ? fp4_unpack(input.view(at::kByte)) : input).reshape(v.x_shape);
+      (ops::is_fp4(c.format) ? fp4_unpack(input.view(at::kByte)) : input).reshape(v.x_shape);
   if (c.e8m0) {
     return (codes.to(at::kFloat) * q(scale).to(at::kFloat)).to(c.out_dtype).reshape(sizes);
   }
