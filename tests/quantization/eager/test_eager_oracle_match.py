@@ -22,34 +22,12 @@ from eager_helpers import (
     prepare_eager,
     record_and_prepare,
 )
+from eager_models import TwoSubmodules
 from oracle import OPTIONAL_OP_TYPES, record_ops
 from torch import nn
 
 from coreai_opt.quantization import ModuleQuantizerConfig, Quantizer
 from coreai_opt.quantization.config import OpQuantizerConfig
-
-
-class TwoAddModule(nn.Module):
-    """config_guide.md's eager naming example."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = x + x
-        b = a + a
-        return b
-
-
-class TwoAddModel(nn.Module):
-    """config_guide.md: two TwoAddModules in sequence."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.submodule_a = TwoAddModule()
-        self.submodule_b = TwoAddModule()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.submodule_a(x)
-        x = self.submodule_b(x)
-        return x
 
 
 class RegistryZoo(nn.Module):
@@ -127,7 +105,7 @@ def optional_inputs() -> tuple[torch.Tensor, ...]:
 def test_config_guide_two_add_module_names() -> None:
     """config_guide.md: ``submodule_a.add``, ``submodule_a.add_1``, ``submodule_b.add``, ..."""
     x = torch.randn(2, 3)
-    ops, _, model, float_keys = record_and_prepare(TwoAddModel(), (x,))
+    ops, _, model, float_keys = record_and_prepare(TwoSubmodules(), (x,))
     names = ["submodule_a.add", "submodule_a.add_1", "submodule_b.add", "submodule_b.add_1"]
     assert [op.op_name for op in ops] == names
     assert Quantizer.get_compressible_op_names(model, "eager") == set(names)

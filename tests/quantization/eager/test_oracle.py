@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from eager_models import TwoSubmodules
 from oracle import (
     DEFAULT_OP_TYPES,
     OPTIONAL_OP_TYPES,
@@ -24,27 +25,6 @@ def names(ops: list[OracleOp]) -> list[str]:
 def by_name(ops: list[OracleOp]) -> dict[str, OracleOp]:
     """Ops keyed by name."""
     return {op.op_name: op for op in ops}
-
-
-class TwoAddModule(nn.Module):
-    """config_guide.md's example: two adds."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a = x + x
-        b = a + a
-        return b
-
-
-class TwoSubmodules(nn.Module):
-    """config_guide.md's example: two TwoAddModules in sequence."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.submodule_a = TwoAddModule()
-        self.submodule_b = TwoAddModule()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.submodule_b(self.submodule_a(x))
 
 
 def test_config_guide_two_add_module() -> None:
