@@ -1,11 +1,12 @@
-"""Test models shared by the eager-mode tests: config_guide.md's naming example."""
+"""Test models shared by the eager-mode tests: config_guide.md's naming example and a tied
+weight."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-__all__ = ["TwoAddModule", "TwoSubmodules"]
+__all__ = ["Tied", "TwoAddModule", "TwoSubmodules"]
 
 
 class TwoAddModule(nn.Module):
@@ -29,3 +30,16 @@ class TwoSubmodules(nn.Module):
         x = self.submodule_a(x)
         x = self.submodule_b(x)
         return x
+
+
+class Tied(nn.Module):
+    """An embedding and an output projection sharing one weight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(6, 4)
+        self.head = nn.Linear(4, 6, bias=False)
+        self.head.weight = self.emb.weight
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.head(self.emb(idx))

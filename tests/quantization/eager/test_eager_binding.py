@@ -19,6 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from eager_helpers import assert_clean_eager_state, prepare_eager
+from eager_models import Tied
 from torch import nn
 
 from coreai_opt.quantization import Quantizer
@@ -210,19 +211,6 @@ def test_copies_are_bound_to_their_own_state(make_copy: Callable[[nn.Module], nn
         clone(x).sum().backward()
     assert clone.fc.parametrizations.weight.original.grad is not None
     assert model.fc.parametrizations.weight.original.grad is None
-
-
-class Tied(nn.Module):
-    """An embedding and an output projection sharing one weight."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.emb = nn.Embedding(6, 4)
-        self.head = nn.Linear(4, 6, bias=False)
-        self.head.weight = self.emb.weight
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.head(self.emb(idx))
 
 
 @pytest.mark.parametrize("make_copy", list(COPIES.values()), ids=list(COPIES))

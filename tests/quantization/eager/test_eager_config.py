@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from eager_helpers import eager_config, fq_dtypes, fq_paths, prepare_eager, warnings_of
+from eager_models import Tied
 from torch import nn
 
 from coreai_opt.quantization import (
@@ -578,19 +579,6 @@ def test_module_state_spec() -> None:
     }
     assert model.block.fc1.parametrizations.weight[0].granularity == PerTensorGranularity()
     assert "head.linear_quantize_input" in fq_paths(model)
-
-
-class Tied(nn.Module):
-    """An embedding and an output projection sharing one weight."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.emb = nn.Embedding(6, 4)
-        self.head = nn.Linear(4, 6, bias=False)
-        self.head.weight = self.emb.weight
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        return self.head(self.emb(idx))
 
 
 def test_tied_weights_share_one_fake_quantizer() -> None:
