@@ -4,9 +4,13 @@ oracle's predictions (``oracle.py``) into fake-quantizer paths and state_dict ke
 from __future__ import annotations
 
 import copy
+import json
+import subprocess
+import sys
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,6 +35,7 @@ __all__ = [
     "oracle_state_dict_keys",
     "prepare_eager",
     "record_and_prepare",
+    "run_json_script",
     "warnings_of",
 ]
 
@@ -141,3 +146,20 @@ def warnings_of(category: type[Warning] = UserWarning) -> Iterator[list[str]]:
         warnings.simplefilter("always")
         yield messages
     messages.extend(str(w.message) for w in caught if issubclass(w.category, category))
+
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def run_json_script(script: str, timeout: float) -> Any:
+    """Run *script* in a fresh Python process from the repository root (it must exit 0) and
+    return the JSON its last line of output prints."""
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=True,
+    )
+    return json.loads(proc.stdout.strip().splitlines()[-1])

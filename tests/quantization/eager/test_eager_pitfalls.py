@@ -10,25 +10,19 @@ Every test also checks that the thread's interception scope is closed afterwards
 from __future__ import annotations
 
 import copy
-import json
-import subprocess
-import sys
 import textwrap
 import threading
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from eager_helpers import assert_clean_eager_state, fq_paths, prepare_eager
+from eager_helpers import assert_clean_eager_state, fq_paths, prepare_eager, run_json_script
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.checkpoint import checkpoint
 
 from coreai_opt import _ops
 from coreai_opt.quantization import Quantizer
-
-REPO = Path(__file__).resolve().parents[3]
 
 
 class Block(nn.Module):
@@ -258,15 +252,7 @@ def test_torch_compile_raises_clear_error() -> None:
     """torch.compile(prepared)(x) raises a RuntimeError that points to graph mode, whether
     or not the model ran before, and leaves no scope or frame open (run in a subprocess:
     a failure here must not leak frames into this process)."""
-    proc = subprocess.run(
-        [sys.executable, "-c", _COMPILE_SCRIPT],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=True,
-    )
-    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    results = run_json_script(_COMPILE_SCRIPT, timeout=240)
     for warm, result in results.items():
         assert result["error"] is not None, f"warm={warm}: compiled without error"
         assert "execution_mode='graph'" in result["error"], warm
@@ -472,15 +458,7 @@ def test_existing_fallback_on_intercept_key_is_a_clear_error() -> None:
     """With a fallback already registered for AutocastPrivateUse1 (a PrivateUse1 backend
     with AMP), prepare raises a RuntimeError naming the key and graph mode, every time,
     and leaves the scope closed (simulated in a subprocess: the fallback is process-wide)."""
-    proc = subprocess.run(
-        [sys.executable, "-c", _FALLBACK_SCRIPT],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = run_json_script(_FALLBACK_SCRIPT, timeout=120)
     assert len(result["errors"]) == 2
     for error in result["errors"]:
         assert error is not None
