@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from coreai_opt import _ops
 from coreai_opt.quantization.finalize._activations import ActivationExport
 from coreai_opt.quantization.finalize._export_ops import ExportOps, fp4_storage
 from coreai_opt.quantization.finalize._weights import WeightExport
@@ -85,13 +86,13 @@ class WeightDequantize(nn.Module):
     def forward(self, original: torch.Tensor | None = None) -> torch.Tensor:
         """The dequantized weight (*original*, the parametrization's input, is ignored)."""
         with _not_intercepted():
-            return torch.ops.coreai_opt.blockwise_shift_scale(
+            return _ops.blockwise_shift_scale(
                 self.quantized_data,
                 self.scale,
-                self.zero_point,
-                self.minval,
-                self.input_dtype,
-                self.output_dtype,
+                zero_point=self.zero_point,
+                minval=self.minval,
+                input_dtype=self.input_dtype,
+                output_dtype=self.output_dtype,
             )
 
     def extra_repr(self) -> str:
@@ -125,7 +126,7 @@ class ActivationQuantize(nn.Module):
 
     def forward(self, input_tensor: torch.Tensor) -> torch.Tensor:
         """The codes of *input_tensor*."""
-        return torch.ops.coreai_opt.quantize(
+        return _ops.coreai_quantize(
             input_tensor,
             self.scale,
             self.output_dtype,
@@ -165,7 +166,7 @@ class ActivationDequantize(nn.Module):
 
     def forward(self, input_tensor: torch.Tensor) -> torch.Tensor:
         """The values the codes *input_tensor* stand for."""
-        return torch.ops.coreai_opt.dequantize(
+        return _ops.coreai_dequantize(
             input_tensor,
             self.scale,
             zero_point=self.zero_point,
