@@ -68,14 +68,18 @@ Owner = str | tuple[str, type | str | None]
 
 
 def mark_prepared(model: nn.Module) -> nn.Module:
-    """Mark *model* as prepared (non-persistent buffer ``_coreai_opt_prepared = True``).
-
-    A ``GraphModule`` also records the marker among its user-preserved attributes: its
-    deepcopy rebuilds the module from the graph and would otherwise drop the buffer.
-    """
-    model.register_buffer(PREPARED_MARKER, torch.tensor(True), persistent=False)
+    """Mark *model* as prepared: a non-persistent buffer ``_coreai_opt_prepared = True``,
+    or on a ``GraphModule`` a tensor attribute of that name that its user-preserved
+    attributes carry through deepcopy and pickling (which rebuild the module from the
+    graph)."""
     if isinstance(model, torch.fx.GraphModule):
+        # A GraphModule's deepcopy and unpickling re-register every root buffer as
+        # persistent (the marker would join the state_dict): a plain tensor attribute,
+        # restored from the user-preserved attributes, marks it instead.
+        model.__dict__[PREPARED_MARKER] = torch.tensor(True)
         preserve_across_deepcopy(model, PREPARED_MARKER, torch.tensor(True))
+    else:
+        model.register_buffer(PREPARED_MARKER, torch.tensor(True), persistent=False)
     return model
 
 

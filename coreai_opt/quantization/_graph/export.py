@@ -53,11 +53,21 @@ def export_model(
             f"wrong); or QuantizerConfig(execution_mode='eager'), which needs no export"
         ) from err
     _drop_unpicklable_hooks(gm, example_inputs)
-    # Unpickling re-traces the generated code with the recorded tracer class; export's
-    # own tracer cannot be built without arguments, the plain FX tracer can.
-    gm._tracer_cls = None
+    # Unpickling re-traces the generated code with the recorded tracer class (deepcopy
+    # passes the graph's on): export's own tracer cannot be built without arguments, and
+    # the plain FX tracer folds computations that read only buffers into constants (the
+    # conv-bn QAT term, finalize's compressed weights), so use one that keeps buffers.
+    gm._tracer_cls = BufferKeepingTracer
+    gm.graph._tracer_cls = BufferKeepingTracer
     gm._tracer_extras = {}
     return gm
+
+
+class BufferKeepingTracer(fx.Tracer):
+    """The FX tracer with buffer reads kept as ``get_attr`` nodes (not folded into
+    ``_tensor_constant`` values): what re-traces a prepared model when it is unpickled."""
+
+    proxy_buffer_attributes = True
 
 
 def _drop_unpicklable_hooks(gm: fx.GraphModule, example_inputs: tuple[Any, ...]) -> None:
@@ -71,3 +81,10 @@ def _drop_unpicklable_hooks(gm: fx.GraphModule, example_inputs: tuple[Any, ...])
             if "<lambda>" in getattr(hook, "__qualname__", ""):
                 del hooks[key]
                 gm._forward_hooks_always_called.pop(key, None)
+    # The input-constraint check of the unlifted module is a forward pre-hook that
+    # GraphModule's deepcopy and unpickling drop: a copy would accept inputs its original
+    # refuses. Drop it here so that a prepared model and its copies behave the same (the
+    # kernels check shapes and dtypes themselves).
+    for key, hook in list(gm._forward_pre_hooks.items()):
+        if getattr(hook, "__name__", "") == "_check_input_constraints_pre_hook":
+            del gm._forward_pre_hooks[key]
