@@ -7,6 +7,13 @@ is evaluated on the held-out digits. A row of the results table is one (model, c
 mode) and aggregates the seeds (mean ± sample standard deviation). Agreement is the
 fraction of test images whose prediction equals the float model's (same seed).
 
+After the timed evaluation a deep copy of each prepared model is finalized to Core AI
+(``quantizer.finalize(backend=ExportBackend.CoreAI)``, :mod:`coreai_opt.demo.finalized`):
+its stored bytes become :attr:`RunResult.finalized_bytes` and its predictions on the test
+set are compared with the prepared model's (:attr:`RunResult.finalized_agreement`). This
+is not part of any timed column. A config that finalize refuses keeps its row; its
+:attr:`RunResult.finalize_error` says why and the tables show "n/a" with a footnote.
+
 A (model, config, mode) run that raises does not stop the demo (unless
 :attr:`DemoSettings.fail_fast`): its row keeps the error (:attr:`DemoRow.error`), the
 tables show it as failed and list the error under the table.
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -29,6 +37,7 @@ from torch import nn
 
 from coreai_opt.demo.configs import DEMO_CONFIGS, MODES, DemoConfig, Procedure
 from coreai_opt.demo.data import DigitsData, batches, load_data
+from coreai_opt.demo.finalized import finalize_and_compare, state_bytes
 from coreai_opt.demo.models import SmallCNN, SmallTransformer
 from coreai_opt.demo.train import calibrate, predict, train_float, train_qat
 from coreai_opt.demo.weight_bytes import weight_bytes
@@ -38,6 +47,7 @@ from coreai_opt.quantization import Quantizer
 from coreai_opt.quantization.config import ExecutionMode
 
 __all__ = [
+    "FINALIZE_REFUSALS",
     "MODELS",
     "DemoReport",
     "DemoRow",
@@ -93,7 +103,8 @@ class DemoSettings:
             intra-op parallelism, and on a busy machine OpenMP threads that wait for a core
             make a run many times slower.
         fail_fast: re-raise the first error of a quantized run instead of recording it in
-            its row.
+            its row (a finalize refusal, :data:`FINALIZE_REFUSALS`, is still recorded as
+            "n/a").
     """
 
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -138,6 +149,16 @@ class RunResult:
         fit_s: seconds of calibration or QAT (0 when neither runs; float training time for
             the float row).
         eval_s: seconds of the test-set forward passes.
+        finalized_bytes: bytes the Core AI-finalized copy stores
+            (:func:`~coreai_opt.demo.finalized.state_bytes`; the float row: the float
+            model's); NaN when finalize raised.
+        finalized_agreement: fraction of test predictions of the finalized copy equal to
+            the prepared model's (1 for the float row); NaN when finalize raised.
+        finalized_max_abs_diff: largest absolute difference between the finalized copy's
+            and the prepared model's logits (0 for the float row; NaN when not finalized).
+        finalize_s: seconds of the deep copy, finalize and the finalized model's test-set
+            pass (in no timed column of the table).
+        finalize_error: ``"Type: message"`` when finalize raised, else empty.
     """
 
     seed: int
@@ -149,6 +170,11 @@ class RunResult:
     prepare_s: float
     fit_s: float
     eval_s: float
+    finalized_bytes: float = math.nan
+    finalized_agreement: float = math.nan
+    finalized_max_abs_diff: float = math.nan
+    finalize_s: float = 0.0
+    finalize_error: str = ""
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -195,6 +221,15 @@ class DemoRow:
         """Sample standard deviation over the seeds of a :class:`RunResult` field (0 for one)."""
         return _sd(self._values(name))
 
+    @property
+    def finalize_error(self) -> str:
+        """Why the first seed whose finalize raised was not finalized (``"seed N: Type:
+        message"``); empty when every run was finalized."""
+        for run in self.runs:
+            if run.finalize_error:
+                return f"seed {run.seed}: {run.finalize_error}"
+        return ""
+
 
 @dataclass(frozen=True)
 class DemoReport:
@@ -228,6 +263,12 @@ class DemoReport:
     def failures(self) -> tuple[DemoRow, ...]:
         """The rows whose runs raised (:attr:`DemoRow.error` set), in table order."""
         return tuple(row for row in self.rows if row.error)
+
+    @property
+    def not_finalized(self) -> tuple[DemoRow, ...]:
+        """The rows that ran but whose finalize to Core AI raised
+        (:attr:`DemoRow.finalize_error` set), in table order."""
+        return tuple(row for row in self.rows if not row.error and row.finalize_error)
 
     def row(self, model: str, key: str, mode: str = "graph") -> DemoRow:
         """The row of model label or key *model*, config key *key* and execution *mode*
@@ -277,6 +318,37 @@ def _count_fqs(model: nn.Module) -> int:
 
 def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
     return (logits.argmax(dim=-1) == y).double().mean().item()
+
+
+FINALIZE_REFUSALS: tuple[type[Exception], ...] = (NotImplementedError, ValueError)
+"""What finalize raises for a config Core AI cannot express (dynamic fake-quantizers;
+``FinalizeNodeError`` for FP4 / per-block activations and FP4 weights not in blocks of
+32): shown as "n/a" even with :attr:`DemoSettings.fail_fast`, which re-raises anything
+else."""
+
+
+def _finalized_fields(
+    quantizer: Quantizer,
+    prepared: nn.Module,
+    data: DigitsData,
+    logits: torch.Tensor,
+    fail_fast: bool,
+) -> dict[str, Any]:
+    """The ``finalized_*`` / ``finalize_*`` fields of :class:`RunResult` for *prepared*."""
+    start = time.perf_counter()
+    try:
+        finalized = finalize_and_compare(quantizer, prepared, data.x_test, logits)
+    except Exception as error:
+        if fail_fast and not isinstance(error, FINALIZE_REFUSALS):
+            raise
+        message = " ".join(f"{type(error).__name__}: {error}".split())
+        return {"finalize_s": time.perf_counter() - start, "finalize_error": message}
+    return {
+        "finalized_bytes": float(finalized.bytes.total),
+        "finalized_agreement": finalized.agreement,
+        "finalized_max_abs_diff": finalized.max_abs_diff,
+        "finalize_s": time.perf_counter() - start,
+    }
 
 
 def _quantize_once(
@@ -331,6 +403,7 @@ def _quantize_once(
     start = time.perf_counter()
     logits = predict(prepared, data.x_test)
     eval_s = time.perf_counter() - start
+    finalized = _finalized_fields(quantizer, prepared, data, logits, settings.fail_fast)
     return RunResult(
         seed=seed,
         accuracy=_accuracy(logits, data.y_test),
@@ -341,6 +414,7 @@ def _quantize_once(
         prepare_s=prepare_s,
         fit_s=fit_s,
         eval_s=eval_s,
+        **finalized,
     )
 
 
@@ -420,6 +494,9 @@ def _run(
                     prepare_s=0.0,
                     fit_s=train_s,
                     eval_s=eval_s,
+                    finalized_bytes=float(state_bytes(model).total),
+                    finalized_agreement=1.0,
+                    finalized_max_abs_diff=0.0,
                 )
             )
             if model_key == "cnn" and sensitivity_model is None:
