@@ -4,8 +4,8 @@ The default registry holds the reference's ten op types (quantized under ``"*"``
 optional types (bmm, cat, softmax, layer_norm, relu, gelu, silu, avg_pool2d, mean) are
 intercepted and counted too but quantized only when a config names them in
 ``op_type_config`` / ``op_name_config``. Container ops whose C++ bodies call aten ops
-themselves (scaled_dot_product_attention, ``_native_multi_head_attention``, lstm / gru /
-rnn, einsum) get pass-through kernels, so their insides are not seen as separate ops.
+themselves (scaled_dot_product_attention, ``_native_multi_head_attention``,
+``_transformer_encoder_layer_fwd``, lstm / gru / rnn, einsum) get pass-through kernels, so their insides are not seen as separate ops.
 
 Op names are ``<base name>`` for the first call in a module call and ``<base name>_<k>``
 for later ones; the base name is the aten operator name (``add``, ``add_``, ``linear``,
@@ -106,6 +106,8 @@ _BUILTIN: list[EagerOpOverload] = [
 _PASS_THROUGH: list[tuple[str, str]] = [
     ("aten::scaled_dot_product_attention", ""),
     ("aten::_native_multi_head_attention", ""),
+    # nn.TransformerEncoderLayer's inference fast path (one op for the whole layer).
+    ("aten::_transformer_encoder_layer_fwd", ""),
     ("aten::lstm", "input"),
     ("aten::lstm", "data"),
     ("aten::gru", "input"),
