@@ -5,7 +5,8 @@ optional types (bmm, cat, softmax, layer_norm, relu, gelu, silu, avg_pool2d, mea
 intercepted and counted too but quantized only when a config names them in
 ``op_type_config`` / ``op_name_config``. Container ops whose C++ bodies call aten ops
 themselves (scaled_dot_product_attention, ``_native_multi_head_attention``,
-``_transformer_encoder_layer_fwd``, lstm / gru / rnn, einsum) get pass-through kernels, so their insides are not seen as separate ops.
+``_transformer_encoder_layer_fwd``, lstm / gru / rnn, einsum) get pass-through kernels, so
+their insides are not seen as separate ops.
 
 Op names are ``<base name>`` for the first call in a module call and ``<base name>_<k>``
 for later ones; the base name is the aten operator name (``add``, ``add_``, ``linear``,
