@@ -86,6 +86,19 @@ class MLP(nn.Module):
         return self.sub(self.a(x))
 
 
+class Tied(nn.Module):
+    """Two linears sharing one weight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(16, 16)
+        self.b = nn.Linear(16, 16)
+        self.b.weight = self.a.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.relu(self.a(x)))
+
+
 def config(weight: QuantizationSpec | None, act: QuantizationSpec | None = None) -> QuantizerConfig:
     """Weights with *weight*, op inputs and outputs with *act* (None: weight-only)."""
     io: Mapping[str, QuantizationSpec | None] = {"*": act}

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 import pytest
 import torch
 import torch.nn.functional as F
-from finalize_helpers import MLP, W8, WEIGHT_FORMATS
+from finalize_helpers import MLP, W8, WEIGHT_FORMATS, Tied
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -311,19 +311,6 @@ def test_our_modules_and_coreai_torch_give_the_same_model(
 
 
 # -- Core AI: model structures ---------------------------------------------------------
-
-
-class Tied(nn.Module):
-    """Two linears sharing one weight."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.a = nn.Linear(16, 16)
-        self.b = nn.Linear(16, 16)
-        self.b.weight = self.a.weight
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.b(torch.relu(self.a(x)))
 
 
 def test_tied_weights_share_one_dequantize_module() -> None:

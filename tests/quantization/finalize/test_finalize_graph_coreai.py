@@ -20,6 +20,7 @@ from finalize_helpers import (
     MLP,
     W8,
     WEIGHT_FORMATS,
+    Tied,
     buffers,
     config,
     mlp_case,
@@ -207,14 +208,8 @@ def test_int4_activations_name_the_logical_dtype() -> None:
     assert nodes_by_target(f, ops.dequantize)[0].kwargs["input_dtype"] == torch.int4
 
 
-class TiedShared(nn.Module):
+class TiedShared(Tied):
     """Two linears sharing one weight, their outputs concatenated, then a mean."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.a = nn.Linear(16, 16)
-        self.b = nn.Linear(16, 16)
-        self.b.weight = self.a.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.a(x), self.b(x)], dim=0).mean(dim=0, keepdim=True)

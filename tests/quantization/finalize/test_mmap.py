@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from finalize_helpers import MLP, W8, WEIGHT_FORMATS, config, prepared
+from finalize_helpers import MLP, W8, WEIGHT_FORMATS, Tied, config, prepared
 from safetensors import safe_open
 from torch import nn
 
@@ -33,19 +33,6 @@ needs_proc_maps = pytest.mark.skipif(
 
 
 # -- helpers -------------------------------------------------------------------------
-
-
-class Tied(nn.Module):
-    """Two linears sharing one weight."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.a = nn.Linear(16, 16)
-        self.b = nn.Linear(16, 16)
-        self.b.weight = self.a.weight
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.b(torch.relu(self.a(x)))
 
 
 class RootWeight(nn.Module):
