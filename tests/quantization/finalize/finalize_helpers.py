@@ -20,6 +20,30 @@ from coreai_opt.quantization.spec import (
 
 W8 = QuantizationSpec(dtype=torch.int8, granularity=PerChannelGranularity(axis=0))
 A8 = QuantizationSpec(dtype=torch.int8)
+FP4 = torch.float4_e2m1fn_x2
+U8 = QuantizationSpec(dtype=torch.uint8, qscheme="asymmetric")
+W4_BLOCK = QuantizationSpec(
+    dtype=torch.int4, granularity=PerBlockGranularity(axis=1, block_size=32)
+)
+UW4 = QuantizationSpec(
+    dtype=torch.uint4, qscheme="asymmetric", granularity=PerChannelGranularity(axis=0)
+)
+
+# Activation formats: (id, spec), each exported bit-exactly from a float32 model.
+ACTIVATION_FORMATS = [
+    ("int8", A8),
+    ("uint8_asym", U8),
+    (
+        "int8_minval",
+        QuantizationSpec(dtype=torch.int8, qscheme="asymmetric", qformulation="minval"),
+    ),
+    ("fp8", QuantizationSpec(dtype=torch.float8_e4m3fn)),
+    ("fp8_e8m0", QuantizationSpec(dtype=torch.float8_e4m3fn, scale_dtype="float8_e8m0fnu")),
+    (
+        "int8_per_channel",
+        QuantizationSpec(dtype=torch.int8, granularity=PerChannelGranularity(axis=1)),
+    ),
+]
 
 # Weight formats: (id, spec). Every one is exported bit-exactly from a float32 model.
 WEIGHT_FORMATS: list[tuple[str, QuantizationSpec]] = [

@@ -23,7 +23,18 @@ from collections.abc import Mapping
 import pytest
 import torch
 import torch.nn.functional as F
-from finalize_helpers import MLP, W8, WEIGHT_FORMATS, Tied
+from finalize_helpers import (
+    A8,
+    ACTIVATION_FORMATS,
+    FP4,
+    MLP,
+    U8,
+    UW4,
+    W4_BLOCK,
+    W8,
+    WEIGHT_FORMATS,
+    Tied,
+)
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -56,29 +67,6 @@ from coreai_opt.quantization.spec import (
 from coreai_opt.quantization.spec._dtype_table import format_info
 from coreai_opt.quantization.spec.fake_quantize import FakeQuantizeImplBase
 
-FP4 = torch.float4_e2m1fn_x2
-A8 = QuantizationSpec(dtype=torch.int8)
-U8 = QuantizationSpec(dtype=torch.uint8, qscheme="asymmetric")
-W4_BLOCK = QuantizationSpec(
-    dtype=torch.int4, granularity=PerBlockGranularity(axis=1, block_size=32)
-)
-UW4 = QuantizationSpec(
-    dtype=torch.uint4, qscheme="asymmetric", granularity=PerChannelGranularity(axis=0)
-)
-ACTIVATION_FORMATS = [
-    ("int8", A8),
-    ("uint8_asym", U8),
-    (
-        "int8_minval",
-        QuantizationSpec(dtype=torch.int8, qscheme="asymmetric", qformulation="minval"),
-    ),
-    ("fp8", QuantizationSpec(dtype=torch.float8_e4m3fn)),
-    ("fp8_e8m0", QuantizationSpec(dtype=torch.float8_e4m3fn, scale_dtype="float8_e8m0fnu")),
-    (
-        "int8_per_channel",
-        QuantizationSpec(dtype=torch.int8, granularity=PerChannelGranularity(axis=1)),
-    ),
-]
 HAS_COREMLTOOLS = importlib.util.find_spec("coremltools") is not None
 
 

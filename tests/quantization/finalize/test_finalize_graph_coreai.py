@@ -17,7 +17,10 @@ import pytest
 import torch
 from finalize_helpers import (
     A8,
+    ACTIVATION_FORMATS,
+    FP4,
     MLP,
+    U8,
     W8,
     WEIGHT_FORMATS,
     Tied,
@@ -42,14 +45,11 @@ from coreai_opt.quantization.finalize import (
 )
 from coreai_opt.quantization.spec import (
     PerBlockGranularity,
-    PerChannelGranularity,
     PerTensorGranularity,
     QuantizationSpec,
 )
 from coreai_opt.quantization.spec._dtype_table import format_info
 from coreai_opt.quantization.spec.fake_quantize import FakeQuantizeImplBase
-
-FP4 = torch.float4_e2m1fn_x2
 
 
 def fq_names(gm: fx.GraphModule) -> list[str]:
@@ -149,22 +149,13 @@ def test_every_weight_format_is_bit_exact(fmt: str, spec: QuantizationSpec) -> N
     assert torch.equal(f(x), ref)
 
 
-ACTIVATION_FORMATS = [
-    ("uint8_asym", QuantizationSpec(dtype=torch.uint8, qscheme="asymmetric")),
-    (
-        "int8_minval",
-        QuantizationSpec(dtype=torch.int8, qscheme="asymmetric", qformulation="minval"),
-    ),
-    ("fp8", QuantizationSpec(dtype=torch.float8_e4m3fn)),
-    ("fp8_e8m0", QuantizationSpec(dtype=torch.float8_e4m3fn, scale_dtype="float8_e8m0fnu")),
-    (
-        "int8_per_channel",
-        QuantizationSpec(dtype=torch.int8, granularity=PerChannelGranularity(axis=1)),
-    ),
-]
+# int8 activations are checked by test_w8a8_buffers_nodes_shapes_and_dtypes
+GRAPH_ACTIVATION_FORMATS = [(fmt, spec) for fmt, spec in ACTIVATION_FORMATS if fmt != "int8"]
 
 
-@pytest.mark.parametrize(("fmt", "act"), ACTIVATION_FORMATS, ids=[f for f, _ in ACTIVATION_FORMATS])
+@pytest.mark.parametrize(
+    ("fmt", "act"), GRAPH_ACTIVATION_FORMATS, ids=[f for f, _ in GRAPH_ACTIVATION_FORMATS]
+)
 def test_activation_formats_are_bit_exact(fmt: str, act: QuantizationSpec) -> None:
     q, gm, x, ref = mlp_case(W8, act)
     acts = activation_fq_names(gm)
@@ -464,8 +455,8 @@ BOTH_LIBRARIES = pytest.mark.skipif(
     not (_export_ops.coreai_torch_available() and hasattr(torch.ops.coreai_opt, "quantize")),
     reason="needs both coreai-torch and this build's coreai_opt Core AI mirror ops",
 )
-PARITY_CASES = [(f"w_{fmt}", spec, ACTIVATION_FORMATS[0][1]) for fmt, spec in WEIGHT_FORMATS] + [
-    (f"a_{fmt}", W8, act) for fmt, act in ACTIVATION_FORMATS
+PARITY_CASES = [(f"w_{fmt}", spec, U8) for fmt, spec in WEIGHT_FORMATS] + [
+    (f"a_{fmt}", W8, act) for fmt, act in GRAPH_ACTIVATION_FORMATS
 ]
 
 

@@ -12,7 +12,7 @@ import importlib.util
 
 import pytest
 import torch
-from finalize_helpers import W8, buffers, mlp_case, prepared
+from finalize_helpers import U8, UW4, W4_BLOCK, W8, buffers, mlp_case, prepared
 from torch import fx, nn
 
 from coreai_opt import CoreMLExportError, ExportBackend
@@ -28,14 +28,6 @@ from coreai_opt.quantization.spec import (
     QuantizationSpec,
 )
 from coreai_opt.quantization.spec.fake_quantize import FakeQuantizeImplBase
-
-U8 = QuantizationSpec(dtype=torch.uint8, qscheme="asymmetric")
-W4_BLOCK = QuantizationSpec(
-    dtype=torch.int4, granularity=PerBlockGranularity(axis=1, block_size=32)
-)
-UW4 = QuantizationSpec(
-    dtype=torch.uint4, qscheme="asymmetric", granularity=PerChannelGranularity(axis=0)
-)
 
 
 def fq_modules(gm: fx.GraphModule) -> dict[str, FakeQuantizeImplBase]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from finalize_helpers import MLP, W8, WEIGHT_FORMATS, Tied, config, prepared
+from finalize_helpers import A8, MLP, W8, WEIGHT_FORMATS, Tied, config, prepared
 from safetensors import safe_open
 from torch import nn
 
@@ -24,7 +24,6 @@ from coreai_opt.quantization.finalize import _export_ops
 from coreai_opt.quantization.spec import QuantizationSpec
 from coreai_opt.quantization.spec.fake_quantize import FakeQuantizeImplBase
 
-A8 = QuantizationSpec(dtype=torch.int8)
 FORMATS = {fmt: spec for fmt, spec in WEIGHT_FORMATS}
 MAPS = Path("/proc/self/maps")
 needs_proc_maps = pytest.mark.skipif(
