@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 from collections.abc import Mapping
 
+import pytest
 import torch
 from torch import fx, nn
 
@@ -191,3 +193,70 @@ def activation_fq(spec: QuantizationSpec, x: torch.Tensor) -> nn.Module:
 def step_of(gm: nn.Module, buffer_name: str) -> float:
     """The largest scale in buffer *buffer_name* (one quantization step of that tensor)."""
     return float(buffers(gm)[buffer_name].float().max())
+
+
+# -- coremltools ---------------------------------------------------------------------
+
+needs_coremltools = pytest.mark.skipif(
+    importlib.util.find_spec("coremltools") is None,
+    reason="coremltools is not installed (pip install coreai_opt[coreml])",
+)
+
+
+def coreml_program_ops(model: nn.Module, x: torch.Tensor) -> list:
+    """The operations of the main function of the ML program coremltools makes of *model*."""
+    import coremltools as ct
+
+    traced = torch.jit.trace(model, (x,))
+    mlmodel = ct.convert(
+        traced,
+        inputs=[ct.TensorType(name="x", shape=tuple(x.shape))],
+        convert_to="mlprogram",
+        minimum_deployment_target=ct.target.iOS18,
+        compute_precision=ct.precision.FLOAT32,
+    )
+    return list(mlmodel._mil_program.functions["main"].operations)
+
+
+def check_coreml_program_weights(
+    f: nn.Module, x: torch.Tensor, data_dtypes: set[str], act: QuantizationSpec | None
+) -> None:
+    """The Core ML-finalized MLP *f* converts with its two weights stored as n-bit codes
+    (dtype in *data_dtypes*) with their scales and offsets, no dense float copy left, and
+    quantize / dequantize ops where *act* is set."""
+    from coremltools.converters.mil.mil import types
+
+    bufs = buffers(f)
+    ops = coreml_program_ops(f, x)
+    dequant = [op for op in ops if op.op_type == "constexpr_blockwise_shift_scale"]
+    assert len(dequant) == 2
+    by_shape = {tuple(op.data.shape): op for op in dequant}
+    for owner, shape in (("a", (32, 64)), ("sub.1", (64, 32))):
+        op = by_shape[shape]
+        assert types.builtin_to_string(op.data.dtype) in data_dtypes
+        scale = bufs[f"{owner}._COREML_/weight/quantization_scale"]
+        assert op.scale.val.shape == tuple(scale.shape)
+        assert torch.allclose(torch.from_numpy(op.scale.val).float(), scale)
+        # the stored codes (minus the offset) times the scale are the finalized weight
+        blocks = shape[1] // scale.shape[1]
+        codes = torch.from_numpy(op.data.val.astype("int32")).float()
+        zero_point = bufs[f"{owner}._COREML_/weight/zero_point"].float()
+        if op.offset is None:  # coremltools drops an all-zero offset
+            assert not zero_point.any()
+        else:
+            offset = torch.from_numpy(op.offset.val.astype("int32")).float()
+            assert torch.equal(offset, zero_point)
+            codes = codes - offset.repeat_interleave(blocks, 1)
+        values = codes * scale.repeat_interleave(blocks, 1)
+        torch.testing.assert_close(values, f.get_parameter(f"{owner}.weight"), rtol=0, atol=1e-7)
+    # no dense float copy of a weight is left in the program
+    dense = [
+        op
+        for op in ops
+        if op.op_type == "const"
+        and tuple(op.outputs[0].shape) in by_shape
+        and types.is_float(op.outputs[0].dtype)
+    ]
+    assert not dense
+    if act is not None:
+        assert {"quantize", "dequantize"} <= {op.op_type for op in ops}

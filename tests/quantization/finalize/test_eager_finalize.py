@@ -16,7 +16,6 @@ last bit of the quotient (one step of the last activation quantizer is allowed).
 from __future__ import annotations
 
 import copy
-import importlib.util
 import io
 from collections.abc import Mapping
 
@@ -34,6 +33,8 @@ from finalize_helpers import (
     W8,
     WEIGHT_FORMATS,
     Tied,
+    check_coreml_program_weights,
+    needs_coremltools,
 )
 from torch import nn
 from torch.nn.utils import parametrize
@@ -66,9 +67,6 @@ from coreai_opt.quantization.spec import (
 )
 from coreai_opt.quantization.spec._dtype_table import format_info
 from coreai_opt.quantization.spec.fake_quantize import FakeQuantizeImplBase
-
-HAS_COREMLTOOLS = importlib.util.find_spec("coremltools") is not None
-
 
 # -- helpers -------------------------------------------------------------------------
 
@@ -651,61 +649,16 @@ def test_torch_jit_trace_of_the_coreml_model() -> None:
     assert torch.equal(traced(x2), run(f, x2))
 
 
-def _convert(model: nn.Module, x: torch.Tensor) -> list:
-    import coremltools as ct
-
-    traced = torch.jit.trace(model, (x,))
-    mlmodel = ct.convert(
-        traced,
-        inputs=[ct.TensorType(name="x", shape=tuple(x.shape))],
-        convert_to="mlprogram",
-        minimum_deployment_target=ct.target.iOS18,
-        compute_precision=ct.precision.FLOAT32,
-    )
-    return list(mlmodel._mil_program.functions["main"].operations)
-
-
-@pytest.mark.skipif(
-    not HAS_COREMLTOOLS, reason="coremltools is not installed (pip install coreai_opt[coreml])"
-)
+@needs_coremltools
 @pytest.mark.parametrize(
     ("weight", "act", "data_dtypes"),
     [(W8, U8, {"int8"}), (W4_BLOCK, None, {"int4"}), (UW4, None, {"uint4"})],
     ids=["w8a8", "int4_block", "uint4_asym"],
 )
 def test_coremltools_converts_with_compressed_weights(weight, act, data_dtypes) -> None:
-    from coremltools.converters.mil.mil import types
-
     q, model, x, _ = mlp_case(weight, act)
     f = finalize(q, model, ExportBackend.CoreML)
-    bufs = dict(f.named_buffers())
-    ops = _convert(f, x)
-    dequant = [op for op in ops if op.op_type == "constexpr_blockwise_shift_scale"]
-    assert len(dequant) == 2
-    by_shape = {tuple(op.data.shape): op for op in dequant}
-    for owner, shape in (("a", (32, 64)), ("sub.1", (64, 32))):
-        op = by_shape[shape]
-        assert types.builtin_to_string(op.data.dtype) in data_dtypes
-        scale = bufs[f"{owner}._COREML_/weight/quantization_scale"]
-        assert torch.allclose(torch.from_numpy(op.scale.val).float(), scale)
-        blocks = shape[1] // scale.shape[1]
-        codes = torch.from_numpy(op.data.val.astype("int32")).float()
-        if op.offset is not None:
-            offset = torch.from_numpy(op.offset.val.astype("int32")).float()
-            codes = codes - offset.repeat_interleave(blocks, 1)
-        values = codes * scale.repeat_interleave(blocks, 1)
-        weight_now = f.get_submodule(owner).weight
-        torch.testing.assert_close(values, weight_now, rtol=0, atol=1e-7)
-    dense = [
-        op
-        for op in ops
-        if op.op_type == "const"
-        and tuple(op.outputs[0].shape) in by_shape
-        and types.is_float(op.outputs[0].dtype)
-    ]
-    assert not dense
-    if act is not None:
-        assert {"quantize", "dequantize"} <= {op.op_type for op in ops}
+    check_coreml_program_weights(f, x, data_dtypes, act)
 
 
 def test_eager_core_ai_model_refuses_torch_export() -> None:

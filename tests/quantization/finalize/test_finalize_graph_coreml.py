@@ -8,11 +8,19 @@ one step of the last activation quantizer.
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
-from finalize_helpers import U8, UW4, W4_BLOCK, W8, buffers, mlp_case, prepared
+from finalize_helpers import (
+    U8,
+    UW4,
+    W4_BLOCK,
+    W8,
+    buffers,
+    check_coreml_program_weights,
+    mlp_case,
+    needs_coremltools,
+    prepared,
+)
 from torch import fx, nn
 
 from coreai_opt import CoreMLExportError, ExportBackend
@@ -179,65 +187,13 @@ def test_torch_jit_trace_of_the_finalized_model() -> None:
 # -- coremltools ---------------------------------------------------------------------
 
 
-def _convert(model: nn.Module, x: torch.Tensor):
-    import coremltools as ct
-
-    traced = torch.jit.trace(model, (x,))
-    mlmodel = ct.convert(
-        traced,
-        inputs=[ct.TensorType(name="x", shape=tuple(x.shape))],
-        convert_to="mlprogram",
-        minimum_deployment_target=ct.target.iOS18,
-        compute_precision=ct.precision.FLOAT32,
-    )
-    return mlmodel._mil_program.functions["main"].operations
-
-
-@pytest.mark.skipif(
-    importlib.util.find_spec("coremltools") is None,
-    reason="coremltools is not installed (pip install coreai_opt[coreml])",
-)
+@needs_coremltools
 @pytest.mark.parametrize(
     ("weight", "act", "data_dtypes"),
     [(W8, U8, {"int8"}), (W4_BLOCK, None, {"int4"}), (UW4, None, {"uint4"})],
     ids=["w8a8", "int4_block", "uint4_asym"],
 )
 def test_coremltools_stores_n_bit_weights_with_their_scales(weight, act, data_dtypes) -> None:
-    from coremltools.converters.mil.mil import types
-
     q, gm, x, _ = mlp_case(weight, act)
     f = finalize(q, gm)
-    bufs = buffers(f)
-    ops = _convert(f, x)
-    dequant = [op for op in ops if op.op_type == "constexpr_blockwise_shift_scale"]
-    assert len(dequant) == 2
-    by_shape = {tuple(op.data.shape): op for op in dequant}
-    for owner, shape in (("a", (32, 64)), ("sub.1", (64, 32))):
-        op = by_shape[shape]
-        assert types.builtin_to_string(op.data.dtype) in data_dtypes
-        scale = bufs[f"{owner}._COREML_/weight/quantization_scale"]
-        assert op.scale.val.shape == tuple(scale.shape)
-        assert torch.allclose(torch.from_numpy(op.scale.val).float(), scale)
-        # the stored codes (minus the offset) times the scale are the finalized weight
-        blocks = shape[1] // scale.shape[1]
-        codes = torch.from_numpy(op.data.val.astype("int32")).float()
-        zero_point = bufs[f"{owner}._COREML_/weight/zero_point"].float()
-        if op.offset is None:  # coremltools drops an all-zero offset
-            assert not zero_point.any()
-        else:
-            offset = torch.from_numpy(op.offset.val.astype("int32")).float()
-            assert torch.equal(offset, zero_point)
-            codes = codes - offset.repeat_interleave(blocks, 1)
-        values = codes * scale.repeat_interleave(blocks, 1)
-        torch.testing.assert_close(values, f.get_parameter(f"{owner}.weight"), rtol=0, atol=1e-7)
-    # no dense float copy of a weight is left in the program
-    dense = [
-        op
-        for op in ops
-        if op.op_type == "const"
-        and tuple(op.outputs[0].shape) in by_shape
-        and types.is_float(op.outputs[0].dtype)
-    ]
-    assert not dense
-    if act is not None:
-        assert {"quantize", "dequantize"} <= {op.op_type for op in ops}
+    check_coreml_program_weights(f, x, data_dtypes, act)
