@@ -99,7 +99,7 @@ class EagerMode(ModeImplementation):
     def _prepare(self, model: nn.Module, example_inputs: tuple[Any, ...]) -> nn.Module:
         recording = record(model, example_inputs)
         plan = plan_placement(model, self.quantizer.config, recording)
-        hooked = _frame_modules(model, plan, recording)
+        hooked = _frame_modules(recording)
         weight_fqs, activation_fqs = _attach(model, plan)
         _lifecycle.apply_weight_axis_defaults(weight_fqs, activation_fqs)
         runtime = _install_runtime(model, plan, hooked)
@@ -208,7 +208,7 @@ def _attach(model: nn.Module, plan: EagerPlan) -> tuple[_WeightFQs, _ActFQs]:
     return weight_fqs, activation_fqs
 
 
-def _frame_modules(model: nn.Module, plan: EagerPlan, recording: Recording) -> dict[int, str]:
+def _frame_modules(recording: Recording) -> dict[int, str]:
     """Every module of the model gets frame hooks (fake-quantizers added later do not).
 
     Hooking only the modules that ran intercepted ops while recording would attribute an

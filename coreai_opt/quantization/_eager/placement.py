@@ -110,7 +110,6 @@ class EagerPlan:
     sites: list[ActivationSite]
     states: list[StatePlacement]
     op_names: dict[str, str]
-    active_modules: set[int]
     boundaries: list[BoundarySite] = field(default_factory=list)
 
 
@@ -308,9 +307,8 @@ def plan_placement(model: nn.Module, config: QuantizerConfig, recording: Recordi
             name = f"{op.local_name}_quantize_output_{index}"
             sites.append(_site(op, True, index, -1, name, spec, taken_names))
     states = _resolve_states(model, configs, owners_of, state_tensors, state_uses, consumers)
-    active = {op.module_index for op in recording.ops}
     boundaries = _boundary_sites(recording, configs, used)
-    return EagerPlan(sites, states, op_names, active, boundaries)
+    return EagerPlan(sites, states, op_names, boundaries)
 
 
 def _site(
