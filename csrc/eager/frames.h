@@ -5,6 +5,8 @@
 // called twice numbers its ops the same way both times.
 #pragma once
 
+#include <c10/util/SmallVector.h>
+
 #include <cstdint>
 #include <vector>
 
@@ -15,7 +17,9 @@ class EagerProgram;
 struct Frame {
   const EagerProgram* program = nullptr;
   int64_t module = 0;
-  std::vector<int32_t> counters;  // calls per op base id in this module call
+  // Calls per op base id in this module call; inline storage covers the built-in op types,
+  // so a module call allocates nothing.
+  c10::SmallVector<int32_t, 64> counters;
 };
 
 void push_frame(const EagerProgram* program, int64_t module);

@@ -2,6 +2,7 @@
 
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/util/Exception.h>
+#include <c10/util/SmallVector.h>
 #include <torch/csrc/autograd/graph_task.h>
 
 #include <atomic>
@@ -182,8 +183,8 @@ at::Tensor EagerProgram::apply(int64_t slot_index, const at::Tensor& x) const {
     return python_op().call(x, slot.python_id);
   }
   const NativeSlot& s = slot.state;
-  std::vector<c10::SymInt> block;
-  block.reserve(s.pattern.size());
+  // Inline storage: no heap allocation per call for tensors of up to 8 dims.
+  c10::SmallVector<c10::SymInt, 8> block;
   for (size_t d = 0; d < s.pattern.size(); ++d) {
     block.emplace_back(s.pattern[d] < 0 ? x.size(static_cast<int64_t>(d)) : s.pattern[d]);
   }

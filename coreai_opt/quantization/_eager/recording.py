@@ -107,7 +107,6 @@ class _Recorder:
     def __init__(self, model: nn.Module, capture_stack: bool = False) -> None:
         self.capture_stack = capture_stack
         self.paths, self.index = module_index(model)
-        self.by_overload: dict[tuple[int, int], op_registry.EagerOpOverload] = {}
         self.stack: list[ModuleCall] = []
         self.ops: list[OpCall] = []
         self.module_calls: list[ModuleCall] = []

@@ -50,26 +50,17 @@ class StateEpochMixin(torch.nn.Module):
         super().__setattr__(name, value)
 
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Any:
-        # Qparam state stays in its own dtype (float32 / int32) when the model is cast
-        # (.half(), .to(torch.float64), ...): only the device follows. The kernels compute
-        # qparams in float32 whatever the input dtype.
+        # Qparam state keeps its own dtype (float32 / int32) when the model is cast
+        # (.half(), .to(torch.float64), ...): only the device follows, taken from what *fn*
+        # gives, and the original tensor is moved (never converted to the model's dtype and
+        # back, which would round the qparams). The kernels compute qparams in float32.
         bump()
-        dtypes = {
-            name: t.dtype
-            for name, t in (*self._parameters.items(), *self._buffers.items())
-            if t is not None
-        }
-        result = super()._apply(fn, recurse)
-        for name, dtype in dtypes.items():
-            if name in self._buffers:
-                buf = self._buffers[name]
-                if buf is not None and buf.dtype != dtype:
-                    self._buffers[name] = buf.to(dtype)
-            else:
-                param = self._parameters[name]
-                if param is not None and param.dtype != dtype:
-                    param.data = param.data.to(dtype)
-        return result
+
+        def keep_dtype(t: torch.Tensor) -> torch.Tensor:
+            out = fn(t)
+            return out if out.dtype == t.dtype else t.to(device=out.device)
+
+        return super()._apply(keep_dtype, recurse)
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)
