@@ -238,3 +238,26 @@ def test_cuda_keeps_binding() -> None:
     xc = x.cuda()
     assert model.fc.linear_quantize_input.qparams_calculator.scale.is_cuda
     assert_bound(model, xc, quantizer)
+
+
+def test_dtype_cast_moves_qparams_without_rounding_them() -> None:
+    """.half() / .to(float64) leave every fake-quantizer tensor bit for bit as it was (the
+    state is moved, never converted to the model's dtype and back)."""
+    from coreai_opt.quantization._lifecycle import fake_quantizers
+
+    _, model, _ = prepared_small()
+    before = {
+        f"{name}.{key}": t.clone()
+        for name, fq in fake_quantizers(model).items()
+        for key, t in fq.state_dict().items()
+    }
+    model.half()
+    model.to(torch.float64)
+    after = {
+        f"{name}.{key}": t
+        for name, fq in fake_quantizers(model).items()
+        for key, t in fq.state_dict().items()
+    }
+    assert before.keys() == after.keys() and before
+    for key, value in before.items():
+        assert after[key].dtype == value.dtype and torch.equal(after[key], value), key
