@@ -37,6 +37,7 @@ from torch.fx import Node
 from coreai_opt.casting._ignored_ops import IgnoredOpsMatcher
 from coreai_opt.casting._node_facts import (
     computing_users,
+    getitem_producer,
     has_unbacked_symbols,
     is_mutating,
     is_view_like,
@@ -45,7 +46,6 @@ from coreai_opt.casting._node_facts import (
     output_dtypes,
     tensor_dtype,
 )
-from coreai_opt.casting._op_tables import is_getitem
 from coreai_opt.casting._program import placeholders, state_tensor
 from coreai_opt.casting._rewrite import CastPlan
 from coreai_opt.casting._schema_args import overflows_float16, value_scalars
@@ -64,13 +64,6 @@ def _overflow_amax(tensor: torch.Tensor) -> float | None:
     if not bool(overflow.any()):
         return None
     return float(data[finite].abs().max())
-
-
-def _producer(node: Node) -> Node:
-    """The node computing ``node``'s value: the multi-output op behind a getitem."""
-    while node.op == "call_function" and is_getitem(node.target):
-        node = node.args[0]  # type: ignore[assignment]
-    return node
 
 
 def _stays(node: Node, plan: CastPlan) -> bool:
@@ -141,7 +134,7 @@ def plan_float16(
     # Rule 2, in-place ops on intermediates: compute in the dtype of what they write into.
     for node in writes_into_intermediates:
         chains = mutated_chains(node)
-        kept = any(_producer(chain[-1]) in plan.kept for chain in chains)
+        kept = any(getitem_producer(chain[-1]) in plan.kept for chain in chains)
         for member in [node, *(n for chain in chains for n in chain[:-1])]:
             if kept:
                 plan.kept.add(member)

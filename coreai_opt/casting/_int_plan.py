@@ -31,12 +31,13 @@ from torch.fx import Node
 from coreai_opt.casting._ignored_ops import IgnoredOpsMatcher
 from coreai_opt.casting._node_facts import (
     computing_users,
+    getitem_producer,
     has_unbacked_symbols,
     node_mode,
     output_dtypes,
     tensor_dtype,
 )
-from coreai_opt.casting._op_tables import INTEGER_DATA_OPS, is_getitem, packet_of
+from coreai_opt.casting._op_tables import INTEGER_DATA_OPS, packet_of
 from coreai_opt.casting._program import placeholders, state_tensor
 from coreai_opt.casting._rewrite import CastPlan
 from coreai_opt.casting._schema_args import fits_int16, value_scalars
@@ -48,13 +49,6 @@ INT16 = torch.int16
 def _is_int(node: Node) -> bool:
     """Whether ``node``'s value (or one of its results) is an int32/int64 tensor."""
     return any(d in WIDE_INTS for d in output_dtypes(node.meta.get("val")))
-
-
-def _base(node: Node) -> Node:
-    """The node whose dtype decision covers ``node``: the producer of a getitem."""
-    while node.op == "call_function" and is_getitem(node.target):
-        node = node.args[0]  # type: ignore[assignment]
-    return node
 
 
 def _is_data_op(node: Node) -> bool:
@@ -96,7 +90,9 @@ def plan_int16(
             if _is_int(node):
                 wide.add(node)
             if not _is_data_op(node) or node_mode(node) == "opaque":
-                index_operands.extend(_base(a) for a in node.all_input_nodes if _is_int(a))
+                index_operands.extend(
+                    getitem_producer(a) for a in node.all_input_nodes if _is_int(a)
+                )
             continue
         if not _is_int(node):
             continue
@@ -137,13 +133,15 @@ def plan_int16(
         visited.add(node)
         wide.add(node)
         if node.op == "call_function" and node_mode(node) == "compute" and _is_data_op(node):
-            index_operands.extend(_base(a) for a in node.all_input_nodes if _is_int(a))
+            index_operands.extend(getitem_producer(a) for a in node.all_input_nodes if _is_int(a))
 
     # Rule 4: forward from every wide value.
     for node in nodes:
         if node.op != "call_function" or node_mode(node) != "compute" or node in wide:
             continue
-        if _is_int(node) and any(_base(a) in wide for a in node.all_input_nodes if _is_int(a)):
+        if _is_int(node) and any(
+            getitem_producer(a) in wide for a in node.all_input_nodes if _is_int(a)
+        ):
             wide.add(node)
     plan.kept.update(n for n in wide if n.op == "call_function")
 

@@ -89,3 +89,11 @@ def mutated_chains(node: Node) -> list[list[Node]]:
         if chain:
             chains.append(chain)
     return chains
+
+
+def getitem_producer(node: Node) -> Node:
+    """The node computing ``node``'s value: the multi-output op behind a getitem (whose
+    dtype decision covers it); ``node`` itself otherwise."""
+    while node.op == "call_function" and is_getitem(node.target):
+        node = node.args[0]  # type: ignore[assignment]
+    return node

@@ -30,6 +30,7 @@ from torch import nn
 from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
 from coreai_opt import ExportBackend
+from coreai_opt.demo.train import predict
 from coreai_opt.quantization import Quantizer
 from coreai_opt.quantization._lifecycle import PREPARED_MARKER
 
@@ -154,9 +155,7 @@ def finalize_and_compare(
     """Finalize a copy of *prepared* (:func:`finalize_copy`), count its bytes and compare
     its outputs on *inputs* with *prepared_outputs* (the prepared model's, same order)."""
     finalized = finalize_copy(quantizer, prepared)
-    outputs = torch.cat(
-        [finalized(inputs[i : i + batch_size]) for i in range(0, inputs.shape[0], batch_size)]
-    )
+    outputs = predict(finalized, inputs, batch_size)
     agreement = (outputs.argmax(-1) == prepared_outputs.argmax(-1)).double().mean().item()
     max_abs_diff = (outputs.float() - prepared_outputs.float()).abs().max().item()
     return FinalizedModel(finalized, state_bytes(finalized), agreement, max_abs_diff)

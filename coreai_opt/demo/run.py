@@ -44,6 +44,7 @@ from coreai_opt.demo.weight_bytes import weight_bytes
 from coreai_opt.inspection.sensitivity import SensitivityResult, layer_sensitivity
 from coreai_opt.inspection.sensitivity import prepare_counting_drops as count_drops
 from coreai_opt.quantization import Quantizer
+from coreai_opt.quantization._lifecycle import fake_quantizers
 from coreai_opt.quantization.config import ExecutionMode
 
 __all__ = [
@@ -310,12 +311,6 @@ def prepare_counting_drops(
         return count_drops(quantizer, example_inputs, BATCH_DYNAMIC if graph else None)
 
 
-def _count_fqs(model: nn.Module) -> int:
-    from coreai_opt.quantization.spec.fake_quantize import FakeQuantizeImplBase
-
-    return sum(isinstance(m, FakeQuantizeImplBase) for m in model.modules())
-
-
 def _accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
     return (logits.argmax(dim=-1) == y).double().mean().item()
 
@@ -351,6 +346,15 @@ def _finalized_fields(
     }
 
 
+def _calibration_batches(
+    data: DigitsData, settings: DemoSettings, seed: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The first :attr:`DemoSettings.calibration_batches` shuffled training batches of *seed*."""
+    generator = torch.Generator().manual_seed(1_000 + seed)
+    calib = list(batches(data.x_train, data.y_train, settings.batch_size, generator=generator))
+    return calib[: settings.calibration_batches]
+
+
 def _quantize_once(
     float_model: nn.Module,
     float_logits: torch.Tensor,
@@ -363,9 +367,7 @@ def _quantize_once(
     progress: bool,
     tag: str,
 ) -> RunResult:
-    generator = torch.Generator().manual_seed(1_000 + seed)
-    calib = list(batches(data.x_train, data.y_train, settings.batch_size, generator=generator))
-    calib = calib[: settings.calibration_batches]
+    calib = _calibration_batches(data, settings, seed)
     per_epoch = (data.x_train.shape[0] + settings.batch_size - 1) // settings.batch_size
     config = cfg.quantizer_config(settings.qat_epochs * per_epoch, mode)
     # eager mode prepares the model it is given in place: always a copy of the float model
@@ -409,7 +411,7 @@ def _quantize_once(
         accuracy=_accuracy(logits, data.y_test),
         agreement=(logits.argmax(-1) == float_logits.argmax(-1)).double().mean().item(),
         weight_bytes=weight_bytes(prepared).total_bytes,
-        fake_quantizers=_count_fqs(prepared),
+        fake_quantizers=len(fake_quantizers(prepared)),
         dropped=dropped,
         prepare_s=prepare_s,
         fit_s=fit_s,
@@ -550,13 +552,12 @@ def _run(
     report = DemoReport(rows=tuple(rows), settings=settings)
     if settings.sensitivity and sensitivity_model is not None:
         cfg = configs[settings.sensitivity_config]
-        generator = torch.Generator().manual_seed(1_000 + settings.seeds[0])
-        calib = list(batches(data.x_train, data.y_train, settings.batch_size, generator=generator))
+        calib = _calibration_batches(data, settings, settings.seeds[0])
         result = layer_sensitivity(
             sensitivity_model,
             cfg.build(1),
             list(batches(data.x_test, data.y_test, 512)),
-            calibration_data=[x for x, _ in calib[: settings.calibration_batches]],
+            calibration_data=[x for x, _ in calib],
             show=False,
             console=console,
             progress=show,

@@ -32,6 +32,7 @@ from coreai_opt.inspection.bits_per_weight import (
     bits_per_weight,
     quantized_tensor_bits,
 )
+from coreai_opt.quantization._lifecycle import fake_quantizers
 from coreai_opt.quantization.spec.fake_quantize import FakeQuantizeImplBase
 
 __all__ = ["QuantizedTensorBytes", "WeightBytes", "weight_bytes"]
@@ -114,16 +115,6 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def _weight_fake_quantizers(model: nn.Module) -> dict[str, FakeQuantizeImplBase]:
-    return {
-        name: module
-        for name, module in model.named_modules()
-        if isinstance(module, FakeQuantizeImplBase)
-        and module.quantization_target is CompressionTargetTensor.WEIGHT
-        and not module.is_disabled()
-    }
-
-
 def _upstream_parameter(node: fx.Node, params: dict[str, torch.Tensor]) -> str | None:
     """The largest floating-point parameter read (through ``call_function`` nodes) by *node*."""
     best: tuple[int, str] | None = None
@@ -146,19 +137,21 @@ def _upstream_parameter(node: fx.Node, params: dict[str, torch.Tensor]) -> str |
 
 
 def _tensor_of_fake_quantizer(
-    model: nn.Module, fq_name: str, fq: FakeQuantizeImplBase, params: dict[str, torch.Tensor]
+    fq_name: str,
+    fq: FakeQuantizeImplBase,
+    params: dict[str, torch.Tensor],
+    calls: dict[str, list[fx.Node]],
 ) -> str:
+    """The state-dict name of the tensor *fq* reads; *calls*: ``call_module`` nodes by target."""
     fqn = fq.tensor_fqn
     if fqn in params:
         return fqn
-    if isinstance(model, fx.GraphModule):
-        for node in model.graph.nodes:
-            if node.op == "call_module" and node.target == fq_name and node.args:
-                source = node.args[0]
-                if isinstance(source, fx.Node):
-                    name = _upstream_parameter(source, params)
-                    if name is not None:
-                        return name
+    for node in calls.get(fq_name, ()):
+        source = node.args[0]
+        if isinstance(source, fx.Node):
+            name = _upstream_parameter(source, params)
+            if name is not None:
+                return name
     raise ValueError(
         f"cannot tell which parameter the weight fake-quantizer {fq_name!r} reads "
         f"(tensor_fqn={fqn!r})"
@@ -192,10 +185,17 @@ def _eager_weight_bytes(model: nn.Module) -> WeightBytes:
 
 
 def _graph_weight_bytes(model: fx.GraphModule) -> WeightBytes:
-    fqs = _weight_fake_quantizers(model)
-    fq_prefixes = tuple(
-        f"{name}." for name, m in model.named_modules() if isinstance(m, FakeQuantizeImplBase)
-    )
+    all_fqs = fake_quantizers(model)
+    fqs = {
+        name: fq
+        for name, fq in all_fqs.items()
+        if fq.quantization_target is CompressionTargetTensor.WEIGHT and not fq.is_disabled()
+    }
+    fq_prefixes = tuple(f"{name}." for name in all_fqs)
+    calls: dict[str, list[fx.Node]] = {}
+    for node in model.graph.nodes:
+        if node.op == "call_module" and node.args:
+            calls.setdefault(str(node.target), []).append(node)
     state = {
         name: tensor
         for name, tensor in model.state_dict(keep_vars=True).items()
@@ -203,7 +203,7 @@ def _graph_weight_bytes(model: fx.GraphModule) -> WeightBytes:
     }
     quantized: dict[int, QuantizedTensorBytes] = {}
     for fq_name, fq in fqs.items():
-        tensor_name = _tensor_of_fake_quantizer(model, fq_name, fq, state)
+        tensor_name = _tensor_of_fake_quantizer(fq_name, fq, state, calls)
         tensor = state[tensor_name]
         if id(tensor) in quantized:
             continue  # a shared weight: counted with its first fake-quantizer

@@ -53,7 +53,11 @@ from coreai_opt.inspection._graph_parse import (
     OUTPUT_TYPE,
     PLACEHOLDER_TYPE,
     STATE_TYPE,
+    add_reader,
+    build_module_tree,
+    path_contexts,
     qualified_type_name,
+    set_outputs,
 )
 from coreai_opt.inspection._info import (
     BoundaryEdge,
@@ -224,11 +228,7 @@ class _Builder:
         return self.types[path]
 
     def contexts_for_path(self, path: str) -> tuple[ModuleContext, ...]:
-        if not path:
-            return (self.root_ctx,)
-        parts = path.split(".")
-        prefixes = [".".join(parts[: i + 1]) for i in range(len(parts))]
-        return (self.root_ctx, *(ModuleContext(p, self.type_of(p)) for p in prefixes))
+        return path_contexts(self.root_ctx, path, self.type_of)
 
     def call_stack(self, call: ModuleCall) -> tuple[ModuleContext, ...]:
         """The module calls an op ran in, root first."""
@@ -360,9 +360,7 @@ class _Builder:
         return _Found(best.order, best.write, best.state, [tensor, *best.chain])
 
     def add_reader(self, edge: InputEdge, reader: OpInfo) -> None:
-        users = self.readers[edge.op].setdefault(edge.index, [])
-        if reader not in users:
-            users.append(reader)
+        add_reader(self.readers, edge, reader)
 
     def add_write(self, tensor: torch.Tensor | None, write: _Write) -> None:
         if tensor is not None:
@@ -403,11 +401,10 @@ class _Builder:
                 self.add_reader(edge, op)
                 output_edges[i] = edge
 
-        for op, by_index in self.readers.items():
-            op.outputs = {k: tuple(by_index[k]) for k in sorted(by_index)}
+        set_outputs(self.readers)
 
         kept = [op for op in self.ops if keep is None or keep(op)]
-        root, modules = self.module_tree(kept)
+        root, modules = build_module_tree(kept, self.root_type, self.type_of)
         self.module_boundaries(modules, root_call)
         for i, op in enumerate(input_ops):
             root.input_ops[i] = self.readers_inside(root_call, model_inputs[i])
@@ -442,36 +439,7 @@ class _Builder:
         for index, out in enumerate(call.outputs):
             self.add_write(out, _Write(call.order, op, index, call))
 
-    # -- module tree -----------------------------------------------------------------------
-
-    def module_tree(self, kept: list[OpInfo]) -> tuple[ModuleInfo, dict[str, ModuleInfo]]:
-        """The modules holding the kept ops (and their ancestors), created in execution
-        order of the compute ops; each op is placed in the innermost module of its stack."""
-        root = ModuleInfo("", self.root_type)
-        modules: dict[str, ModuleInfo] = {"": root}
-
-        def module_for(op: OpInfo) -> ModuleInfo:
-            known = {ctx.module_name: ctx.module_type for ctx in op.module_stack}
-            module = root
-            path = op.module_name
-            if not path:
-                return module
-            parts = path.split(".")
-            for i, part in enumerate(parts):
-                name = ".".join(parts[: i + 1])
-                child = modules.get(name)
-                if child is None:
-                    child = ModuleInfo(name, known.get(name) or self.type_of(name))
-                    modules[name] = child
-                    module.child_modules[part] = child
-                module = child
-            return module
-
-        for op in sorted(kept, key=lambda o: (o.is_state, o._position)):
-            module_for(op)
-        for op in kept:
-            module_for(op).ops.append(op)
-        return root, modules
+    # -- module boundaries -----------------------------------------------------------------
 
     def module_boundaries(
         self, modules: dict[str, ModuleInfo], root_call: ModuleCall | None

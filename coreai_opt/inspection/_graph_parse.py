@@ -113,11 +113,7 @@ def parse_graph_module(
     root_ctx = ModuleContext("", root_type)
 
     def contexts_for_path(path: str) -> tuple[ModuleContext, ...]:
-        if not path:
-            return (root_ctx,)
-        parts = path.split(".")
-        prefixes = [".".join(parts[: i + 1]) for i in range(len(parts))]
-        return (root_ctx, *(ModuleContext(p, type_of(p)) for p in prefixes))
+        return path_contexts(root_ctx, path, type_of)
 
     # -- ops -----------------------------------------------------------------------------
     ops: list[OpInfo] = []
@@ -160,21 +156,62 @@ def parse_graph_module(
         edges = tuple(InputEdge(*value_of[inp]) for inp in node.all_input_nodes)
         op.inputs = edges
         for edge in edges:
-            users = readers[edge.op].setdefault(edge.index, [])
-            if op not in users:
-                users.append(op)
-    for op, by_index in readers.items():
-        op.outputs = {k: tuple(by_index[k]) for k in sorted(by_index)}
+            add_reader(readers, edge, op)
+    set_outputs(readers)
 
     # -- module tree ---------------------------------------------------------------------
     kept = [op for op in ops if keep is None or keep(op)]
+    root, modules = build_module_tree(kept, root_type, type_of)
+
+    _compute_boundaries(ops, synthetic, modules, nodes, op_of, value_of)
+    return ParsedGraph(ops=ops, kept=kept, root=root)
+
+
+# -- shared with the eager parser ------------------------------------------------------------
+
+
+def path_contexts(
+    root_ctx: ModuleContext, path: str, type_of: Callable[[str], str | None]
+) -> tuple[ModuleContext, ...]:
+    """The module stack of the module at *path*: the root, then every prefix of *path*."""
+    if not path:
+        return (root_ctx,)
+    parts = path.split(".")
+    prefixes = [".".join(parts[: i + 1]) for i in range(len(parts))]
+    return (root_ctx, *(ModuleContext(p, type_of(p)) for p in prefixes))
+
+
+def add_reader(
+    readers: dict[OpInfo, dict[int, list[OpInfo]]], edge: InputEdge, reader: OpInfo
+) -> None:
+    """Record *reader* (once) as a user of output ``edge.index`` of ``edge.op``."""
+    users = readers[edge.op].setdefault(edge.index, [])
+    if reader not in users:
+        users.append(reader)
+
+
+def set_outputs(readers: dict[OpInfo, dict[int, list[OpInfo]]]) -> None:
+    """``op.outputs`` of every op from the readers recorded with :func:`add_reader`."""
+    for op, by_index in readers.items():
+        op.outputs = {k: tuple(by_index[k]) for k in sorted(by_index)}
+
+
+def build_module_tree(
+    kept: list[OpInfo], root_type: str | None, type_of: Callable[[str], str | None]
+) -> tuple[ModuleInfo, dict[str, ModuleInfo]]:
+    """The modules holding the *kept* ops (and their ancestors), by qualified name.
+
+    Modules are created in execution order of the compute ops; state ops (listed first by
+    export) only add modules nothing else created. Each op is placed in the innermost
+    module of its stack; a module's type comes from the stack, else from *type_of*.
+    """
     root = ModuleInfo("", root_type)
     modules: dict[str, ModuleInfo] = {"": root}
 
-    def module_for(stack: tuple[ModuleContext, ...]) -> ModuleInfo:
-        known = {ctx.module_name: ctx.module_type for ctx in stack}
+    def module_for(op: OpInfo) -> ModuleInfo:
+        known = {ctx.module_name: ctx.module_type for ctx in op.module_stack}
         module = root
-        path = stack[-1].module_name if stack else ""
+        path = op.module_name
         if not path:
             return module
         parts = path.split(".")
@@ -188,15 +225,11 @@ def parse_graph_module(
             module = child
         return module
 
-    # Modules are created in execution order of their compute ops; state ops (listed
-    # first by export) only add modules nothing else created.
     for op in sorted(kept, key=lambda o: (o.is_state, o._position)):
-        module_for(op.module_stack)
+        module_for(op)
     for op in kept:
-        module_for(op.module_stack).ops.append(op)
-
-    _compute_boundaries(ops, synthetic, modules, nodes, op_of, value_of)
-    return ParsedGraph(ops=ops, kept=kept, root=root)
+        module_for(op).ops.append(op)
+    return root, modules
 
 
 def parse_stack_trace(trace: object) -> tuple[SourceFrame, ...]:

@@ -31,6 +31,7 @@ Example::
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
 import re
@@ -387,7 +388,7 @@ def layer_sensitivity(
             is not quantized by *config*.
     """
     from coreai_opt.quantization import Quantizer
-    from coreai_opt.quantization.spec.fake_quantize import FakeQuantizeImplBase
+    from coreai_opt.quantization._lifecycle import fake_quantizers
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -449,11 +450,11 @@ def layer_sensitivity(
                     prepared(*inputs)
         prepared.eval()
         output = _outputs(prepared, eval_batches)
-        agreement = (output.argmax(dim=-1) == predictions).double().mean().item()
+        output_predictions = output.argmax(dim=-1)
+        agreement = (output_predictions == predictions).double().mean().item()
         accuracy = None
         if target is not None:
-            accuracy = (output.argmax(dim=-1).reshape(-1) == target).double().mean().item()
-        num_fqs = sum(isinstance(m, FakeQuantizeImplBase) for m in prepared.modules())
+            accuracy = (output_predictions.reshape(-1) == target).double().mean().item()
         rows.append(
             LayerSensitivity(
                 layer=name,
@@ -463,7 +464,7 @@ def layer_sensitivity(
                 agreement_drop=1.0 - agreement,
                 accuracy=accuracy,
                 accuracy_drop=None if accuracy is None else float_accuracy - accuracy,  # type: ignore[operator]
-                fake_quantizers=num_fqs,
+                fake_quantizers=len(fake_quantizers(prepared)),
                 dropped_fake_quantizers=dropped,
                 seconds=time.perf_counter() - start,
             )
@@ -475,13 +476,7 @@ def layer_sensitivity(
         execution_mode=str(full.execution_mode.value),
     )
     if chart_path is not None:
-        result = SensitivityResult(
-            result.rows,
-            result.float_accuracy,
-            result.num_samples,
-            result.execution_mode,
-            result.save_chart(chart_path),
-        )
+        result = dataclasses.replace(result, chart_path=result.save_chart(chart_path))
     if show:
         console.print(result.to_rich_table())
     return result
