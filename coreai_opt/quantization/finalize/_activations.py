@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from coreai_opt.quantization.finalize._weights import lowest_code
-from coreai_opt.quantization.spec._dtype_table import format_info
+from coreai_opt.quantization.finalize._weights import ops_minval
+from coreai_opt.quantization.spec._dtype_table import format_info, quant_range
 from coreai_opt.quantization.spec.fake_quantize import FakeQuantizeImplBase
 from coreai_opt.quantization.spec.granularity import (
     PerChannelGranularity,
@@ -30,6 +30,7 @@ __all__ = [
     "ActivationExport",
     "check_activation_exportable",
     "export_activation_qparams",
+    "observed_compute_dtype",
 ]
 
 FP4 = torch.float4_e2m1fn_x2
@@ -62,8 +63,11 @@ class ActivationExport:
     """``dequantize``'s ``input_dtype``: the integer dtype, None for float formats."""
     compute_dtype: torch.dtype
     """The activation's dtype: ``dequantize``'s ``output_dtype``."""
-    storage_dtype: torch.dtype
-    """The dtype that holds one code (int8 / uint8 / float8); a quantized cache has it."""
+
+    @property
+    def storage_dtype(self) -> torch.dtype:
+        """The dtype that holds one code (int8 / uint8 / float8); a quantized cache has it."""
+        return getattr(torch, format_info(self.dtype).storage)
 
     def quantize_kwargs(self, tensors: dict[str, Any]) -> dict[str, Any]:
         """``quantize``'s keyword arguments, omitting those that are None.
@@ -98,8 +102,7 @@ class ActivationExport:
         xf, scale = x.detach().float(), full(self.scale)
         if info.is_float:
             return (xf / scale).clamp(-info.max_abs, info.max_abs).to(self.storage_dtype)
-        lo = lowest_code(self.dtype)
-        hi = lo + 2**info.n_bits - 1
+        lo, hi = quant_range(self.dtype, narrow=False)
         if self.minval is not None:
             codes = torch.round((xf - full(self.minval)) / scale) + lo
         else:
@@ -120,6 +123,14 @@ class ActivationExport:
         if self.axis is not None:
             kwargs["axis"] = self.axis
         return kwargs
+
+
+def observed_compute_dtype(fq: FakeQuantizeImplBase) -> torch.dtype:
+    """The floating-point dtype the activation fake-quantizer observed (float32 when
+    unknown)."""
+    calc = getattr(fq, "qparams_calculator", None)
+    dtype = getattr(calc, "_compute_dtype_for_export", None)
+    return dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else torch.float32
 
 
 def check_activation_exportable(fq: FakeQuantizeImplBase, name: str = "<activation>") -> None:
@@ -196,13 +207,7 @@ def export_activation_qparams(
         if not info.is_float:
             if QuantizationFormulation(fq.qformulation) is QuantizationFormulation.MINVAL:
                 minval_c = shaped(minval).to(compute_dtype)
-                # As for weights: the ops offset MINVAL codes by the format's lowest code,
-                # the FQ by its own quant_min (symmetric_with_clipping differs by one).
-                qmin = float(fq.quant_min)
-                if qmin != lowest_code(dtype):
-                    shift = (lowest_code(dtype) - qmin) * scale_c.float()
-                    minval_c = (minval_c.float() + shift).to(compute_dtype)
-                minval_out = minval_c
+                minval_out = ops_minval(minval_c, scale_c, float(fq.quant_min), dtype)
             else:
                 zp_out = shaped(zero_point).to(getattr(torch, info.storage))
         return ActivationExport(
@@ -213,5 +218,4 @@ def export_activation_qparams(
             dtype=dtype,
             input_dtype=None if info.is_float else dtype,
             compute_dtype=compute_dtype,
-            storage_dtype=getattr(torch, info.storage),
         )

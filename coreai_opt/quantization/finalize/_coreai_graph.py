@@ -34,6 +34,7 @@ from coreai_opt.quantization.finalize._graph_common import (
     add_buffer,
     add_optional_buffer,
     compute_dtype_of,
+    copy_meta,
     get_attr_before,
     rank_of,
 )
@@ -58,10 +59,8 @@ def convert_weight(gm: fx.GraphModule, calls: FakeQuantizerCalls, ops: ExportOps
     names = [
         add_buffer(gm, f"{prefix}_quantized", quantized),
         add_buffer(gm, f"{prefix}_scale", export.scale),
-        None
-        if export.zero_point is None
-        else add_buffer(gm, f"{prefix}_zero_point", export.zero_point),
-        None if export.minval is None else add_buffer(gm, f"{prefix}_minval", export.minval),
+        add_optional_buffer(gm, f"{prefix}_zero_point", export.zero_point),
+        add_optional_buffer(gm, f"{prefix}_minval", export.minval),
     ]
     for node in calls.nodes:
         q, scale, zero_point, minval = get_attr_before(gm, node, names)
@@ -74,7 +73,7 @@ def convert_weight(gm: fx.GraphModule, calls: FakeQuantizerCalls, ops: ExportOps
                 kwargs,
                 name="constexpr_blockwise_shift_scale",
             )
-        new.meta.update({k: v for k, v in node.meta.items() if k in ("val", "nn_module_stack")})
+        copy_meta(node, new)
         node.replace_all_uses_with(new)
         gm.graph.erase_node(node)
     return weight
@@ -137,7 +136,7 @@ class ActivationEmitter:
         qparams = self.qparams(node)
         q = self.quantize(node, x, qparams)
         dq = self.dequantize(node, q, qparams)
-        dq.meta.update({k: v for k, v in node.meta.items() if k in ("val", "nn_module_stack")})
+        copy_meta(node, dq)
         node.replace_all_uses_with(dq)
         self.gm.graph.erase_node(node)
         return dq

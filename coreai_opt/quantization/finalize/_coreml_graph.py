@@ -19,15 +19,24 @@ from __future__ import annotations
 import operator
 
 import torch
-from torch import fx
+from torch import fx, nn
 
 from coreai_opt.config.spec import CompressionType
 from coreai_opt.quantization.finalize._coreml_modules import mil_activation_module, mil_module_name
 from coreai_opt.quantization.finalize._errors import node_error
-from coreai_opt.quantization.finalize._graph_common import FakeQuantizerCalls, compute_dtype_of
-from coreai_opt.quantization.finalize._weights import export_weight
+from coreai_opt.quantization.finalize._graph_common import (
+    FakeQuantizerCalls,
+    compute_dtype_of,
+    copy_meta,
+)
+from coreai_opt.quantization.finalize._weights import WeightExport, export_weight
 
-__all__ = ["COREML_METADATA_VERSION", "convert_all_coreml", "coreml_weight_metadata"]
+__all__ = [
+    "COREML_METADATA_VERSION",
+    "convert_all_coreml",
+    "coreml_weight_metadata",
+    "register_coreml_weight_metadata",
+]
 
 COREML_METADATA_VERSION = 1
 """Value of the root buffer ``_COREML_/metadata_version``."""
@@ -48,6 +57,13 @@ def coreml_weight_metadata(
     return meta
 
 
+def register_coreml_weight_metadata(owner: nn.Module, param: str, export: WeightExport) -> None:
+    """Register the ``_COREML_/<param>/<key>`` buffers of *export* on *owner*."""
+    meta = coreml_weight_metadata(export.n_bits, export.scale, export.zero_point)
+    for key, value in meta.items():
+        owner.register_buffer(f"_COREML_/{param}/{key}", value)
+
+
 def _convert_weight(gm: fx.GraphModule, calls: FakeQuantizerCalls) -> None:
     target = calls.weight_target
     weight = operator.attrgetter(target)(gm)
@@ -56,10 +72,7 @@ def _convert_weight(gm: fx.GraphModule, calls: FakeQuantizerCalls) -> None:
         weight.copy_(export.dequantize())
     owner_path, _, param = target.rpartition(".")
     owner = gm.get_submodule(owner_path) if owner_path else gm
-    for key, value in coreml_weight_metadata(
-        export.n_bits, export.scale, export.zero_point
-    ).items():
-        owner.register_buffer(f"_COREML_/{param}/{key}", value)
+    register_coreml_weight_metadata(owner, param, export)
     for node in calls.nodes:
         node.replace_all_uses_with(node.args[0])
         gm.graph.erase_node(node)
@@ -72,7 +85,7 @@ def _convert_activation(gm: fx.GraphModule, calls: FakeQuantizerCalls) -> None:
     for node in calls.nodes:
         with gm.graph.inserting_before(node):
             new = gm.graph.create_node("call_module", name, (node.args[0],), {}, name=name)
-        new.meta.update({k: v for k, v in node.meta.items() if k in ("val", "nn_module_stack")})
+        copy_meta(node, new)
         node.replace_all_uses_with(new)
         gm.graph.erase_node(node)
 

@@ -40,6 +40,7 @@ from coreai_opt.config.spec.factory import CompressionTargetTensor
 from coreai_opt.quantization.finalize._activations import (
     check_activation_exportable,
     export_activation_qparams,
+    observed_compute_dtype,
 )
 from coreai_opt.quantization.finalize._checks import (
     check_coreml_activation,
@@ -49,7 +50,7 @@ from coreai_opt.quantization.finalize._checks import (
 )
 from coreai_opt.quantization.finalize._coreml_graph import (
     COREML_METADATA_VERSION,
-    coreml_weight_metadata,
+    register_coreml_weight_metadata,
 )
 from coreai_opt.quantization.finalize._coreml_modules import mil_activation_module
 from coreai_opt.quantization.finalize._eager_modules import (
@@ -59,6 +60,7 @@ from coreai_opt.quantization.finalize._eager_modules import (
 )
 from coreai_opt.quantization.finalize._errors import node_error
 from coreai_opt.quantization.finalize._export_ops import ExportOps, select_export_ops
+from coreai_opt.quantization.finalize._graph_common import zero_size_like
 from coreai_opt.quantization.finalize._handlers import get_activation_export_handler
 from coreai_opt.quantization.finalize._mmap import check_mmap_dir, map_tensors, open_mmap_dir
 from coreai_opt.quantization.finalize._weights import check_weight_exportable, export_weight
@@ -165,18 +167,6 @@ def _handled(fq: FakeQuantizeImplBase) -> bool:
     )
 
 
-def _compute_dtype(fq: FakeQuantizeImplBase) -> torch.dtype:
-    """The dtype the activation fake-quantizer observed (float32 when unknown)."""
-    calc = getattr(fq, "qparams_calculator", None)
-    dtype = getattr(calc, "_compute_dtype_for_export", None)
-    return dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else torch.float32
-
-
-def _rank(fq: FakeQuantizeImplBase) -> int | None:
-    """The rank of the tensors the activation fake-quantizer observed, when known."""
-    return getattr(getattr(fq, "qparams_calculator", None), "_input_rank", None)
-
-
 def _set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
     parent_path, _, attr = path.rpartition(".")
     parent = model.get_submodule(parent_path) if parent_path else model
@@ -231,11 +221,7 @@ def _free_originals(owners: list[_Owner]) -> None:
         original = plist._parameters["original"] if is_param else plist._buffers["original"]
         if original is None:
             continue
-        empty = empties.get(id(original))
-        if empty is None:
-            data = torch.empty(0, dtype=original.dtype, device=original.device)
-            empty = nn.Parameter(data, requires_grad=original.requires_grad) if is_param else data
-            empties[id(original)] = empty
+        empty = zero_size_like(original, is_param, empties)
         if is_param:
             plist._parameters["original"] = empty  # type: ignore[assignment]
         else:
@@ -273,8 +259,9 @@ def _convert_coreai(
                         f"replaces the fake-quantizer"
                     )
             else:
+                # (rank None: the rank the FQ observed)
                 export = export_activation_qparams(
-                    act.fq, _compute_dtype(act.fq), _rank(act.fq), act.name
+                    act.fq, observed_compute_dtype(act.fq), name=act.name
                 )
                 module = activation_modules(export, ops)
         except Exception as err:
@@ -324,12 +311,10 @@ def _convert_coreml(
                     tensor.copy_(fake)
                 written.add(id(tensor))
         for owner in weight.owners:
-            meta = coreml_weight_metadata(export.n_bits, export.scale, export.zero_point)
-            for key, value in meta.items():
-                owner.module.register_buffer(f"_COREML_/{owner.tensor}/{key}", value)
+            register_coreml_weight_metadata(owner.module, owner.tensor, export)
     for act in activations:
         try:
-            module = mil_activation_module(act.fq, _compute_dtype(act.fq))
+            module = mil_activation_module(act.fq, observed_compute_dtype(act.fq))
         except Exception as err:
             raise node_error(act.name, err) from err
         for path in act.paths:

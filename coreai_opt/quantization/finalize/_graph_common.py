@@ -17,6 +17,7 @@ import torch
 from torch import fx, nn
 
 from coreai_opt.config.spec.factory import CompressionTargetTensor
+from coreai_opt.quantization.finalize._activations import observed_compute_dtype
 from coreai_opt.quantization.spec.fake_quantize import FakeQuantizeImplBase
 
 __all__ = [
@@ -24,11 +25,13 @@ __all__ = [
     "add_buffer",
     "add_optional_buffer",
     "compute_dtype_of",
+    "copy_meta",
     "fake_quantizer_calls",
     "finish_rewrite",
     "free_unread_tensors",
     "get_attr_before",
     "rank_of",
+    "zero_size_like",
 ]
 
 
@@ -90,8 +93,7 @@ def compute_dtype_of(node: fx.Node, fq: FakeQuantizeImplBase) -> torch.dtype:
     val = source.meta.get("val") if isinstance(source, fx.Node) else None
     if isinstance(val, torch.Tensor) and val.dtype.is_floating_point:
         return val.dtype
-    calc = getattr(fq, "qparams_calculator", None)
-    return getattr(calc, "_compute_dtype_for_export", None) or torch.float32
+    return observed_compute_dtype(fq)
 
 
 def rank_of(node: fx.Node) -> int | None:
@@ -99,6 +101,11 @@ def rank_of(node: fx.Node) -> int | None:
     source = node.args[0] if node.args else None
     val = source.meta.get("val") if isinstance(source, fx.Node) else None
     return val.dim() if isinstance(val, torch.Tensor) else None
+
+
+def copy_meta(src: fx.Node, dst: fx.Node) -> None:
+    """Give the replacement node *dst* the ``val`` and ``nn_module_stack`` of *src*."""
+    dst.meta.update({k: v for k, v in src.meta.items() if k in ("val", "nn_module_stack")})
 
 
 def add_buffer(gm: fx.GraphModule, name: str, tensor: torch.Tensor) -> str:
@@ -142,6 +149,20 @@ def finish_rewrite(gm: fx.GraphModule, removed_modules: Iterable[str]) -> None:
         gm.__dict__.pop(name, None)
 
 
+def zero_size_like(
+    tensor: torch.Tensor, is_param: bool, empties: dict[int, torch.Tensor]
+) -> torch.Tensor:
+    """A zero-size tensor of *tensor*'s dtype and device (an ``nn.Parameter`` with its
+    ``requires_grad`` when *is_param*) to free it with; *empties* (by ``id`` of the freed
+    tensor) makes every name of a tied tensor share one placeholder."""
+    empty = empties.get(id(tensor))
+    if empty is None:
+        data = torch.empty(0, dtype=tensor.dtype, device=tensor.device)
+        empty = nn.Parameter(data, requires_grad=tensor.requires_grad) if is_param else data
+        empties[id(tensor)] = empty
+    return empty
+
+
 def _read_tensor_ids(gm: fx.GraphModule) -> set[int]:
     ids = set()
     for node in gm.graph.nodes:
@@ -180,11 +201,7 @@ def free_unread_tensors(gm: fx.GraphModule, tensors: Iterable[torch.Tensor]) -> 
                 replaced.append(f"{module_name}.{attr}" if module_name else attr)
     empties: dict[int, torch.Tensor] = {}
     for module, attr, tensor, is_param in holders:
-        empty = empties.get(id(tensor))
-        if empty is None:
-            data = torch.empty(0, dtype=tensor.dtype, device=tensor.device)
-            empty = nn.Parameter(data, requires_grad=tensor.requires_grad) if is_param else data
-            empties[id(tensor)] = empty  # tied names keep sharing one (empty) tensor
+        empty = zero_size_like(tensor, is_param, empties)
         if is_param:
             module._parameters[attr] = empty
         else:

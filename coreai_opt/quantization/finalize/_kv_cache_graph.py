@@ -26,6 +26,7 @@ from torch import fx, nn
 
 from coreai_opt.quantization._graph import op_kinds
 from coreai_opt.quantization.finalize._coreai_graph import ActivationEmitter
+from coreai_opt.quantization.finalize._graph_common import copy_meta
 from coreai_opt.quantization.spec.fake_quantize import FakeQuantizeImplBase
 
 __all__ = ["CACHE_OPS", "QUANTIZED_INPUTS_KEY", "convert_kv_cache", "kv_cache_fake_quantizers"]
@@ -145,7 +146,7 @@ def convert_kv_cache(
             user.replace_input_with(node, emitter.dequantize(user, node))
     after = cache_op.next
     dq = emitter.dequantize(after, cache_op)
-    dq.meta.update({k: v for k, v in cache_op.meta.items() if k in ("val", "nn_module_stack")})
+    copy_meta(cache_op, dq)
     cache_op.replace_all_uses_with(dq, delete_user_cb=lambda user: user is not dq)
     if fq_node.users:
         emitter.replace(fq_node)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from coreai_opt import _ops
-from coreai_opt.quantization.spec._dtype_table import format_info
+from coreai_opt.quantization.spec._dtype_table import format_info, quant_range
 from coreai_opt.quantization.spec.fake_quantize import FakeQuantizeImplBase
 from coreai_opt.quantization.spec.granularity import PerBlockGranularity
 from coreai_opt.quantization.spec.qformulation import QuantizationFormulation
@@ -38,6 +38,7 @@ __all__ = [
     "expand_qparam",
     "export_weight",
     "lowest_code",
+    "ops_minval",
 ]
 
 FP4 = torch.float4_e2m1fn_x2
@@ -70,8 +71,11 @@ class WeightExport:
     """The fake-quantizer's quantization dtype."""
     compute_dtype: torch.dtype
     """The dense weight's dtype, which the dequantized weight has again."""
-    n_bits: int
-    """Bits per code."""
+
+    @property
+    def n_bits(self) -> int:
+        """Bits per code."""
+        return format_info(self.dtype).n_bits
 
     def dequantize(self) -> torch.Tensor:
         """The dense weight these codes stand for, in the compute dtype.
@@ -104,8 +108,24 @@ class WeightExport:
 def lowest_code(dtype: torch.dtype) -> float:
     """The lowest code of integer format *dtype* (``-2^(n-1)`` signed, 0 unsigned): the
     offset of the MINVAL formulation in the Core AI ops."""
-    info = format_info(dtype)
-    return -float(2 ** (info.n_bits - 1)) if info.signed else 0.0
+    return quant_range(dtype, narrow=False)[0]
+
+
+def ops_minval(
+    minval: torch.Tensor, scale: torch.Tensor, quant_min: float, dtype: torch.dtype
+) -> torch.Tensor:
+    """*minval* (compute dtype) as the Core AI ops need it for a FQ whose codes start at
+    *quant_min*.
+
+    The ops offset MINVAL codes by the format's lowest code, the FQ by its own quant_min;
+    they differ for symmetric_with_clipping (-127 vs -128). Shifting minval by the
+    difference (in steps of *scale*) makes the exported graph dequantize to the FQ's
+    values (the reference keeps minval and is off by one step there).
+    """
+    dtype_min = lowest_code(dtype)
+    if quant_min == dtype_min:
+        return minval
+    return (minval.float() + (dtype_min - quant_min) * scale.float()).to(minval.dtype)
 
 
 def expand_qparam(qparam: torch.Tensor, shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
@@ -217,7 +237,6 @@ def export_weight(
                 output_dtype=compute if e8m0 else None,
                 dtype=dtype,
                 compute_dtype=compute,
-                n_bits=info.n_bits,
             )
         qmin, qmax = float(fq.quant_min), float(fq.quant_max)
         storage = getattr(torch, info.storage)
@@ -227,14 +246,7 @@ def export_weight(
             minval_c = minval.to(compute)
             offset = expand_qparam(minval_c.float(), shape)
             codes = (torch.round((w - offset) / full_scale) + qmin).clamp(qmin, qmax)
-            # The ops offset MINVAL codes by the format's lowest code, the FQ by its own
-            # quant_min; they differ for symmetric_with_clipping (-127 vs -128). Shift minval
-            # by the difference so the exported graph dequantizes to the FQ's values (the
-            # reference keeps minval and is off by one step there).
-            dtype_min = lowest_code(dtype)
-            if qmin != dtype_min:
-                minval_c = (minval_c.float() + (dtype_min - qmin) * scale_c.float()).to(compute)
-            zp_out, minval_out = None, minval_c
+            zp_out, minval_out = None, ops_minval(minval_c, scale_c, qmin, dtype)
         else:
             if zero_point is None:
                 raise ValueError(f"weight {name!r}: qformulation='zp' but no zero_point stored")
@@ -250,5 +262,4 @@ def export_weight(
             output_dtype=None,
             dtype=dtype,
             compute_dtype=compute,
-            n_bits=info.n_bits,
         )
