@@ -1,6 +1,8 @@
 // Autograd of the fused family: the straight-through estimator of the fake-quantize the op
 // ran (or the identity when fake_quant_on is off); the state it writes gets no gradient.
 #include "autograd/differentiable.h"
+#include "autograd/state_copy.h"
+#include "ops/checks.h"
 #include "ops/schemas.h"
 
 namespace coreai_opt::autograd {
@@ -25,9 +27,17 @@ class FusedFakeQuantize : public torch::autograd::Function<FusedFakeQuantize> {
         block_size, dtype, quant_min, quant_max, symmetric, use_minval, e8m0, method,
         averaging_constant, range_min, range_max);
     // The state is overwritten by the next step, so backward keeps its own copy of the
-    // qparams this step used (they are small next to x).
-    ctx->save_for_backward(
-        {x, fake_quant_on.clone(), scale.clone(), zero_point.clone(), minval.clone()});
+    // switch and the qparams this step used (they are small next to x): only those the
+    // straight-through mask reads. The backward op ignores the offset of the form not in
+    // use (and both for float formats), so the scale's copy stands in for it.
+    const at::Tensor fq_on = copy_state(fake_quant_on);
+    const at::Tensor s = copy_state(scale);
+    at::Tensor zp = s;
+    at::Tensor mv = s;
+    if (!ops::quant_format_of(dtype, kName).is_float) {
+      (use_minval ? mv : zp) = copy_state(use_minval ? minval : zero_point);
+    }
+    ctx->save_for_backward({x, fq_on, s, zp, mv});
     ctx->saved_data["dtype"] = dtype;
     ctx->saved_data["qmin"] = quant_min;
     ctx->saved_data["qmax"] = quant_max;
@@ -40,6 +50,9 @@ class FusedFakeQuantize : public torch::autograd::Function<FusedFakeQuantize> {
                    const at::Tensor&, const at::Tensor&, c10::ScalarType, int64_t, int64_t, bool);
     static const auto bw = op_handle<BackwardSig>("fused_fake_quantize_backward");
     const auto s = ctx->get_saved_variables();
+    // Straight to the kernels: the backward op is not differentiable, so its Autograd
+    // kernel would only box the call and run it below autograd.
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
     const auto gx =
         bw.call(grads[0], s[0], s[1], s[2], s[3], s[4], ctx->saved_data["dtype"].toScalarType(),
                 ctx->saved_data["qmin"].toInt(), ctx->saved_data["qmax"].toInt(),

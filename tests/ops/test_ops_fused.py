@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -256,6 +257,47 @@ def test_backward(f: FusedFormat, fq: bool) -> None:
     assert_bitexact(gx, want)
     if fq:
         assert gx[0, :3].tolist() == [0.0, 0.0, 0.0]
+
+
+class _CountClones(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts aten.clone calls (the autograd layer's copies when a mode is active)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clones = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        if func is torch.ops.aten.clone.default:
+            self.clones += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("mode", [False, True], ids=["plain", "dispatch-mode"])
+@pytest.mark.parametrize("f", FORMATS)
+def test_autograd_uses_the_qparams_of_its_own_call(f: FusedFormat, mode: bool) -> None:
+    """Two observing calls before one backward: each gradient uses the switch and qparams
+    its own call saw, though the second call overwrote the state (the autograd node keeps
+    copies: direct copies for plain CPU tensors, aten.clone under a dispatch mode)."""
+    st = State.fresh([6, 1])
+    x1 = (torch.randn(6, 40) * 3).requires_grad_()
+    x2 = (torch.randn(6, 40) * 0.2).requires_grad_()
+    counter = _CountClones()
+    with counter if mode else contextlib.nullcontext():
+        y1 = call_fused(x1, on(True), on(True), st, [1, 40], f, "static")
+        after1 = st.clone()
+        y2 = call_fused(x2, on(True), on(True), st, [1, 40], f, "static")
+        after2 = st.clone()
+    assert (counter.clones > 0) == mode
+    g1, g2 = torch.randn(6, 40), torch.randn(6, 40)
+    gx1, gx2 = torch.autograd.grad((y1, y2), (x1, x2), (g1, g2))
+    for gx, g, x, after in ((gx1, g1, x1, after1), (gx2, g2, x2, after2)):
+        want = ops.fused_fake_quantize_backward(
+            **fused_backward_kwargs(
+                g, x.detach(), on(True), (after.scale, after.zero_point, after.minval), f
+            )
+        )
+        assert_bitexact(gx, want)
+    assert not torch.equal(after1.scale, after2.scale)
 
 
 @pytest.mark.parametrize(("range_min", "range_max"), [(-0.5, None), (None, 0.25)])
