@@ -23,6 +23,7 @@ from coreai_opt.quantization._eager.pickling import make_picklable
 from coreai_opt.quantization._eager.placement import EagerPlan, plan_placement
 from coreai_opt.quantization._eager.recording import Recording, record
 from coreai_opt.quantization._eager.runtime import RUNTIME_ATTR, EagerRuntime, SiteRef, get_runtime
+from coreai_opt.quantization._eager.weight_access import install_fast_weight_access
 from coreai_opt.quantization._mode import (
     ModeImplementation,
     check_example_inputs,
@@ -104,6 +105,7 @@ class EagerMode(ModeImplementation):
         _lifecycle.apply_weight_axis_defaults(weight_fqs, activation_fqs)
         runtime = _install_runtime(model, plan, hooked)
         make_picklable(model)
+        install_fast_weight_access(model)
         _lifecycle.set_switches(model, observer=True, fake_quant=False)
         flags = {m: m.training for m in model.modules()}
         model.eval()

@@ -16,6 +16,8 @@ from typing import Any
 from torch import nn
 from torch.nn.utils import parametrize
 
+from coreai_opt.quantization._eager.weight_access import install_fast_read
+
 __all__ = ["make_picklable"]
 
 
@@ -30,6 +32,7 @@ def _new_parametrized(base: type[nn.Module], names: tuple[str, ...]) -> nn.Modul
     parametrize._inject_new_class(module)
     for name in names:
         parametrize._inject_property(module, name)
+        install_fast_read(type(module), name)
     type(module).__reduce_ex__ = _reduce_ex  # type: ignore[method-assign,assignment]
     type(module).__setstate__ = nn.Module.__setstate__  # type: ignore[method-assign]
     return module
