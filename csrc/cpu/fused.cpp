@@ -1,8 +1,11 @@
 // CPU kernels of the fused family: observe + qparams + fake-quantize in one call, the state
 // written in place, and its straight-through backward.
+#include <ATen/ops/empty_like.h>
 #include <torch/library.h>
 
 #include "cpu/fake_quantize.h"
+#include "cpu/kernels/kernels.h"
+#include "cpu/memory_order.h"
 #include "cpu/observe.h"
 #include "cpu/qparams.h"
 #include "ops/checks.h"
@@ -26,16 +29,23 @@ at::Tensor fused_fake_quantize(const at::Tensor& x, const at::Tensor& observer_o
       c10::fromIntArrayRefSlow(block_size), dtype, quant_min, quant_max, method, averaging_constant,
       range_min, range_max);
   const auto& fmt = checked.format;
-  const auto layout = formats::make_qparam_layout(x.sizes().vec(), *checked.q_sizes);
-  // One contiguous view for both passes (a non-contiguous input is copied once, not twice).
-  const auto xc = x.contiguous();
+  const auto& q_sizes = *checked.q_sizes;
+  // y has x's layout; the kernels run in y's memory order (memory_order.h).
+  at::Tensor y = at::empty_like(x);
+  const auto order = MemoryOrder::of(y, q_sizes);
+  const at::Tensor yv =
+      order.usable() ? order.view(y) : at::empty_like(x, at::MemoryFormat::Contiguous);
+  // One contiguous view for both passes (a copy only when x is laid out unlike y).
+  const at::Tensor xv = (order.usable() ? order.view(x) : x).contiguous();
+  const auto layout = formats::make_qparam_layout(xv.sizes().vec(),
+                                                  order.usable() ? order.sizes(q_sizes) : q_sizes);
   const int64_t qn = scale.numel();
 
   if (read_switch(observer_on)) {
     float* rmin = running_min.mutable_data_ptr<float>();
     float* rmax = running_max.mutable_data_ptr<float>();
     if (!(range_min.has_value() && range_max.has_value())) {
-      fold_range(batch_minmax(xc, layout), rmin, rmax, checked.method, averaging_constant);
+      fold_range(batch_minmax(xv, layout), rmin, rmax, checked.method, averaging_constant);
     }
     if (fmt.is_float) {
       float_qparams_into(rmin, rmax, qn, formats::float_format_info(fmt.float_format), e8m0,
@@ -47,16 +57,20 @@ at::Tensor fused_fake_quantize(const at::Tensor& x, const at::Tensor& observer_o
     }
   }
   if (!read_switch(fake_quant_on)) {
-    return xc.is_same(x) ? x.clone(at::MemoryFormat::Contiguous) : xc;
-  }
-  if (fmt.is_float) {
-    return run_fake_quantize_float(xc, layout,
-                                   FloatQParams::of(scale, fmt.float_format, op).params());
-  }
-  const auto q = use_minval
-                     ? IntQParams::of(scale, std::nullopt, minval, quant_min, quant_max, op)
+    yv.copy_(xv);
+  } else if (xv.numel() > 0) {
+    if (fmt.is_float) {
+      kernels().fake_quantize_float(xv, yv, layout,
+                                    FloatQParams::of(scale, fmt.float_format, op).params());
+    } else {
+      const auto q =
+          use_minval ? IntQParams::of(scale, std::nullopt, minval, quant_min, quant_max, op)
                      : IntQParams::of(scale, zero_point, std::nullopt, quant_min, quant_max, op);
-  return run_fake_quantize_int(xc, layout, q.params());
+      kernels().fake_quantize_int(xv, yv, layout, q.params());
+    }
+  }
+  if (!order.usable()) y.copy_(yv);
+  return y;
 }
 
 at::Tensor fused_fake_quantize_backward(const at::Tensor& grad, const at::Tensor& x,
@@ -68,19 +82,35 @@ at::Tensor fused_fake_quantize_backward(const at::Tensor& grad, const at::Tensor
   const auto checked = ops::check_fused_fake_quantize_backward(
       grad, x, fake_quant_on, scale, zero_point, minval, dtype, quant_min, quant_max, use_minval);
   const auto& fmt = checked.format;
+  // grad_x has x's layout, like the forward's y; the kernel runs in its memory order.
+  at::Tensor gx = at::empty_like(x);
   if (!read_switch(fake_quant_on)) {
-    return grad.to(x.scalar_type()).clone(at::MemoryFormat::Contiguous);
+    gx.copy_(grad);
+    return gx;
   }
-  const auto xc = x.contiguous();
-  const auto& layout = *checked.layout;
-  if (fmt.is_float) {
-    return run_fake_quantize_float_backward(grad, xc, layout,
-                                            FloatQParams::of(scale, fmt.float_format, op).params());
-  }
-  const auto q = use_minval
-                     ? IntQParams::of(scale, std::nullopt, minval, quant_min, quant_max, op)
+  // The qparam shape over x's dimensions (a 0-d scale is per-tensor).
+  std::vector<int64_t> q_sizes(x.dim(), 1);
+  if (scale.dim() == x.dim()) q_sizes = scale.sizes().vec();
+  const auto order = MemoryOrder::of(gx, q_sizes);
+  const at::Tensor gxv =
+      order.usable() ? order.view(gx) : at::empty_like(x, at::MemoryFormat::Contiguous);
+  const at::Tensor xv = (order.usable() ? order.view(x) : x).contiguous();
+  const at::Tensor gv = (order.usable() ? order.view(grad) : grad).to(x.scalar_type()).contiguous();
+  const auto layout = formats::make_qparam_layout(xv.sizes().vec(),
+                                                  order.usable() ? order.sizes(q_sizes) : q_sizes);
+  if (xv.numel() > 0) {
+    if (fmt.is_float) {
+      kernels().fake_quantize_float_backward(
+          gv, xv, gxv, layout, FloatQParams::of(scale, fmt.float_format, op).params());
+    } else {
+      const auto q =
+          use_minval ? IntQParams::of(scale, std::nullopt, minval, quant_min, quant_max, op)
                      : IntQParams::of(scale, zero_point, std::nullopt, quant_min, quant_max, op);
-  return run_fake_quantize_int_backward(grad, xc, layout, q.params());
+      kernels().fake_quantize_int_backward(gv, xv, gxv, layout, q.params());
+    }
+  }
+  if (!order.usable()) gx.copy_(gxv);
+  return gx;
 }
 
 }  // namespace

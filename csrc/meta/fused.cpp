@@ -1,6 +1,8 @@
 // Meta kernels of the fused family.
 #include <torch/library.h>
 
+#include <ATen/ops/empty_like.h>
+
 #include "meta/like.h"
 #include "ops/checks.h"
 #include "ops/schemas.h"
@@ -21,7 +23,7 @@ at::Tensor fused_fake_quantize(const at::Tensor& x, const at::Tensor& observer_o
   ops::check_fused_fake_quantize(x, observer_on, fake_quant_on, running_min, running_max, scale,
                                  zero_point, minval, block_size, dtype, quant_min, quant_max,
                                  method, averaging_constant, range_min, range_max);
-  return like(x);
+  return at::empty_like(x);  // x's layout, as every device returns
 }
 
 at::Tensor fused_fake_quantize_backward(const at::Tensor& grad, const at::Tensor& x,
@@ -31,7 +33,7 @@ at::Tensor fused_fake_quantize_backward(const at::Tensor& grad, const at::Tensor
                                         bool use_minval) {
   ops::check_fused_fake_quantize_backward(grad, x, fake_quant_on, scale, zero_point, minval, dtype,
                                           quant_min, quant_max, use_minval);
-  return like(x);
+  return at::empty_like(x);
 }
 
 }  // namespace

@@ -15,6 +15,9 @@ void define_fused(torch::Library& m) {
   //   dtypes) or scale (float formats; zero_point / minval untouched). When range_min and
   //   range_max are both given the observation is skipped: the qparams are fixed.
   //   If fake_quant_on: y = fake-quantize(x) with the (updated) qparams, else y = copy of x.
+  //   y has x's layout (torch.empty_like(x)): a channels_last x gives a channels_last y,
+  //   computed without copying x, so the op is tagged flexible_layout (torch.compile keeps
+  //   its own layout choice for the tensors around it).
   //   dtype: an integer dtype (int2..int8, uint2..uint8; quant_min / quant_max give the
   //   range) or float8_e4m3fn / float8_e5m2 / float4_e2m1fn_x2.
   //   State tensors: float32 running_min / running_max / scale / minval and int32
@@ -25,15 +28,16 @@ void define_fused(torch::Library& m) {
       "Tensor(d!) zero_point, Tensor(e!) minval, SymInt[] block_size, ScalarType dtype, "
       "int quant_min, int quant_max, bool symmetric, bool use_minval, bool e8m0, str method, "
       "float averaging_constant=0.01, float? range_min=None, float? range_max=None) -> Tensor",
-      {at::Tag::pt2_compliant_tag});
+      {at::Tag::pt2_compliant_tag, at::Tag::flexible_layout});
   // fused_fake_quantize_backward(grad, x, fake_quant_on, scale, zero_point, minval, dtype,
   //                              quant_min, quant_max, use_minval) -> grad_x
-  //   The STE of the matching fake-quantize when fake_quant_on, else grad unchanged.
+  //   The STE of the matching fake-quantize when fake_quant_on, else grad unchanged;
+  //   grad_x has x's layout (grad may have any).
   m.def(
       "fused_fake_quantize_backward(Tensor grad, Tensor x, Tensor fake_quant_on, "
       "Tensor scale, Tensor zero_point, Tensor minval, ScalarType dtype, int quant_min, "
       "int quant_max, bool use_minval) -> Tensor",
-      {at::Tag::pt2_compliant_tag});
+      {at::Tag::pt2_compliant_tag, at::Tag::flexible_layout});
 }
 
 }  // namespace coreai_opt::ops

@@ -13,6 +13,14 @@ namespace coreai_opt::reference {
 
 namespace {
 
+// The fused ops return x's layout (torch.empty_like(x)) on every device.
+at::Tensor with_layout_of(const at::Tensor& x, const at::Tensor& value) {
+  if (x.is_contiguous() && value.is_contiguous()) return value;
+  at::Tensor out = at::empty_like(x);
+  out.copy_(value);
+  return out;
+}
+
 at::Tensor fused_fake_quantize(const at::Tensor& x, const at::Tensor& observer_on,
                                const at::Tensor& fake_quant_on, const at::Tensor& running_min,
                                const at::Tensor& running_max, const at::Tensor& scale,
@@ -51,7 +59,7 @@ at::Tensor fused_fake_quantize(const at::Tensor& x, const at::Tensor& observer_o
     y = use_minval ? int_fake_quantize(x, scale, std::nullopt, minval, quant_min, quant_max)
                    : int_fake_quantize(x, scale, zero_point, std::nullopt, quant_min, quant_max);
   }
-  return at::where(fq, y, x).contiguous();
+  return with_layout_of(x, at::where(fq, y, x));
 }
 
 at::Tensor fused_fake_quantize_backward(const at::Tensor& grad, const at::Tensor& x,
@@ -72,7 +80,7 @@ at::Tensor fused_fake_quantize_backward(const at::Tensor& grad, const at::Tensor
   } else {
     g = int_fake_quantize_grad(grad, x, scale, zero_point, std::nullopt, quant_min, quant_max);
   }
-  return at::where(fq, g, grad.to(x.scalar_type())).contiguous();
+  return with_layout_of(x, at::where(fq, g, grad.to(x.scalar_type())));
 }
 
 }  // namespace

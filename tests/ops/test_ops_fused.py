@@ -68,6 +68,10 @@ class State:
         """Deep copy."""
         return State(*(t.clone() for t in self.tensors()))
 
+    def to(self, device: str) -> State:
+        """Copies on *device*."""
+        return State(*(t.to(device) for t in self.tensors()))
+
     def tensors(self) -> tuple[torch.Tensor, ...]:
         """The buffers in schema order."""
         return (self.running_min, self.running_max, self.scale, self.zero_point, self.minval)
@@ -318,3 +322,61 @@ def test_one_float_range_end(
         assert_bitexact(y, wy)
         assert_state(st, want)
     assert torch.isfinite(st.running_min).all() and torch.isfinite(st.running_max).all()
+
+
+# ---- layout: y and grad_x have x's layout --------------------------------------------------
+
+LAYOUTS = [
+    # (x, block size, qparam shape) with x channels_last or transposed
+    pytest.param("cl", [32, 8, 6, 5], (1, 1, 1, 1), id="cl-tensor"),
+    pytest.param("cl", [32, 1, 6, 5], (1, 8, 1, 1), id="cl-channel"),
+    pytest.param("cl", [32, 2, 6, 5], (1, 4, 1, 1), id="cl-blocks-one-dim"),
+    pytest.param("cl", [16, 2, 6, 5], (2, 4, 1, 1), id="cl-blocks-two-dims"),
+    pytest.param("t", [1, 40], (6, 1), id="transposed-channel"),
+    pytest.param("t", [6, 8], (1, 5), id="transposed-blocks"),
+]
+
+
+def _strided_x(kind: str) -> torch.Tensor:
+    if kind == "cl":
+        return (torch.randn(32, 8, 6, 5) * 2).to(memory_format=torch.channels_last)
+    return (torch.randn(40, 6) * 2).t()
+
+
+@pytest.mark.parametrize("quantize", [True, False], ids=["fq_on", "fq_off"])
+@pytest.mark.parametrize(("kind", "block", "q_shape"), LAYOUTS)
+@pytest.mark.parametrize("f", [FORMATS[0], FORMATS[3], FORMATS[8]])
+def test_output_keeps_the_input_layout(
+    f: FusedFormat, kind: str, block: list[int], q_shape: tuple[int, ...], quantize: bool
+) -> None:
+    """A channels_last or transposed x gives y (and grad_x) of x's layout, with the values
+    and state of the same call on a contiguous copy; Meta agrees on the strides."""
+    x = _strided_x(kind)
+    assert not x.is_contiguous()
+    st, st_c = State.fresh(list(q_shape)), State.fresh(list(q_shape))
+    y = call_fused(x, on(True), on(quantize), st, block, f, "moving_average")
+    y_c = call_fused(x.contiguous(), on(True), on(quantize), st_c, block, f, "moving_average")
+    assert y.stride() == x.stride()
+    assert_bitexact(y, y_c)
+    assert_state(st, st_c)
+    meta = call_fused(
+        x.to("meta"),
+        on(True).to("meta"),
+        on(quantize).to("meta"),
+        st.to("meta"),
+        block,
+        f,
+        "moving_average",
+    )
+    assert meta.stride() == x.stride()
+
+    g = torch.randn(x.shape)  # contiguous, unlike x
+    kw = fused_backward_kwargs(g, x, on(quantize), (st.scale, st.zero_point, st.minval), f)
+    gx = ops.fused_fake_quantize_backward(**kw)
+    kw_c = fused_backward_kwargs(
+        g, x.contiguous(), on(quantize), (st.scale, st.zero_point, st.minval), f
+    )
+    assert gx.stride() == x.stride()
+    assert_bitexact(gx, ops.fused_fake_quantize_backward(**kw_c))
+    kw_meta = {k: v.to("meta") if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
+    assert ops.fused_fake_quantize_backward(**kw_meta).stride() == x.stride()
