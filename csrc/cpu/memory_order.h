@@ -2,8 +2,7 @@
 // (channels_last, a transposed weight) without copying it.
 //
 // The fused ops return y with x's layout (torch.empty_like), so a channels_last activation
-// stays channels_last through a fake-quantizer and torch.compile keeps its layout choice
-// around the op (the op is tagged flexible_layout). y.permute(order) is contiguous for the
+// stays channels_last through a fake-quantizer. y.permute(order) is contiguous for the
 // order below; x and grad are permuted the same way (a copy only when their layout differs
 // from y's), and so are the qparam sizes. The kernels index qparams row-major over the
 // Full dimensions, which a permutation keeps when at most one qparam dimension is larger

@@ -16,8 +16,8 @@ void define_fused(torch::Library& m) {
   //   range_max are both given the observation is skipped: the qparams are fixed.
   //   If fake_quant_on: y = fake-quantize(x) with the (updated) qparams, else y = copy of x.
   //   y has x's layout (torch.empty_like(x)): a channels_last x gives a channels_last y,
-  //   computed without copying x, so the op is tagged flexible_layout (torch.compile keeps
-  //   its own layout choice for the tensors around it).
+  //   computed without copying x. Inductor keeps its default for custom ops (inputs in the
+  //   traced stride order), so the output strides are those it traced.
   //   dtype: an integer dtype (int2..int8, uint2..uint8; quant_min / quant_max give the
   //   range) or float8_e4m3fn / float8_e5m2 / float4_e2m1fn_x2.
   //   State tensors: float32 running_min / running_max / scale / minval and int32
@@ -28,7 +28,7 @@ void define_fused(torch::Library& m) {
       "Tensor(d!) zero_point, Tensor(e!) minval, SymInt[] block_size, ScalarType dtype, "
       "int quant_min, int quant_max, bool symmetric, bool use_minval, bool e8m0, str method, "
       "float averaging_constant=0.01, float? range_min=None, float? range_max=None) -> Tensor",
-      {at::Tag::pt2_compliant_tag, at::Tag::flexible_layout});
+      {at::Tag::pt2_compliant_tag});
   // fused_fake_quantize_backward(grad, x, fake_quant_on, scale, zero_point, minval, dtype,
   //                              quant_min, quant_max, use_minval) -> grad_x
   //   The STE of the matching fake-quantize when fake_quant_on, else grad unchanged;
@@ -37,7 +37,7 @@ void define_fused(torch::Library& m) {
       "fused_fake_quantize_backward(Tensor grad, Tensor x, Tensor fake_quant_on, "
       "Tensor scale, Tensor zero_point, Tensor minval, ScalarType dtype, int quant_min, "
       "int quant_max, bool use_minval) -> Tensor",
-      {at::Tag::pt2_compliant_tag, at::Tag::flexible_layout});
+      {at::Tag::pt2_compliant_tag});
 }
 
 }  // namespace coreai_opt::ops

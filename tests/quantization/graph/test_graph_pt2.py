@@ -62,6 +62,42 @@ def test_compiled_qat_step_matches_the_uncompiled_one() -> None:
         torch.testing.assert_close(a, b)
 
 
+class _HeadsAndConv(nn.Module):
+    """A conv (Inductor stores its activations channels_last) and nn.MultiheadAttention
+    (fake-quantized matmul inputs are head-split transposed views): the layouts for which the
+    fused op must return the strides Inductor traced."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = torch.relu(self.conv(x)).flatten(2).transpose(1, 2)  # (2, 16, 8)
+        return self.attn(t, t, t, need_weights=False)[0].sum()
+
+
+def test_inductor_qat_step_matches_the_uncompiled_one() -> None:
+    """Inductor (not aot_eager): output layouts, strides and the values of a QAT step."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 4, 4)
+    model = _HeadsAndConv()
+    q = Quantizer(model, QuantizerConfig())
+    eager = q.prepare((x,))
+    compiled_model = copy.deepcopy(eager)
+    compiled = torch.compile(compiled_model, fullgraph=True)
+    q2 = Quantizer(model, QuantizerConfig())
+    with q.training_mode(eager), q2.training_mode(compiled_model):
+        for fwd, m in ((eager, eager), (compiled, compiled_model)):
+            m.zero_grad()
+            fwd(x).backward()
+        for a, b in zip(compiled_model.parameters(), eager.parameters(), strict=True):
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5)
+        with torch.no_grad():
+            torch.testing.assert_close(compiled(x), eager(x), rtol=1e-4, atol=1e-5)
+
+
 def test_a_registered_pattern_quantizes_an_op_the_registry_lacks() -> None:
     class Soft(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
