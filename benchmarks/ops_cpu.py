@@ -331,45 +331,47 @@ def activation_cases() -> list[Case]:
         "range_min": None,
         "range_max": None,
     }
-    e_rmin, e_rmax = torch.tensor(float("inf")), torch.tensor(float("-inf"))
-    c_rmin, c_rmax = torch.tensor(float("inf")), torch.tensor(float("-inf"))
-    cases.append(
-        Case(
-            "activation 64x1024x768 fused observer (moving average) + int8 fwd fp32",
-            x.numel(),
+
+    def fused_observer_case(name: str, xt: torch.Tensor, kw: dict, note: str) -> Case:
+        """Our fused call on xt against aten's fused observer and the eager / compiled
+        expression, each with its own running range."""
+        out = torch.empty_like(xt)
+        e_range = (torch.tensor(float("inf")), torch.tensor(float("-inf")))
+        c_range = (torch.tensor(float("inf")), torch.tensor(float("-inf")))
+        return Case(
+            name,
+            xt.numel(),
             12,
-            "read x twice (observe, quantize), write y",
-            ours=lambda: OPS.fused_fake_quantize(**fused_kw),
-            copy=lambda: dst.copy_(x),
+            note,
+            ours=lambda: OPS.fused_fake_quantize(**kw),
+            copy=lambda: out.copy_(xt),
             aten=lambda: torch.fused_moving_avg_obs_fake_quant(
-                x, on, on, a_rmin, a_rmax, a_scale, a_zp, 0.01, -128, 127, 0, False, True
+                xt, on, on, a_rmin, a_rmax, a_scale, a_zp, 0.01, -128, 127, 0, False, True
             ),
-            eager=lambda: observe_fq(x, e_rmin, e_rmax),
-            compiled=compile_fn(observe_fq, x, c_rmin, c_rmax),
+            eager=lambda: observe_fq(xt, *e_range),
+            compiled=compile_fn(observe_fq, xt, *c_range),
+        )
+
+    cases.append(
+        fused_observer_case(
+            "activation 64x1024x768 fused observer (moving average) + int8 fwd fp32",
+            x,
+            fused_kw,
+            "read x twice (observe, quantize), write y",
         )
     )
     # The same call on a channels_last activation of as many elements: the fused op keeps
     # the layout and runs in memory order (before, it made a contiguous copy first).
     xcl = x.reshape(64, 768, 32, 32).to(memory_format=torch.channels_last)
-    dst_cl = torch.empty_like(xcl)
     cl_kw = dict(fused_kw, x=xcl, block_size=list(xcl.shape))
     for k in ("running_min", "running_max", "scale", "zero_point", "minval"):
         cl_kw[k] = fused_kw[k].clone().reshape(1, 1, 1, 1)
-    e_cl = (torch.tensor(float("inf")), torch.tensor(float("-inf")))
-    c_cl = (torch.tensor(float("inf")), torch.tensor(float("-inf")))
     cases.append(
-        Case(
+        fused_observer_case(
             "activation 64x768x32x32 channels_last fused observer + int8 fwd fp32",
-            xcl.numel(),
-            12,
+            xcl,
+            cl_kw,
             "read x twice (observe, quantize), write y (channels_last)",
-            ours=lambda: OPS.fused_fake_quantize(**cl_kw),
-            copy=lambda: dst_cl.copy_(xcl),
-            aten=lambda: torch.fused_moving_avg_obs_fake_quant(
-                xcl, on, on, a_rmin, a_rmax, a_scale, a_zp, 0.01, -128, 127, 0, False, True
-            ),
-            eager=lambda: observe_fq(xcl, *e_cl),
-            compiled=compile_fn(observe_fq, xcl, *c_cl),
         )
     )
     s8 = torch.tensor(x.abs().max().item() / 448.0).reshape(1, 1, 1)
