@@ -194,9 +194,25 @@ def fused_fake_quantize(
 
 def fused_fake_quantize_packed(x: torch.Tensor, args: tuple[object, ...]) -> torch.Tensor:
     """:func:`fused_fake_quantize` with every argument after ``x`` given positionally, in
-    schema order (``observer_on`` ... ``range_max``): the hot path of a fake-quantizer that
-    built *args* once."""
+    schema order (``observer_on`` ... ``range_max``): what a fake-quantizer that built *args*
+    once calls while torch.compile / torch.export trace it."""
     return _ops.fused_fake_quantize(x, *args)
+
+
+def _direct(overload: Any) -> Any:
+    """The overload's C++ entry point, which ``OpOverload.__call__`` forwards to: one
+    Python frame less per call, for hot paths that torch.compile never traces (Dynamo
+    knows the overload object, not this builtin)."""
+    return getattr(overload, "_op", overload)
+
+
+_FUSED_DIRECT = _direct(_ops.fused_fake_quantize.default)
+
+
+def fused_fake_quantize_direct(x: torch.Tensor, args: tuple[object, ...]) -> torch.Tensor:
+    """:func:`fused_fake_quantize_packed` through the op's C++ entry point: the eager hot
+    path of a fake-quantizer (never under torch.compile)."""
+    return _FUSED_DIRECT(x, *args)
 
 
 def fused_fake_quantize_backward(
@@ -343,7 +359,7 @@ def eager_frame_ops() -> tuple[Any, Any]:
     Returned as overload objects so that a forward hook calls them with no lookup: they
     run on every hooked module call.
     """
-    return _ops._eager_push_frame.default, _ops._eager_pop_frame.default
+    return _direct(_ops._eager_push_frame.default), _direct(_ops._eager_pop_frame.default)
 
 
 def eager_refuse_tracing() -> None:

@@ -461,7 +461,7 @@ class FakeQuantize(_QuantizerCommon):
         if args_key != self._args_key:
             self._packed_args = self._fused_args(x)
             self._args_key = args_key
-        y = _ops.fused_fake_quantize_packed(x, self._packed_args)
+        y = _ops.fused_fake_quantize_direct(x, self._packed_args)
         if key is not None and not observing:
             # Keyed after the call: observing would have changed the qparams' versions.
             self._version_cache = (key, y)
