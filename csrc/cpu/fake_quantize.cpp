@@ -6,6 +6,7 @@
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
+#include "cpu/memory_order.h"
 #include "ops/checks.h"
 #include "ops/schemas.h"
 
@@ -55,53 +56,16 @@ FloatQParams FloatQParams::of(const at::Tensor& scale, formats::FloatFormat form
 
 namespace {
 
-at::Tensor contiguous_out(const at::Tensor& x) {
-  return at::empty_like(x, at::MemoryFormat::Contiguous);
-}
-
-}  // namespace
-
-at::Tensor run_fake_quantize_int(const at::Tensor& xc, const QParamLayout& layout,
-                                 const IntParams& p) {
-  auto y = contiguous_out(xc);
-  if (xc.numel() > 0) kernels().fake_quantize_int(xc, y, layout, p);
-  return y;
-}
-
-at::Tensor run_fake_quantize_float(const at::Tensor& xc, const QParamLayout& layout,
-                                   const FloatParams& p) {
-  auto y = contiguous_out(xc);
-  if (xc.numel() > 0) kernels().fake_quantize_float(xc, y, layout, p);
-  return y;
-}
-
-at::Tensor run_fake_quantize_int_backward(const at::Tensor& grad, const at::Tensor& xc,
-                                          const QParamLayout& layout, const IntParams& p) {
-  auto gx = contiguous_out(xc);
-  if (xc.numel() == 0) return gx;
-  kernels().fake_quantize_int_backward(grad.to(xc.scalar_type()).contiguous(), xc, gx, layout, p);
-  return gx;
-}
-
-at::Tensor run_fake_quantize_float_backward(const at::Tensor& grad, const at::Tensor& xc,
-                                            const QParamLayout& layout, const FloatParams& p) {
-  auto gx = contiguous_out(xc);
-  if (xc.numel() == 0) return gx;
-  kernels().fake_quantize_float_backward(grad.to(xc.scalar_type()).contiguous(), xc, gx, layout, p);
-  return gx;
-}
-
-namespace {
-
 at::Tensor fake_quantize_int(const at::Tensor& x, const at::Tensor& scale,
                              const std::optional<at::Tensor>& zero_point,
                              const std::optional<at::Tensor>& minval, int64_t quant_min,
                              int64_t quant_max) {
-  const auto layout =
-      *ops::check_fake_quantize_int(x, scale, zero_point, minval, quant_min, quant_max);
+  ops::check_fake_quantize_int(x, scale, zero_point, minval, quant_min, quant_max);
   const auto q =
       IntQParams::of(scale, zero_point, minval, quant_min, quant_max, "fake_quantize_int");
-  return run_fake_quantize_int(x.contiguous(), layout, q.params());
+  OrderedCall call(x, qparam_sizes_of(x, scale));  // y has x's layout (memory_order.h)
+  if (x.numel() > 0) kernels().fake_quantize_int(call.x(), call.out(), call.layout(), q.params());
+  return call.finish();
 }
 
 at::Tensor fake_quantize_int_backward(const at::Tensor& grad, const at::Tensor& x,
@@ -109,18 +73,26 @@ at::Tensor fake_quantize_int_backward(const at::Tensor& grad, const at::Tensor& 
                                       const std::optional<at::Tensor>& zero_point,
                                       const std::optional<at::Tensor>& minval, int64_t quant_min,
                                       int64_t quant_max) {
-  const auto layout = *ops::check_fake_quantize_int_backward(grad, x, scale, zero_point, minval,
-                                                             quant_min, quant_max);
+  ops::check_fake_quantize_int_backward(grad, x, scale, zero_point, minval, quant_min, quant_max);
   const auto q =
       IntQParams::of(scale, zero_point, minval, quant_min, quant_max, "fake_quantize_int_backward");
-  return run_fake_quantize_int_backward(grad, x.contiguous(), layout, q.params());
+  OrderedCall call(x, qparam_sizes_of(x, scale));
+  if (x.numel() > 0) {
+    kernels().fake_quantize_int_backward(call.input(grad), call.x(), call.out(), call.layout(),
+                                         q.params());
+  }
+  return call.finish();
 }
 
 at::Tensor fake_quantize_float(const at::Tensor& x, const at::Tensor& scale,
                                c10::ScalarType dtype) {
   const auto checked = ops::check_fake_quantize_float(x, scale, dtype);
   const auto q = FloatQParams::of(scale, checked.format.float_format, "fake_quantize_float");
-  return run_fake_quantize_float(x.contiguous(), *checked.layout, q.params());
+  OrderedCall call(x, qparam_sizes_of(x, scale));
+  if (x.numel() > 0) {
+    kernels().fake_quantize_float(call.x(), call.out(), call.layout(), q.params());
+  }
+  return call.finish();
 }
 
 at::Tensor fake_quantize_float_backward(const at::Tensor& grad, const at::Tensor& x,
@@ -128,7 +100,12 @@ at::Tensor fake_quantize_float_backward(const at::Tensor& grad, const at::Tensor
   const auto checked = ops::check_fake_quantize_float_backward(grad, x, scale, dtype);
   const auto q =
       FloatQParams::of(scale, checked.format.float_format, "fake_quantize_float_backward");
-  return run_fake_quantize_float_backward(grad, x.contiguous(), *checked.layout, q.params());
+  OrderedCall call(x, qparam_sizes_of(x, scale));
+  if (x.numel() > 0) {
+    kernels().fake_quantize_float_backward(call.input(grad), call.x(), call.out(), call.layout(),
+                                           q.params());
+  }
+  return call.finish();
 }
 
 }  // namespace

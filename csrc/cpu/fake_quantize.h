@@ -42,15 +42,4 @@ class FloatQParams {
   formats::FloatFormat format_ = formats::FloatFormat::E4M3FN;
 };
 
-// y = fake-quantize(x); x contiguous; a new contiguous tensor of x's dtype.
-at::Tensor run_fake_quantize_int(const at::Tensor& xc, const QParamLayout& layout,
-                                 const IntParams& p);
-at::Tensor run_fake_quantize_float(const at::Tensor& xc, const QParamLayout& layout,
-                                   const FloatParams& p);
-// grad_x = grad * in-range mask of x; grad may have any float dtype and layout.
-at::Tensor run_fake_quantize_int_backward(const at::Tensor& grad, const at::Tensor& xc,
-                                          const QParamLayout& layout, const IntParams& p);
-at::Tensor run_fake_quantize_float_backward(const at::Tensor& grad, const at::Tensor& xc,
-                                            const QParamLayout& layout, const FloatParams& p);
-
 }  // namespace coreai_opt::cpu

@@ -29,16 +29,11 @@ at::Tensor fused_fake_quantize(const at::Tensor& x, const at::Tensor& observer_o
       c10::fromIntArrayRefSlow(block_size), dtype, quant_min, quant_max, method, averaging_constant,
       range_min, range_max);
   const auto& fmt = checked.format;
-  const auto& q_sizes = *checked.q_sizes;
-  // y has x's layout; the kernels run in y's memory order (memory_order.h).
-  at::Tensor y = at::empty_like(x);
-  const auto order = MemoryOrder::of(y, q_sizes);
-  const at::Tensor yv =
-      order.usable() ? order.view(y) : at::empty_like(x, at::MemoryFormat::Contiguous);
-  // One contiguous view for both passes (a copy only when x is laid out unlike y).
-  const at::Tensor xv = (order.usable() ? order.view(x) : x).contiguous();
-  const auto layout = formats::make_qparam_layout(xv.sizes().vec(),
-                                                  order.usable() ? order.sizes(q_sizes) : q_sizes);
+  // y has x's layout; the kernels run in its memory order (memory_order.h).
+  OrderedCall call(x, *checked.q_sizes);
+  const at::Tensor& xv = call.x();  // one contiguous view for both passes
+  const at::Tensor& yv = call.out();
+  const auto& layout = call.layout();
   const int64_t qn = scale.numel();
 
   if (read_switch(observer_on)) {
@@ -69,8 +64,7 @@ at::Tensor fused_fake_quantize(const at::Tensor& x, const at::Tensor& observer_o
       kernels().fake_quantize_int(xv, yv, layout, q.params());
     }
   }
-  if (!order.usable()) y.copy_(yv);
-  return y;
+  return call.finish();
 }
 
 at::Tensor fused_fake_quantize_backward(const at::Tensor& grad, const at::Tensor& x,
@@ -82,22 +76,16 @@ at::Tensor fused_fake_quantize_backward(const at::Tensor& grad, const at::Tensor
   const auto checked = ops::check_fused_fake_quantize_backward(
       grad, x, fake_quant_on, scale, zero_point, minval, dtype, quant_min, quant_max, use_minval);
   const auto& fmt = checked.format;
-  // grad_x has x's layout, like the forward's y; the kernel runs in its memory order.
-  at::Tensor gx = at::empty_like(x);
   if (!read_switch(fake_quant_on)) {
+    at::Tensor gx = at::empty_like(x);  // x's layout, as the forward's y
     gx.copy_(grad);
     return gx;
   }
-  // The qparam shape over x's dimensions (a 0-d scale is per-tensor).
-  std::vector<int64_t> q_sizes(x.dim(), 1);
-  if (scale.dim() == x.dim()) q_sizes = scale.sizes().vec();
-  const auto order = MemoryOrder::of(gx, q_sizes);
-  const at::Tensor gxv =
-      order.usable() ? order.view(gx) : at::empty_like(x, at::MemoryFormat::Contiguous);
-  const at::Tensor xv = (order.usable() ? order.view(x) : x).contiguous();
-  const at::Tensor gv = (order.usable() ? order.view(grad) : grad).to(x.scalar_type()).contiguous();
-  const auto layout = formats::make_qparam_layout(xv.sizes().vec(),
-                                                  order.usable() ? order.sizes(q_sizes) : q_sizes);
+  OrderedCall call(x, qparam_sizes_of(x, scale));
+  const at::Tensor& xv = call.x();
+  const at::Tensor gv = call.input(grad);
+  const at::Tensor& gxv = call.out();
+  const auto& layout = call.layout();
   if (xv.numel() > 0) {
     if (fmt.is_float) {
       kernels().fake_quantize_float_backward(
@@ -109,8 +97,7 @@ at::Tensor fused_fake_quantize_backward(const at::Tensor& grad, const at::Tensor
       kernels().fake_quantize_int_backward(gv, xv, gxv, layout, q.params());
     }
   }
-  if (!order.usable()) gx.copy_(gxv);
-  return gx;
+  return call.finish();
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "cpu/fake_quantize.h"
+#include "cpu/memory_order.h"
 #include "formats/rounding.h"
 #include "ops/checks.h"
 #include "ops/schemas.h"
@@ -30,28 +31,29 @@ QParamBuffer rounded_zero_point(const at::Tensor& zero_point, int64_t quant_min,
 at::Tensor fake_quantize_lsq(const at::Tensor& x, const at::Tensor& scale,
                              const at::Tensor& zero_point, int64_t quant_min, int64_t quant_max,
                              double /*grad_factor*/) {
-  const auto layout = *ops::check_fake_quantize_lsq(x, scale, zero_point, quant_min, quant_max);
+  ops::check_fake_quantize_lsq(x, scale, zero_point, quant_min, quant_max);
   const auto q = IntQParams::rounded(scale, rounded_zero_point(zero_point, quant_min, quant_max),
                                      quant_min, quant_max, "fake_quantize_lsq");
-  return run_fake_quantize_int(x.contiguous(), layout, q.params());
+  OrderedCall call(x, qparam_sizes_of(x, scale));  // y has x's layout (memory_order.h)
+  if (x.numel() > 0) kernels().fake_quantize_int(call.x(), call.out(), call.layout(), q.params());
+  return call.finish();
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> fake_quantize_lsq_backward(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& scale,
     const at::Tensor& zero_point, int64_t quant_min, int64_t quant_max, double grad_factor) {
-  const auto layout =
-      *ops::check_fake_quantize_lsq_backward(grad, x, scale, zero_point, quant_min, quant_max);
+  ops::check_fake_quantize_lsq_backward(grad, x, scale, zero_point, quant_min, quant_max);
   const auto q = IntQParams::rounded(scale, rounded_zero_point(zero_point, quant_min, quant_max),
                                      quant_min, quant_max, "fake_quantize_lsq_backward");
-  const auto xc = x.contiguous();
-  const auto gc = grad.to(x.scalar_type()).contiguous();
-  auto gx = at::empty_like(xc, at::MemoryFormat::Contiguous);
+  OrderedCall call(x, qparam_sizes_of(x, scale));  // grad_x has x's layout
   auto ds = at::zeros(scale.sizes(), scale.options().dtype(at::kDouble));
   auto dz = at::zeros(zero_point.sizes(), zero_point.options().dtype(at::kDouble));
   if (x.numel() > 0) {
-    kernels().lsq_backward(gc, xc, gx, layout, q.params(), ds.mutable_data_ptr<double>(),
-                           dz.mutable_data_ptr<double>());
+    // The per-qparam sums are indexed by the flat qparam index, which the call's order keeps.
+    kernels().lsq_backward(call.input(grad), call.x(), call.out(), call.layout(), q.params(),
+                           ds.mutable_data_ptr<double>(), dz.mutable_data_ptr<double>());
   }
+  const at::Tensor gx = call.finish();
   ds.mul_(grad_factor);
   dz.mul_(grad_factor);
   return {gx, ds.to(scale.scalar_type()), dz.to(zero_point.scalar_type())};

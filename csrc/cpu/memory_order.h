@@ -1,61 +1,84 @@
 // Running the contiguous-only kernels on a tensor stored in another dimension order
 // (channels_last, a transposed weight) without copying it.
 //
-// The fused ops return y with x's layout (torch.empty_like), so a channels_last activation
-// stays channels_last through a fake-quantizer. y.permute(order) is contiguous for the
-// order below; x and grad are permuted the same way (a copy only when their layout differs
-// from y's), and so are the qparam sizes. The kernels index qparams row-major over the
-// Full dimensions, which a permutation keeps when at most one qparam dimension is larger
-// than 1 (per-tensor, per-channel, blocks along one dimension); other qparam shapes run in
-// the logical order and y is filled by a copy.
+// The fake-quantize ops (fused, int, float, LSQ, and their backward) return tensors with
+// x's layout (torch.empty_like), so a channels_last activation stays channels_last through a
+// fake-quantizer. out.permute(order) is contiguous for the order below; x and grad are
+// permuted the same way (a copy only when their layout differs from out's), and so are the
+// qparam sizes. The kernels index qparams row-major over the Full dimensions, which a
+// permutation keeps when at most one qparam dimension is larger than 1 (per-tensor,
+// per-channel, blocks along one dimension); other qparam shapes run in the logical order
+// on a contiguous temporary that is then copied into out.
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty_like.h>
 
 #include <algorithm>
 #include <numeric>
 #include <vector>
 
+#include "formats/qparam_layout.h"
+
 namespace coreai_opt::cpu {
 
-class MemoryOrder {
+// The qparam shape over x's dimensions: scale's sizes, or all ones for a 0-d scale
+// (per-tensor).
+inline std::vector<int64_t> qparam_sizes_of(const at::Tensor& x, const at::Tensor& scale) {
+  if (scale.dim() == x.dim()) return scale.sizes().vec();
+  return std::vector<int64_t>(static_cast<size_t>(x.dim()), 1);
+}
+
+// One elementwise call laid out in the memory order of its output.
+class OrderedCall {
  public:
-  // The order in which `out` (dense, e.g. from empty_like) is stored, if the qparams of
-  // q_sizes allow running in it; identity when out is contiguous.
-  static MemoryOrder of(const at::Tensor& out, const std::vector<int64_t>& q_sizes) {
-    MemoryOrder m;
-    const int64_t dim = out.dim();
-    m.order_.resize(dim);
-    std::iota(m.order_.begin(), m.order_.end(), 0);
-    if (out.is_contiguous()) return m;
-    const auto strides = out.strides();
-    std::stable_sort(m.order_.begin(), m.order_.end(),
-                     [&](int64_t a, int64_t b) { return strides[a] > strides[b]; });
-    const auto wide =
-        std::count_if(q_sizes.begin(), q_sizes.end(), [](int64_t s) { return s > 1; });
-    m.usable_ = wide <= 1 && out.permute(m.order_).is_contiguous();
-    m.identity_ = false;
-    return m;
+  OrderedCall(const at::Tensor& x, const std::vector<int64_t>& q_sizes) : out_(at::empty_like(x)) {
+    const int64_t dim = out_.dim();
+    order_.resize(dim);
+    std::iota(order_.begin(), order_.end(), 0);
+    if (!out_.is_contiguous()) {
+      const auto strides = out_.strides();
+      std::stable_sort(order_.begin(), order_.end(),
+                       [&](int64_t a, int64_t b) { return strides[a] > strides[b]; });
+      const auto wide =
+          std::count_if(q_sizes.begin(), q_sizes.end(), [](int64_t s) { return s > 1; });
+      permuted_ = wide <= 1 && out_.permute(order_).is_contiguous();
+      direct_ = permuted_;
+    }
+    out_view_ = direct_ ? view(out_) : at::empty_like(x, at::MemoryFormat::Contiguous);
+    x_view_ = input(x);
+    std::vector<int64_t> q = q_sizes;
+    if (permuted_) {
+      for (int64_t i = 0; i < dim; ++i) q[i] = q_sizes[order_[i]];
+    }
+    layout_ = formats::make_qparam_layout(x_view_.sizes().vec(), q);
   }
 
-  // False: run in the logical order on contiguous copies and copy the result into out.
-  bool usable() const { return usable_; }
-  bool identity() const { return identity_; }
+  // Another input of x's shape (grad) in the call's order, contiguous, of x's dtype.
+  at::Tensor input(const at::Tensor& t) const {
+    return view(t).to(out_.scalar_type()).contiguous();
+  }
+  const at::Tensor& x() const { return x_view_; }
+  // Where the kernel writes: contiguous, in the call's order.
+  const at::Tensor& out() const { return out_view_; }
+  const formats::QParamLayout& layout() const { return layout_; }
 
-  // t's dimensions in memory order (a view; contiguous when t is laid out like out).
-  at::Tensor view(const at::Tensor& t) const { return identity_ ? t : t.permute(order_); }
-
-  // sizes (one per dimension of x) in memory order.
-  std::vector<int64_t> sizes(const std::vector<int64_t>& s) const {
-    std::vector<int64_t> r(s.size());
-    for (size_t i = 0; i < s.size(); ++i) r[i] = s[order_[i]];
-    return r;
+  // The op's result, with x's layout.
+  at::Tensor finish() {
+    if (!direct_) out_.copy_(out_view_);
+    return out_;
   }
 
  private:
+  at::Tensor view(const at::Tensor& t) const { return permuted_ ? t.permute(order_) : t; }
+
+  at::Tensor out_;
   std::vector<int64_t> order_;
-  bool usable_ = true;
-  bool identity_ = true;
+  bool permuted_ = false;
+  bool direct_ = true;  // the kernel writes into out_ itself
+  at::Tensor out_view_;
+  at::Tensor x_view_;
+  formats::QParamLayout layout_;
 };
 
 }  // namespace coreai_opt::cpu

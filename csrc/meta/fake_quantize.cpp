@@ -1,4 +1,5 @@
 // Meta kernels of the fake_quantize family: the shared argument check, then the output.
+#include <ATen/ops/empty_like.h>
 #include <torch/library.h>
 
 #include "meta/like.h"
@@ -14,7 +15,7 @@ at::Tensor fake_quantize_int(const at::Tensor& x, const at::Tensor& scale,
                              const std::optional<at::Tensor>& minval, int64_t quant_min,
                              int64_t quant_max) {
   ops::check_fake_quantize_int(x, scale, zero_point, minval, quant_min, quant_max);
-  return like(x);
+  return at::empty_like(x);  // x's layout, as every device returns
 }
 
 at::Tensor fake_quantize_int_backward(const at::Tensor& grad, const at::Tensor& x,
@@ -23,19 +24,19 @@ at::Tensor fake_quantize_int_backward(const at::Tensor& grad, const at::Tensor& 
                                       const std::optional<at::Tensor>& minval, int64_t quant_min,
                                       int64_t quant_max) {
   ops::check_fake_quantize_int_backward(grad, x, scale, zero_point, minval, quant_min, quant_max);
-  return like(x);
+  return at::empty_like(x);  // x's layout, as every device returns
 }
 
 at::Tensor fake_quantize_float(const at::Tensor& x, const at::Tensor& scale,
                                c10::ScalarType dtype) {
   ops::check_fake_quantize_float(x, scale, dtype);
-  return like(x);
+  return at::empty_like(x);  // x's layout, as every device returns
 }
 
 at::Tensor fake_quantize_float_backward(const at::Tensor& grad, const at::Tensor& x,
                                         const at::Tensor& scale, c10::ScalarType dtype) {
   ops::check_fake_quantize_float_backward(grad, x, scale, dtype);
-  return like(x);
+  return at::empty_like(x);  // x's layout, as every device returns
 }
 
 }  // namespace

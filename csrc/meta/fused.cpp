@@ -1,7 +1,6 @@
 // Meta kernels of the fused family.
-#include <torch/library.h>
-
 #include <ATen/ops/empty_like.h>
+#include <torch/library.h>
 
 #include "meta/like.h"
 #include "ops/checks.h"

@@ -3,6 +3,9 @@
 // The shape of `scale` (and of zero_point / minval, which must match it) encodes the
 // granularity: it has x's rank and each dimension is 1 (shared), x.size(d) (one per index)
 // or x.size(d) / block (one per block along d). A 0-d scale means per-tensor.
+//
+// Every output of x's shape (y, grad_x) has x's layout, as torch.empty_like(x): a
+// channels_last x gives a channels_last y, on every device (csrc/cpu/memory_order.h).
 #include "ops/schemas.h"
 
 namespace coreai_opt::ops {

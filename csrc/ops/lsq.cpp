@@ -1,4 +1,5 @@
 // Learnable scale / zero point (LSQ-style) fake-quantize schemas, zp formulation.
+// y and dx have x's layout (torch.empty_like(x)), as for the fake_quantize family.
 #include "ops/schemas.h"
 
 namespace coreai_opt::ops {

@@ -41,6 +41,7 @@ Prepared prepare(const at::Tensor& x, const at::Tensor& scale) {
   p.x = x.to(at::kFloat).reshape(p.view.x_shape);
   p.out_sizes = x.sizes();
   p.out_dtype = x.scalar_type();
+  p.like = x;
   return p;
 }
 
@@ -49,7 +50,14 @@ at::Tensor q32(const at::Tensor& q, const Blocked& v) {
 }
 
 at::Tensor finish(const at::Tensor& y, const Prepared& p) {
-  return y.reshape(p.out_sizes).to(p.out_dtype).contiguous();
+  return with_layout_of(p.like, y.reshape(p.out_sizes).to(p.out_dtype));
+}
+
+at::Tensor with_layout_of(const at::Tensor& x, const at::Tensor& value) {
+  if (x.is_contiguous() && value.is_contiguous()) return value;
+  at::Tensor out = at::empty_like(x);
+  out.copy_(value);
+  return out;
 }
 
 namespace {

@@ -49,8 +49,13 @@ struct Prepared {
   Blocked view;
   c10::IntArrayRef out_sizes;
   at::ScalarType out_dtype;
+  at::Tensor like;  // x: the result takes its layout
 };
 Prepared prepare(const at::Tensor& x, const at::Tensor& scale);
 at::Tensor finish(const at::Tensor& y, const Prepared& p);
+
+// value (of x's shape) with x's layout, as torch.empty_like(x): what every device's
+// fake-quantize ops return (a copy only when value is laid out otherwise).
+at::Tensor with_layout_of(const at::Tensor& x, const at::Tensor& value);
 
 }  // namespace coreai_opt::reference

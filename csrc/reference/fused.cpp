@@ -13,14 +13,6 @@ namespace coreai_opt::reference {
 
 namespace {
 
-// The fused ops return x's layout (torch.empty_like(x)) on every device.
-at::Tensor with_layout_of(const at::Tensor& x, const at::Tensor& value) {
-  if (x.is_contiguous() && value.is_contiguous()) return value;
-  at::Tensor out = at::empty_like(x);
-  out.copy_(value);
-  return out;
-}
-
 at::Tensor fused_fake_quantize(const at::Tensor& x, const at::Tensor& observer_on,
                                const at::Tensor& fake_quant_on, const at::Tensor& running_min,
                                const at::Tensor& running_max, const at::Tensor& scale,
