@@ -60,10 +60,11 @@ at::Tensor fake_quantize_int(const at::Tensor& x, const at::Tensor& scale,
                              const std::optional<at::Tensor>& zero_point,
                              const std::optional<at::Tensor>& minval, int64_t quant_min,
                              int64_t quant_max) {
-  ops::check_fake_quantize_int(x, scale, zero_point, minval, quant_min, quant_max);
+  const auto layout =
+      *ops::check_fake_quantize_int(x, scale, zero_point, minval, quant_min, quant_max);
   const auto q =
       IntQParams::of(scale, zero_point, minval, quant_min, quant_max, "fake_quantize_int");
-  OrderedCall call(x, qparam_sizes_of(x, scale));  // y has x's layout (memory_order.h)
+  OrderedCall call(x, ops::qparam_sizes(x, scale), layout);  // y has x's layout (memory_order.h)
   if (x.numel() > 0) kernels().fake_quantize_int(call.x(), call.out(), call.layout(), q.params());
   return call.finish();
 }
@@ -73,10 +74,11 @@ at::Tensor fake_quantize_int_backward(const at::Tensor& grad, const at::Tensor& 
                                       const std::optional<at::Tensor>& zero_point,
                                       const std::optional<at::Tensor>& minval, int64_t quant_min,
                                       int64_t quant_max) {
-  ops::check_fake_quantize_int_backward(grad, x, scale, zero_point, minval, quant_min, quant_max);
+  const auto layout = *ops::check_fake_quantize_int_backward(grad, x, scale, zero_point, minval,
+                                                             quant_min, quant_max);
   const auto q =
       IntQParams::of(scale, zero_point, minval, quant_min, quant_max, "fake_quantize_int_backward");
-  OrderedCall call(x, qparam_sizes_of(x, scale));
+  OrderedCall call(x, ops::qparam_sizes(x, scale), layout);
   if (x.numel() > 0) {
     kernels().fake_quantize_int_backward(call.input(grad), call.x(), call.out(), call.layout(),
                                          q.params());
@@ -88,7 +90,7 @@ at::Tensor fake_quantize_float(const at::Tensor& x, const at::Tensor& scale,
                                c10::ScalarType dtype) {
   const auto checked = ops::check_fake_quantize_float(x, scale, dtype);
   const auto q = FloatQParams::of(scale, checked.format.float_format, "fake_quantize_float");
-  OrderedCall call(x, qparam_sizes_of(x, scale));
+  OrderedCall call(x, ops::qparam_sizes(x, scale), *checked.layout);
   if (x.numel() > 0) {
     kernels().fake_quantize_float(call.x(), call.out(), call.layout(), q.params());
   }
@@ -100,7 +102,7 @@ at::Tensor fake_quantize_float_backward(const at::Tensor& grad, const at::Tensor
   const auto checked = ops::check_fake_quantize_float_backward(grad, x, scale, dtype);
   const auto q =
       FloatQParams::of(scale, checked.format.float_format, "fake_quantize_float_backward");
-  OrderedCall call(x, qparam_sizes_of(x, scale));
+  OrderedCall call(x, ops::qparam_sizes(x, scale), *checked.layout);
   if (x.numel() > 0) {
     kernels().fake_quantize_float_backward(call.input(grad), call.x(), call.out(), call.layout(),
                                            q.params());

@@ -30,7 +30,8 @@ at::Tensor fused_fake_quantize(const at::Tensor& x, const at::Tensor& observer_o
       range_min, range_max);
   const auto& fmt = checked.format;
   // y has x's layout; the kernels run in its memory order (memory_order.h).
-  OrderedCall call(x, *checked.q_sizes);
+  const auto& q_sizes = *checked.q_sizes;
+  OrderedCall call(x, q_sizes, formats::make_qparam_layout(x.sizes().vec(), q_sizes));
   const at::Tensor& xv = call.x();  // one contiguous view for both passes
   const at::Tensor& yv = call.out();
   const auto& layout = call.layout();
@@ -81,7 +82,7 @@ at::Tensor fused_fake_quantize_backward(const at::Tensor& grad, const at::Tensor
     gx.copy_(grad);
     return gx;
   }
-  OrderedCall call(x, qparam_sizes_of(x, scale));
+  OrderedCall call(x, ops::qparam_sizes(x, scale), *checked.layout);
   const at::Tensor& xv = call.x();
   const at::Tensor gv = call.input(grad);
   const at::Tensor& gxv = call.out();

@@ -31,10 +31,10 @@ QParamBuffer rounded_zero_point(const at::Tensor& zero_point, int64_t quant_min,
 at::Tensor fake_quantize_lsq(const at::Tensor& x, const at::Tensor& scale,
                              const at::Tensor& zero_point, int64_t quant_min, int64_t quant_max,
                              double /*grad_factor*/) {
-  ops::check_fake_quantize_lsq(x, scale, zero_point, quant_min, quant_max);
+  const auto layout = *ops::check_fake_quantize_lsq(x, scale, zero_point, quant_min, quant_max);
   const auto q = IntQParams::rounded(scale, rounded_zero_point(zero_point, quant_min, quant_max),
                                      quant_min, quant_max, "fake_quantize_lsq");
-  OrderedCall call(x, qparam_sizes_of(x, scale));  // y has x's layout (memory_order.h)
+  OrderedCall call(x, ops::qparam_sizes(x, scale), layout);  // y has x's layout (memory_order.h)
   if (x.numel() > 0) kernels().fake_quantize_int(call.x(), call.out(), call.layout(), q.params());
   return call.finish();
 }
@@ -42,10 +42,11 @@ at::Tensor fake_quantize_lsq(const at::Tensor& x, const at::Tensor& scale,
 std::tuple<at::Tensor, at::Tensor, at::Tensor> fake_quantize_lsq_backward(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& scale,
     const at::Tensor& zero_point, int64_t quant_min, int64_t quant_max, double grad_factor) {
-  ops::check_fake_quantize_lsq_backward(grad, x, scale, zero_point, quant_min, quant_max);
+  const auto layout =
+      *ops::check_fake_quantize_lsq_backward(grad, x, scale, zero_point, quant_min, quant_max);
   const auto q = IntQParams::rounded(scale, rounded_zero_point(zero_point, quant_min, quant_max),
                                      quant_min, quant_max, "fake_quantize_lsq_backward");
-  OrderedCall call(x, qparam_sizes_of(x, scale));  // grad_x has x's layout
+  OrderedCall call(x, ops::qparam_sizes(x, scale), layout);  // grad_x has x's layout
   auto ds = at::zeros(scale.sizes(), scale.options().dtype(at::kDouble));
   auto dz = at::zeros(zero_point.sizes(), zero_point.options().dtype(at::kDouble));
   if (x.numel() > 0) {

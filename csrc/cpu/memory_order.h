@@ -22,36 +22,34 @@
 
 namespace coreai_opt::cpu {
 
-// The qparam shape over x's dimensions: scale's sizes, or all ones for a 0-d scale
-// (per-tensor).
-inline std::vector<int64_t> qparam_sizes_of(const at::Tensor& x, const at::Tensor& scale) {
-  if (scale.dim() == x.dim()) return scale.sizes().vec();
-  return std::vector<int64_t>(static_cast<size_t>(x.dim()), 1);
-}
-
 // One elementwise call laid out in the memory order of its output.
 class OrderedCall {
  public:
-  OrderedCall(const at::Tensor& x, const std::vector<int64_t>& q_sizes) : out_(at::empty_like(x)) {
-    const int64_t dim = out_.dim();
-    order_.resize(dim);
-    std::iota(order_.begin(), order_.end(), 0);
-    if (!out_.is_contiguous()) {
+  // q_sizes: the qparam shape over x's dimensions (ops::qparam_sizes); logical: the checked
+  // layout of x and q_sizes, used as is unless the call runs permuted.
+  OrderedCall(const at::Tensor& x, const std::vector<int64_t>& q_sizes,
+              formats::QParamLayout logical)
+      : out_(at::empty_like(x)), layout_(std::move(logical)) {
+    const bool contiguous = out_.is_contiguous();
+    if (!contiguous) {
       const auto strides = out_.strides();
+      order_.resize(out_.dim());
+      std::iota(order_.begin(), order_.end(), 0);
       std::stable_sort(order_.begin(), order_.end(),
                        [&](int64_t a, int64_t b) { return strides[a] > strides[b]; });
       const auto wide =
           std::count_if(q_sizes.begin(), q_sizes.end(), [](int64_t s) { return s > 1; });
       permuted_ = wide <= 1 && out_.permute(order_).is_contiguous();
-      direct_ = permuted_;
     }
+    // The kernel writes into out_ itself unless out_ is laid out in an order it cannot run.
+    direct_ = contiguous || permuted_;
     out_view_ = direct_ ? view(out_) : at::empty_like(x, at::MemoryFormat::Contiguous);
     x_view_ = input(x);
-    std::vector<int64_t> q = q_sizes;
     if (permuted_) {
-      for (int64_t i = 0; i < dim; ++i) q[i] = q_sizes[order_[i]];
+      std::vector<int64_t> q(q_sizes.size());
+      for (size_t i = 0; i < q.size(); ++i) q[i] = q_sizes[order_[i]];
+      layout_ = formats::make_qparam_layout(x_view_.sizes().vec(), q);
     }
-    layout_ = formats::make_qparam_layout(x_view_.sizes().vec(), q);
   }
 
   // Another input of x's shape (grad) in the call's order, contiguous, of x's dtype.
@@ -73,12 +71,12 @@ class OrderedCall {
   at::Tensor view(const at::Tensor& t) const { return permuted_ ? t.permute(order_) : t; }
 
   at::Tensor out_;
+  formats::QParamLayout layout_;
   std::vector<int64_t> order_;
   bool permuted_ = false;
-  bool direct_ = true;  // the kernel writes into out_ itself
+  bool direct_ = true;
   at::Tensor out_view_;
   at::Tensor x_view_;
-  formats::QParamLayout layout_;
 };
 
 }  // namespace coreai_opt::cpu

@@ -102,6 +102,10 @@ void intercept_kernel(const c10::OperatorHandle& op, c10::DispatchKeySet ks,
                       torch::jit::Stack* stack) {
   c10::impl::ExcludeDispatchKeyGuard no_reentry(kInterceptKey);
   Frame* frame = current_frame();
+  if (frame == nullptr) {  // outside every module frame: nothing to count or quantize
+    redispatch(op, ks, stack);
+    return;
+  }
   OpEntry entry;
   bool known = false;
   {
@@ -112,7 +116,7 @@ void intercept_kernel(const c10::OperatorHandle& op, c10::DispatchKeySet ks,
       known = true;
     }
   }
-  if (frame == nullptr || !known) {
+  if (!known) {
     redispatch(op, ks, stack);
     return;
   }
@@ -288,7 +292,8 @@ void define_eager(torch::Library& m) {
   //   This thread's interception scope depth and module frame count (tests, diagnostics).
   m.def("_eager_scope_depth() -> int", &scope_depth_entry);
   m.def("_eager_frame_depth() -> int", &frame_depth_entry);
-  // _eager_key_state() -> (included, excluded): the intercept key's TLS bits on this thread.
+  // _eager_key_included() -> bool / _eager_key_excluded() -> bool
+  //   The intercept key's TLS bits on this thread (tests, diagnostics).
   m.def("_eager_key_included() -> bool", &key_included_entry);
   m.def("_eager_key_excluded() -> bool", &key_excluded_entry);
   // _eager_apply_python_fake_quantizer(x, fq_id) -> y

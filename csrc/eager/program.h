@@ -5,7 +5,7 @@
 // kernel only reads it: per (module, op base name, call index) which arguments and outputs go
 // through which fake-quantizer slot. A slot is either native (the fused observe +
 // fake-quantize op on bound state tensors, no Python) or a Python fake-quantizer module called
-// through the coreai_opt_eager::apply_fake_quantizer op (user-defined implementations).
+// through the coreai_opt::_eager_apply_python_fake_quantizer op (user-defined implementations).
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -2,7 +2,6 @@
 #include <ATen/ops/empty_like.h>
 #include <torch/library.h>
 
-#include "meta/like.h"
 #include "ops/checks.h"
 #include "ops/schemas.h"
 

@@ -39,8 +39,6 @@ Prepared prepare(const at::Tensor& x, const at::Tensor& scale) {
   Prepared p;
   p.view = blocked_view(x.sizes(), ops::qparam_sizes(x, scale));
   p.x = x.to(at::kFloat).reshape(p.view.x_shape);
-  p.out_sizes = x.sizes();
-  p.out_dtype = x.scalar_type();
   p.like = x;
   return p;
 }
@@ -50,13 +48,13 @@ at::Tensor q32(const at::Tensor& q, const Blocked& v) {
 }
 
 at::Tensor finish(const at::Tensor& y, const Prepared& p) {
-  return with_layout_of(p.like, y.reshape(p.out_sizes).to(p.out_dtype));
+  return with_layout_of(p.like, y.reshape(p.like.sizes()));
 }
 
 at::Tensor with_layout_of(const at::Tensor& x, const at::Tensor& value) {
-  if (x.is_contiguous() && value.is_contiguous()) return value;
+  if (value.scalar_type() == x.scalar_type() && value.strides() == x.strides()) return value;
   at::Tensor out = at::empty_like(x);
-  out.copy_(value);
+  out.copy_(value);  // casts and lays out in one pass
   return out;
 }
 

@@ -47,9 +47,7 @@ at::Tensor float_fake_quantize_grad(const at::Tensor& grad, const at::Tensor& x,
 struct Prepared {
   at::Tensor x;  // float32, blocked view
   Blocked view;
-  c10::IntArrayRef out_sizes;
-  at::ScalarType out_dtype;
-  at::Tensor like;  // x: the result takes its layout
+  at::Tensor like;  // x: the result takes its shape, dtype and layout
 };
 Prepared prepare(const at::Tensor& x, const at::Tensor& scale);
 at::Tensor finish(const at::Tensor& y, const Prepared& p);
