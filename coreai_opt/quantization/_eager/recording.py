@@ -191,11 +191,7 @@ def _flat_tensors(value: Any) -> list[torch.Tensor]:
 @contextlib.contextmanager
 def _recording_hooks(model: nn.Module, recorder: _Recorder, program: Any) -> Iterator[None]:
     handles = []
-    seen: set[int] = set()
-    for _, module in model.named_modules():
-        if id(module) in seen:
-            continue
-        seen.add(id(module))
+    for _, module in model.named_modules():  # each module once, shared ones included
         idx = recorder.index[id(module)]
 
         def pre(mod: nn.Module, args: Any, kwargs: Any, idx: int = idx) -> None:

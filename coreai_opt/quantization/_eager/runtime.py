@@ -314,9 +314,6 @@ class EagerRuntime:
         state["_handles"] = []
         return state
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-
 
 def get_runtime(model: nn.Module) -> EagerRuntime | None:
     """The eager runtime of a prepared *model*, or None."""

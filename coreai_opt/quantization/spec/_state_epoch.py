@@ -13,11 +13,11 @@ module call.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
-__all__ = ["EPOCH", "StateEpochMixin", "bump", "current"]
+__all__ = ["EPOCH", "StateEpochMixin", "bump"]
 
 EPOCH = [0]
 """The counter (a one-element list so that readers can hold the list)."""
@@ -34,18 +34,17 @@ def bump() -> None:
     EPOCH[0] += 1
 
 
-def current() -> int:
-    """The current counter value."""
-    return EPOCH[0]
-
-
 class StateEpochMixin(torch.nn.Module):
     """Bumps :data:`EPOCH` on every operation that can replace state tensors."""
+
+    _epoch_unwatched: ClassVar[frozenset[str]] = frozenset()
+    """Attributes of this class that no kernel argument is derived from (e.g. the per-call
+    results a stateless calculator keeps for inspection): setting them bumps nothing."""
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Any other attribute (float_range, averaging constant, export mode, granularity,
         # ...) may change the arguments derived from it.
-        if name not in _UNWATCHED:
+        if name not in _UNWATCHED and name not in self._epoch_unwatched:
             bump()
         super().__setattr__(name, value)
 

@@ -444,6 +444,7 @@ class FakeQuantize(_QuantizerCommon):
         if cache is not None and not (x.requires_grad and torch.is_grad_enabled()):
             key = (
                 id(x),
+                x.data_ptr(),  # `param.data = new` keeps id and version, not the storage
                 x._version,
                 self.fake_quant_enabled._version,
                 self.observer_enabled._version,

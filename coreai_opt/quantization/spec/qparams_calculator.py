@@ -714,6 +714,13 @@ class StatelessQParamsCalculatorBase(QParamsCalculatorBase):
     A fake-quantizer keeps the observer of a stateless calculator on.
     """
 
+    # Per-call results kept for inspection: a stateless calculator is never bound by the
+    # eager tables (its fake-quantizer runs in Python), so setting them on every forward
+    # must not invalidate every model's tables and caches.
+    _epoch_unwatched: ClassVar[frozenset[str]] = frozenset(
+        {"scale", "zero_point", "minval", "_compute_dtype_for_export", "_input_rank"}
+    )
+
     is_stateless: ClassVar[bool] = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -22,6 +22,7 @@ from coreai_opt.quantization.spec import (
     StatefulQParamsCalculatorBase,
     StatelessQParamsCalculatorBase,
     StaticQParamsCalculator,
+    _state_epoch,
 )
 from coreai_opt.quantization.spec.fake_quantize import FakeQuantize
 
@@ -195,3 +196,15 @@ def test_stateless_granularity_may_change_after_data() -> None:
     static(torch.randn(2, 4))
     with pytest.raises(RuntimeError, match=r"cannot change after the calculator has observed data"):
         static.granularity = PerChannelGranularity(axis=1)
+
+
+def test_forward_leaves_the_state_epoch_alone() -> None:
+    """The per-call qparams a dynamic calculator keeps for inspection are not state the
+    eager tables bind: computing them must not make every eager model re-bind."""
+    fq = _dynamic_fq()
+    fq(torch.randn(4, 8))
+    before = _state_epoch.EPOCH[0]
+    for _ in range(3):
+        fq(torch.randn(4, 8))
+    assert _state_epoch.EPOCH[0] == before
+    assert fq.qparams_calculator.scale is not None

@@ -212,6 +212,15 @@ def test_weight_fake_quantized_once_per_version() -> None:
         fq.enable_version_cache(True)
         assert torch.equal(results[4], uncached)
         assert not torch.equal(changed, expected)
+        # `param.data = new` keeps the parameter's id and version: the storage tells.
+        model(x)  # caches the current weight again (re-enabling emptied the cache)
+        original.data = original.data * 2
+        model(x)
+        read = results[-1]
+        fq.enable_version_cache(False)
+        doubled = fq(original)
+        fq.enable_version_cache(True)
+        assert torch.equal(read, doubled)
     # With gradients the fake-quantized weight is recomputed on every read: a cached
     # autograd graph would be freed by the first backward.
     results.clear()
