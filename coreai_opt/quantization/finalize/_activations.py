@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from coreai_opt._export_backend import ExportBackend
+from coreai_opt.quantization.finalize._checks import refuse_dynamic
 from coreai_opt.quantization.finalize._weights import ops_minval
 from coreai_opt.quantization.spec._dtype_table import format_info, quant_range
 from coreai_opt.quantization.spec.fake_quantize import FakeQuantizeImplBase
@@ -142,11 +144,7 @@ def check_activation_exportable(fq: FakeQuantizeImplBase, name: str = "<activati
             (the message lists the supported ones and points to the export handlers).
         NotImplementedError: *fq* recomputes its qparams on every forward (stateless).
     """
-    if getattr(fq, "is_stateless", False):
-        raise NotImplementedError(
-            f"activation {name!r}: its fake-quantizer recomputes qparams on every forward "
-            f"(dynamic quantization) and has none to export; {_HANDLER_HINT}"
-        )
+    refuse_dynamic({name: fq}, ExportBackend.CoreAI)
     granularity = fq.granularity
     if fq.dtype == FP4:
         raise ValueError(

@@ -122,7 +122,10 @@ def finalize_graph(
     """
     from coreai_opt.quantization.finalize._coreai_graph import convert_all
     from coreai_opt.quantization.finalize._coreml_graph import convert_all_coreml
-    from coreai_opt.quantization.finalize._kv_cache_graph import kv_cache_fake_quantizers
+    from coreai_opt.quantization.finalize._kv_cache_graph import (
+        check_cache_ops,
+        kv_cache_fake_quantizers,
+    )
 
     if backend not in (ExportBackend.CoreAI, ExportBackend.CoreML):
         raise ValueError(f"finalize_graph converts for backend CoreAI or CoreML, got {backend!r}")
@@ -138,6 +141,7 @@ def finalize_graph(
     if backend is ExportBackend.CoreAI:
         refuse_dynamic(fqs, backend, covered=_handled)
         _check_coreai(gm, all_calls)
+        check_cache_ops(kv_cache)
         ops = select_export_ops()
         if mmap_dir is not None:
             check_mmap_dir(mmap_dir)

@@ -26,10 +26,17 @@ from torch import fx, nn
 
 from coreai_opt.quantization._graph import op_kinds
 from coreai_opt.quantization.finalize._coreai_graph import ActivationEmitter
+from coreai_opt.quantization.finalize._errors import node_error
 from coreai_opt.quantization.finalize._graph_common import copy_meta
 from coreai_opt.quantization.spec.fake_quantize import FakeQuantizeImplBase
 
-__all__ = ["CACHE_OPS", "QUANTIZED_INPUTS_KEY", "convert_kv_cache", "kv_cache_fake_quantizers"]
+__all__ = [
+    "CACHE_OPS",
+    "QUANTIZED_INPUTS_KEY",
+    "check_cache_ops",
+    "convert_kv_cache",
+    "kv_cache_fake_quantizers",
+]
 
 CACHE_OPS: frozenset[str] = frozenset(
     {
@@ -106,21 +113,31 @@ def _quantize_placeholder(gm: fx.GraphModule, node: fx.Node, dtype: torch.dtype)
     gm.meta.setdefault(QUANTIZED_INPUTS_KEY, {})[node.name] = dtype
 
 
+def check_cache_ops(kv_cache: dict[fx.Node, fx.Node]) -> None:
+    """Refuse, before finalize changes anything, a KV-cache slot whose cache op is not a
+    data-movement op (:data:`CACHE_OPS`): the dequantize moves after that op, which then
+    runs on codes.
+
+    Raises:
+        FinalizeNodeValueError: naming the FQ call, the cache op, its type and the
+            supported types.
+    """
+    for fq_node, cache_op in kv_cache.items():
+        op_type = op_kinds.op_type(cache_op)
+        if op_type not in CACHE_OPS:
+            cause = ValueError(
+                f"KV-cache export moves the dequantize after the cache op, which then runs "
+                f"on codes; op {cache_op.name!r} (type {op_type!r}) is not a data-movement "
+                f"op. Supported cache op types: {sorted(CACHE_OPS)}"
+            )
+            raise node_error(fq_node.name, cause) from cause
+
+
 def convert_kv_cache(
     gm: fx.GraphModule, emitter: ActivationEmitter, fq_node: fx.Node, cache_op: fx.Node
 ) -> None:
-    """Convert the KV-cache FQ call *fq_node* whose output *cache_op* reads (see module doc).
-
-    Raises:
-        NotImplementedError: *cache_op* is not a data-movement op (:data:`CACHE_OPS`).
-    """
-    op_type = op_kinds.op_type(cache_op)
-    if op_type not in CACHE_OPS:
-        raise NotImplementedError(
-            f"KV-cache export moves the dequantize after the cache op, which then runs on "
-            f"codes; op {cache_op.name!r} (type {op_type!r}) is not a data-movement op. "
-            f"Supported cache op types: {sorted(CACHE_OPS)}"
-        )
+    """Convert the KV-cache FQ call *fq_node* whose output *cache_op* reads (see module doc);
+    :func:`check_cache_ops` has accepted *cache_op*."""
     value = fq_node.args[0]
     assert isinstance(value, fx.Node)
     storage_dtype = emitter.export.storage_dtype

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 
 from coreai_opt import _ops
+from coreai_opt._export_backend import ExportBackend
+from coreai_opt.quantization.finalize._checks import refuse_dynamic
 from coreai_opt.quantization.spec._dtype_table import format_info, quant_range
 from coreai_opt.quantization.spec.fake_quantize import FakeQuantizeImplBase
 from coreai_opt.quantization.spec.granularity import PerBlockGranularity
@@ -163,11 +165,7 @@ def check_weight_exportable(
         ValueError: FP4 without ``PerBlockGranularity`` resolving to ``(1, ..., 1, 32)``.
         NotImplementedError: *fq* recomputes its qparams on every forward (stateless).
     """
-    if getattr(fq, "is_stateless", False):
-        raise NotImplementedError(
-            f"weight {name!r}: its fake-quantizer recomputes qparams on every forward and has "
-            f"none to export"
-        )
+    refuse_dynamic({name: fq}, ExportBackend.CoreAI)
     if fq.dtype == FP4:
         _check_fp4(fq, tuple(int(d) for d in shape), name)
 

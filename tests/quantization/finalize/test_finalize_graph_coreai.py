@@ -433,8 +433,11 @@ def test_kv_cache_on_a_non_data_movement_op_is_refused() -> None:
     torch.manual_seed(0)
     cfg = QuantizerConfig(global_config=None, kv_cache_quant_configs={"linear": kv(0)})
     q, gm, _ = prepared(MLP(), cfg, torch.randn(2, 64))
-    with pytest.raises(FinalizeNodeError, match="not a data-movement op"):
+    before = gm.code
+    with pytest.raises(FinalizeNodeError, match="not a data-movement op") as refused:
         q.finalize(gm, backend=ExportBackend.CoreAI)
+    assert isinstance(refused.value, ValueError)
+    assert gm.code == before  # refused before anything was converted
 
 
 # -- op libraries --------------------------------------------------------------------
