@@ -36,8 +36,8 @@ from coreai_opt.quantization.spec.qformulation import QuantizationFormulation
 __all__ = [
     "FP4_BLOCK",
     "WeightExport",
+    "block_view",
     "check_weight_exportable",
-    "expand_qparam",
     "export_weight",
     "lowest_code",
     "ops_minval",
@@ -87,16 +87,18 @@ class WeightExport:
         exactly the prepared model's fake-quantized weight.
         """
         shape = self.logical_shape
-        scale = expand_qparam(self.scale.float(), shape)
+        view, qview = block_view(shape, self.scale.shape)
+        scale = self.scale.float().reshape(qview)
         codes = _ops.unpack(self.quantized, FP4) if self.dtype == FP4 else self.quantized.float()
+        codes = codes.reshape(view)
         if self.zero_point is not None:
-            values = (codes - expand_qparam(self.zero_point.float(), shape)) * scale
+            values = (codes - self.zero_point.float().reshape(qview)) * scale
         elif self.minval is not None:
-            offset = expand_qparam(self.minval.float(), shape)
+            offset = self.minval.float().reshape(qview)
             values = (codes - lowest_code(self.dtype)) * scale + offset
         else:
             values = codes * scale
-        return values.to(self.compute_dtype)
+        return values.reshape(shape).to(self.compute_dtype)
 
     @property
     def logical_shape(self) -> tuple[int, ...]:
@@ -130,29 +132,35 @@ def ops_minval(
     return (minval.float() + (dtype_min - quant_min) * scale.float()).to(minval.dtype)
 
 
-def expand_qparam(qparam: torch.Tensor, shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
-    """*qparam* (one entry per block, the tensor's rank) repeated to the full *shape*.
+def block_view(
+    shape: tuple[int, ...] | torch.Size, qshape: tuple[int, ...] | torch.Size
+) -> tuple[list[int], list[int]]:
+    """Views in which a qparam of *qshape* (one entry per block, the tensor's rank)
+    broadcasts over a tensor of *shape* without being repeated to full size: each
+    dimension splits into (entries, block). Returns (tensor view shape, qparam view shape);
+    a contiguous tensor and its qparam take them with ``reshape``.
 
     Raises:
         ValueError: the ranks differ or a qparam dimension does not divide the tensor's.
     """
     shape = tuple(int(d) for d in shape)
-    if qparam.dim() != len(shape):
+    qshape = tuple(int(d) for d in qshape)
+    if len(qshape) != len(shape):
         raise ValueError(
-            f"qparams of shape {tuple(qparam.shape)} do not fit a tensor of shape {shape}: "
+            f"qparams of shape {qshape} do not fit a tensor of shape {shape}: "
             f"they need the tensor's rank ({len(shape)})"
         )
-    out = qparam
-    for dim, (size, blocks) in enumerate(zip(shape, qparam.shape, strict=True)):
-        if blocks == size:
-            continue
+    view: list[int] = []
+    qview: list[int] = []
+    for dim, (size, blocks) in enumerate(zip(shape, qshape, strict=True)):
         if blocks == 0 or size % blocks:
             raise ValueError(
-                f"qparams of shape {tuple(qparam.shape)} do not fit a tensor of shape {shape}: "
+                f"qparams of shape {qshape} do not fit a tensor of shape {shape}: "
                 f"dimension {dim} ({blocks} entries) does not divide {size}"
             )
-        out = out.repeat_interleave(size // blocks, dim=dim)
-    return out
+        view += [blocks, size // blocks]
+        qview += [blocks, 1]
+    return view, qview
 
 
 def check_weight_exportable(
@@ -221,10 +229,12 @@ def export_weight(
         # The reference casts the scale to the compute dtype before quantizing; an E8M0
         # scale is a power of two, exact in float32 (a float16 cast could underflow it).
         scale_c = scale.float() if e8m0 else scale.to(compute)
-        full_scale = expand_qparam(scale_c.float(), shape)
-        w = weight.detach().float()
+        # Blocked views: each qparam broadcasts over its block (no full-size copies).
+        view, qview = block_view(shape, scale.shape)
+        block_scale = scale_c.float().reshape(qview)
+        w = weight.detach().float().reshape(view)
         if info.is_float:
-            scaled = (w / full_scale).clamp(-info.max_abs, info.max_abs)
+            scaled = (w / block_scale).clamp(-info.max_abs, info.max_abs).reshape(shape)
             quantized = _ops.pack(scaled, FP4) if dtype == FP4 else scaled.to(dtype)
             return WeightExport(
                 quantized=quantized,
@@ -242,17 +252,17 @@ def export_weight(
             if minval is None:
                 raise ValueError(f"weight {name!r}: qformulation='minval' but no minval stored")
             minval_c = minval.to(compute)
-            offset = expand_qparam(minval_c.float(), shape)
-            codes = (torch.round((w - offset) / full_scale) + qmin).clamp(qmin, qmax)
+            offset = minval_c.float().reshape(qview)
+            codes = (torch.round((w - offset) / block_scale) + qmin).clamp(qmin, qmax)
             zp_out, minval_out = None, ops_minval(minval_c, scale_c, qmin, dtype)
         else:
             if zero_point is None:
                 raise ValueError(f"weight {name!r}: qformulation='zp' but no zero_point stored")
-            zp = expand_qparam(zero_point.float(), shape)
-            codes = (torch.round(w / full_scale) + zp).clamp(qmin, qmax)
+            zp = zero_point.float().reshape(qview)
+            codes = (torch.round(w / block_scale) + zp).clamp(qmin, qmax)
             zp_out, minval_out = zero_point.to(storage), None
         return WeightExport(
-            quantized=codes.to(storage),
+            quantized=codes.reshape(shape).to(storage),
             scale=scale_c,
             zero_point=zp_out,
             minval=minval_out,
