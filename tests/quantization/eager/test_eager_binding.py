@@ -228,11 +228,11 @@ def test_copies_keep_tied_weights_shared(make_copy: Callable[[nn.Module], nn.Mod
         assert torch.equal(clone(idx), model(idx))
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_keeps_binding() -> None:
     """``.cuda()`` moves the state; the model runs on the GPU and equals the hand-written
     forward there."""
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA device")
     quantizer, model, x = prepared_small()
     model.cuda()
     xc = x.cuda()

@@ -31,11 +31,11 @@ from finalize_helpers import (
     prepared,
     step_of,
 )
+from models import CacheUpdate, CacheWrite, kv
 from torch import fx, nn
 
 from coreai_opt import ExportBackend
-from coreai_opt.quantization import KVCacheQuantConfig, QuantizerConfig
-from coreai_opt.quantization.config import OpQuantizerConfig
+from coreai_opt.quantization import QuantizerConfig
 from coreai_opt.quantization.finalize import (
     FinalizeNodeError,
     _export_ops,
@@ -361,42 +361,10 @@ def test_handlers_match_the_exact_granularity_type(handler_registry) -> None:
 # -- KV cache ------------------------------------------------------------------------
 
 
-def kv(index: int) -> KVCacheQuantConfig:
-    return KVCacheQuantConfig(
-        op_quantizer_config=OpQuantizerConfig(
-            op_input_spec={index: A8}, op_output_spec=None, op_state_spec=None
-        )
-    )
-
-
-class CacheWrite(nn.Module):
-    """Writes a projection into a cache buffer in place, then reads the cache."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.proj = nn.Linear(8, 8)
-        self.register_buffer("cache", torch.zeros(6, 8))
-
-    def forward(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        self.cache.index_copy_(0, idx, self.proj(x))
-        return self.cache.sum(0, keepdim=True) * 2.0
-
-
-class CacheUpdate(nn.Module):
-    """The cache is a graph input, updated out of place."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.proj = nn.Linear(8, 8)
-
-    def forward(self, cache: torch.Tensor, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        return torch.matmul(x, cache.index_copy(0, idx, self.proj(x)).t())
-
-
 def test_kv_cache_buffer_holds_codes_and_dequantize_follows_the_cache_op() -> None:
     torch.manual_seed(0)
     x, idx = torch.randn(2, 8), torch.tensor([1, 4])
-    cfg = QuantizerConfig(global_config=None, kv_cache_quant_configs={"index_copy_": kv(2)})
+    cfg = QuantizerConfig(global_config=None, kv_cache_quant_configs={"index_copy_": kv(2, A8)})
     q, gm, _ = prepared(CacheWrite(), cfg, x, idx)
     reference = copy.deepcopy(gm)
     ops = select_export_ops()
@@ -415,7 +383,7 @@ def test_kv_cache_buffer_holds_codes_and_dequantize_follows_the_cache_op() -> No
 def test_kv_cache_graph_input_takes_the_quantized_dtype() -> None:
     torch.manual_seed(0)
     cache, x, idx = torch.randn(6, 8), torch.randn(2, 8), torch.tensor([0, 3])
-    cfg = QuantizerConfig(global_config=None, kv_cache_quant_configs={"index_copy": kv(2)})
+    cfg = QuantizerConfig(global_config=None, kv_cache_quant_configs={"index_copy": kv(2, A8)})
     q, gm, _ = prepared(CacheUpdate(), cfg, cache, x, idx)
     reference = copy.deepcopy(gm)
     (fq,) = activation_fq_names(gm)
@@ -431,7 +399,7 @@ def test_kv_cache_graph_input_takes_the_quantized_dtype() -> None:
 
 def test_kv_cache_on_a_non_data_movement_op_is_refused() -> None:
     torch.manual_seed(0)
-    cfg = QuantizerConfig(global_config=None, kv_cache_quant_configs={"linear": kv(0)})
+    cfg = QuantizerConfig(global_config=None, kv_cache_quant_configs={"linear": kv(0, A8)})
     q, gm, _ = prepared(MLP(), cfg, torch.randn(2, 64))
     before = gm.code
     with pytest.raises(FinalizeNodeError, match="not a data-movement op") as refused:

@@ -40,10 +40,8 @@ at step 0. To continue a schedule, the new quantizer replays the original's step
 (``step()`` inside ``training_mode()``) before training on; the schedule used here
 (observers off from step 1) would otherwise give different observer switches.
 
-Every check runs and the failures are reported together, so an expected failure names
-every loss at once. Graph mode's ``torch.save`` / ``torch.load`` and deepcopy are expected
-failures for causes outside ``coreai_opt/quantization/finalize`` (``known_failure_causes``);
-its ``state_dict`` round trips and every eager round trip pass.
+Every check runs and the failures are reported together, so a failure names every loss at
+once. Every combination passes, in both modes.
 """
 
 from __future__ import annotations
@@ -102,24 +100,16 @@ _CACHE_ATTRS = frozenset({"_args_key", "_packed_args", "_version_cache", "_code"
 # -- known failures: causes outside coreai_opt/quantization/finalize ----------------------
 
 
-def known_failure_causes(mode: str, stage: str, trip: str) -> list[str]:
-    """Why the combination is expected to fail (empty: it passes)."""
-    return []
-
-
 OWN_OPS = pytest.mark.skipif(not HAS_OWN_OPS, reason="needs this build's Core AI mirror ops")
 
 
 def _cases() -> list[Any]:
-    """Every (mode, stage, round trip), a strict xfail where causes are known."""
+    """Every (mode, stage, round trip)."""
     cases = []
     for mode in MODES:
         for stage in STAGES:
             for trip in ROUND_TRIPS:
-                causes = known_failure_causes(mode, stage, trip)
-                marks = [pytest.mark.xfail(strict=True, reason="; ".join(causes))] if causes else []
-                if stage == "coreai_own_ops":
-                    marks.append(OWN_OPS)
+                marks = [OWN_OPS] if stage == "coreai_own_ops" else []
                 cases.append(
                     pytest.param(mode, stage, trip, id=f"{mode}-{stage}-{trip}", marks=marks)
                 )

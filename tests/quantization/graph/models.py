@@ -5,6 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from coreai_opt.quantization import KVCacheQuantConfig
+from coreai_opt.quantization.config import OpQuantizerConfig
+from coreai_opt.quantization.spec import QuantizationSpec
+
 
 class ConvBnNet(nn.Module):
     """conv → bn → relu → pool → flatten → dropout → linear, plus a residual add."""
@@ -44,3 +48,42 @@ class TwoBlocks(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.submodule_a(x) + self.submodule_b(x)
+
+
+# -- KV cache (graph-mode KV-cache tests and Core AI finalize) ---------------------
+
+KV_SPEC = QuantizationSpec(dtype=torch.int4, qscheme="asymmetric")
+
+
+def kv(index: int, spec: QuantizationSpec = KV_SPEC) -> KVCacheQuantConfig:
+    """KV-cache config for input *index*."""
+    return KVCacheQuantConfig(
+        op_quantizer_config=OpQuantizerConfig(
+            op_input_spec={index: spec}, op_output_spec=None, op_state_spec=None
+        )
+    )
+
+
+class CacheWrite(nn.Module):
+    """Projects x and writes it into a cache buffer in place (``Tensor.index_copy_``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(8, 8)
+        self.register_buffer("cache", torch.zeros(6, 8))
+
+    def forward(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        self.cache.index_copy_(0, idx, self.proj(x))
+        return self.cache.sum(0, keepdim=True) * 2.0
+
+
+class CacheUpdate(nn.Module):
+    """Cache passed as an input, updated out of place (``Tensor.index_copy``) and read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(8, 8)
+
+    def forward(self, cache: torch.Tensor, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        updated = cache.index_copy(0, idx, self.proj(x))
+        return torch.matmul(x, updated.t())

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 from graph_helpers import node
+from models import KV_SPEC, CacheUpdate, CacheWrite, kv
 from torch import fx, nn
 
-from coreai_opt.quantization import KVCacheQuantConfig, Quantizer, QuantizerConfig
+from coreai_opt.quantization import Quantizer, QuantizerConfig
 from coreai_opt.quantization._graph.annotate import annotate
 from coreai_opt.quantization._graph.export import export_model
 from coreai_opt.quantization._graph.insert import is_fq_node
@@ -15,42 +16,6 @@ from coreai_opt.quantization._graph.kv_cache import KV_CACHE_PRIORITY, apply_kv_
 from coreai_opt.quantization.config import ModuleQuantizerConfig, OpQuantizerConfig
 from coreai_opt.quantization.config.resolution import build_module_config_dict
 from coreai_opt.quantization.spec import QuantizationSpec
-
-KV_SPEC = QuantizationSpec(dtype=torch.int4, qscheme="asymmetric")
-
-
-def kv(index: int, spec: QuantizationSpec = KV_SPEC) -> KVCacheQuantConfig:
-    """KV-cache config for input *index*."""
-    return KVCacheQuantConfig(
-        op_quantizer_config=OpQuantizerConfig(
-            op_input_spec={index: spec}, op_output_spec=None, op_state_spec=None
-        )
-    )
-
-
-class CacheWrite(nn.Module):
-    """Projects x and writes it into a cache buffer in place (``Tensor.index_copy_``)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.proj = nn.Linear(8, 8)
-        self.register_buffer("cache", torch.zeros(6, 8))
-
-    def forward(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        self.cache.index_copy_(0, idx, self.proj(x))
-        return self.cache.sum(0, keepdim=True) * 2.0
-
-
-class CacheUpdate(nn.Module):
-    """Cache passed as an input, updated out of place (``Tensor.index_copy``) and read."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.proj = nn.Linear(8, 8)
-
-    def forward(self, cache: torch.Tensor, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        updated = cache.index_copy(0, idx, self.proj(x))
-        return torch.matmul(x, updated.t())
 
 
 class Attention(nn.Module):
