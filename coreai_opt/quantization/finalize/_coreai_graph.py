@@ -38,7 +38,10 @@ from coreai_opt.quantization.finalize._graph_common import (
     get_attr_before,
     rank_of,
 )
-from coreai_opt.quantization.finalize._handlers import get_activation_export_handler
+from coreai_opt.quantization.finalize._handlers import (
+    GraphActivationExportHandler,
+    activation_handler,
+)
 from coreai_opt.quantization.finalize._weights import export_weight
 
 __all__ = ["ActivationEmitter", "convert_activation", "convert_weight"]
@@ -153,10 +156,14 @@ def activation_emitter(
     return ActivationEmitter(gm, ops, calls.name, export)
 
 
-def convert_activation(gm: fx.GraphModule, calls: FakeQuantizerCalls, ops: ExportOps) -> None:
-    """Replace every call of the activation FQ *calls* (through its export handler when
-    one is registered for its granularity)."""
-    handler = get_activation_export_handler(calls.fq.granularity, "graph")
+def convert_activation(
+    gm: fx.GraphModule,
+    calls: FakeQuantizerCalls,
+    ops: ExportOps,
+    handler: GraphActivationExportHandler | None,
+) -> None:
+    """Replace every call of the activation FQ *calls*: through *handler*, the export
+    handler registered for its granularity (``activation_handler``), when there is one."""
     if handler is not None:
         for node in calls.nodes:
             handler(gm, node, calls.fq)
@@ -191,10 +198,10 @@ def convert_all(
     dense: list[torch.Tensor] = []
     for calls in all_calls:
         try:
-            handled = get_activation_export_handler(calls.fq.granularity, "graph") is not None
+            handler = activation_handler(calls.fq, "graph")
             if calls.is_weight:
                 dense.append(convert_weight(gm, calls, ops))
-            elif not handled and any(node in kv_cache_ops for node in calls.nodes):
+            elif handler is None and any(node in kv_cache_ops for node in calls.nodes):
                 # (a registered handler owns its granularity, KV-cache slots included)
                 emitter = activation_emitter(gm, calls, ops)
                 for node in calls.nodes:
@@ -203,7 +210,7 @@ def convert_all(
                     else:
                         emitter.replace(node)
             else:
-                convert_activation(gm, calls, ops)
+                convert_activation(gm, calls, ops, handler)  # type: ignore[arg-type]
         except Exception as err:
             raise node_error(calls.nodes[0].name, err) from err
     return dense

@@ -36,7 +36,6 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from coreai_opt._export_backend import ExportBackend
-from coreai_opt.config.spec.factory import CompressionTargetTensor
 from coreai_opt.quantization.finalize._activations import (
     check_activation_exportable,
     export_activation_qparams,
@@ -61,7 +60,7 @@ from coreai_opt.quantization.finalize._eager_modules import (
 from coreai_opt.quantization.finalize._errors import node_error
 from coreai_opt.quantization.finalize._export_ops import ExportOps, select_export_ops
 from coreai_opt.quantization.finalize._graph_common import zero_size_like
-from coreai_opt.quantization.finalize._handlers import get_activation_export_handler
+from coreai_opt.quantization.finalize._handlers import activation_handler
 from coreai_opt.quantization.finalize._mmap import check_mmap_dir, map_tensors, open_mmap_dir
 from coreai_opt.quantization.finalize._weights import check_weight_exportable, export_weight
 from coreai_opt.quantization.spec.fake_quantize import FakeQuantizeImplBase
@@ -160,11 +159,8 @@ def eager_fake_quantizers(model: nn.Module) -> tuple[list[EagerWeightFQ], list[E
 
 
 def _handled(fq: FakeQuantizeImplBase) -> bool:
-    """True when an eager activation export handler takes over *fq*."""
-    return (
-        getattr(fq, "quantization_target", None) is CompressionTargetTensor.ACTIVATION
-        and get_activation_export_handler(fq.granularity, "eager") is not None
-    )
+    """True when a eager activation export handler takes over *fq*."""
+    return activation_handler(fq, "eager") is not None
 
 
 def _set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
@@ -248,8 +244,8 @@ def _convert_coreai(
         dequantizers.append((weight.tensor_name, module))
     for act in activations:
         try:
-            handler = get_activation_export_handler(act.fq.granularity, "eager")
-            if handler is not None and _handled(act.fq):
+            handler = activation_handler(act.fq, "eager")
+            if handler is not None:
                 module = handler(act.fq)  # type: ignore[call-arg]
                 if not isinstance(module, nn.Module):
                     raise TypeError(

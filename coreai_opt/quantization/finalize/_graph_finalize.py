@@ -24,7 +24,6 @@ from collections.abc import Callable
 from torch import fx
 
 from coreai_opt._export_backend import ExportBackend
-from coreai_opt.config.spec.factory import CompressionTargetTensor
 from coreai_opt.quantization.finalize._activations import check_activation_exportable
 from coreai_opt.quantization.finalize._checks import (
     check_coreml_activation,
@@ -40,7 +39,7 @@ from coreai_opt.quantization.finalize._graph_common import (
     finish_rewrite,
     free_unread_tensors,
 )
-from coreai_opt.quantization.finalize._handlers import get_activation_export_handler
+from coreai_opt.quantization.finalize._handlers import activation_handler
 from coreai_opt.quantization.finalize._mmap import check_mmap_dir, map_graph_weights, open_mmap_dir
 from coreai_opt.quantization.finalize._weights import check_weight_exportable
 from coreai_opt.quantization.spec.fake_quantize import FakeQuantizeImplBase
@@ -50,10 +49,7 @@ __all__ = ["finalize_graph"]
 
 def _handled(fq: FakeQuantizeImplBase) -> bool:
     """True when a graph activation export handler takes over *fq*."""
-    return (
-        getattr(fq, "quantization_target", None) is CompressionTargetTensor.ACTIVATION
-        and get_activation_export_handler(fq.granularity, "graph") is not None
-    )
+    return activation_handler(fq, "graph") is not None
 
 
 def _weight_shape(gm: fx.GraphModule, name: str) -> tuple[int, ...] | None:

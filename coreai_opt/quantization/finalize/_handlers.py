@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Literal
 
 from torch import fx, nn
 
+from coreai_opt.config.spec.factory import CompressionTargetTensor
 from coreai_opt.quantization.spec.granularity import QuantizationGranularity
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EagerActivationExportHandler",
     "GraphActivationExportHandler",
+    "activation_handler",
     "get_activation_export_handler",
     "register_eager_activation_export_handler",
     "register_graph_activation_export_handler",
@@ -102,6 +104,16 @@ def get_activation_export_handler(
         raise ValueError(f"mode={mode!r} is not an execution mode; allowed: ['graph', 'eager']")
     cls = granularity if isinstance(granularity, type) else type(granularity)
     return registry.get(cls)
+
+
+def activation_handler(
+    fq: FakeQuantizeImplBase, mode: Literal["graph", "eager"] | str
+) -> GraphActivationExportHandler | EagerActivationExportHandler | None:
+    """The handler that takes over the activation fake-quantizer *fq* in *mode*, or None
+    (also for weight fake-quantizers, which handlers never convert)."""
+    if getattr(fq, "quantization_target", None) is not CompressionTargetTensor.ACTIVATION:
+        return None
+    return get_activation_export_handler(fq.granularity, mode)
 
 
 def unregister_activation_export_handler(
