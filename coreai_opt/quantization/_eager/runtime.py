@@ -102,18 +102,7 @@ def _native_args(fq: FakeQuantizeImplBase) -> tuple[Any, ...] | None:
     if fq._method is None or fq.is_stateless:
         return None
     calc = fq.qparams_calculator
-    zero_point = fq._unused_zero_point if fq.is_float else calc.zero_point
-    minval = fq._unused_minval if fq.is_float else calc.minval
-    state = [
-        fq.observer_enabled,
-        fq._observer_off,
-        fq.fake_quant_enabled,
-        calc.running_min,
-        calc.running_max,
-        calc.scale,
-        zero_point,
-        minval,
-    ]
+    state = [fq.observer_enabled, fq._observer_off, fq.fake_quant_enabled, *fq.kernel_state()]
     ranges: list[float] = []
     for dtype in _RANGE_DTYPES:
         lo, hi = calc.effective_float_range(dtype)
@@ -121,12 +110,7 @@ def _native_args(fq: FakeQuantizeImplBase) -> tuple[Any, ...] | None:
     return (
         state,
         list(fq._pattern),
-        fq.dtype,
-        0 if fq.is_float else int(fq.quant_min),
-        0 if fq.is_float else int(fq.quant_max),
-        bool(calc.symmetric),
-        bool(fq.use_minval),
-        bool(calc.e8m0),
+        *fq.kernel_format(),
         bool(fq._export_mode),
         fq._method,
         float(calc.averaging_constant_value),

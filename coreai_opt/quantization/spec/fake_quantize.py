@@ -473,13 +473,32 @@ class FakeQuantize(_QuantizerCommon):
         observer is off (eager weights: inference fake-quantizes each weight once)."""
         self._version_cache = ((), None) if enabled else None
 
-    def _fused_args(self, x: torch.Tensor) -> tuple[object, ...]:
+    def kernel_state(self) -> list[torch.Tensor]:
+        """running_min, running_max, scale, zero_point, minval as the fused op takes them
+        (float formats get placeholders for the integer offsets)."""
         calc = self.qparams_calculator
         zero_point = self._unused_zero_point if self.is_float else calc.zero_point
         minval = self._unused_minval if self.is_float else calc.minval
+        return [calc.running_min, calc.running_max, calc.scale, zero_point, minval]
+
+    def kernel_format(self) -> tuple[torch.dtype, int, int, bool, bool, bool]:
+        """(dtype, quant_min, quant_max, symmetric, use_minval, e8m0) as the fused op takes
+        them (quant_min / quant_max 0 for float formats)."""
+        calc = self.qparams_calculator
+        return (
+            self.dtype,
+            0 if self.is_float else int(self.quant_min),
+            0 if self.is_float else int(self.quant_max),
+            bool(calc.symmetric),
+            bool(self.use_minval),
+            bool(calc.e8m0),
+        )
+
+    def _fused_args(self, x: torch.Tensor) -> tuple[object, ...]:
+        calc = self.qparams_calculator
         observer_on = self._observer_off if self._export_mode else self.observer_enabled
         lo, hi = calc.effective_float_range(x.dtype)
-        state = [calc.running_min, calc.running_max, calc.scale, zero_point, minval]
+        state = self.kernel_state()
         if self._pattern is not None and len(self._pattern) != x.dim():
             # A per-tensor FQ shared by tensors of several ranks (graph mode calls one FQ on
             # both sides of a rank-reducing mean): one-element views of the x's rank.
@@ -498,12 +517,7 @@ class FakeQuantize(_QuantizerCommon):
             self.fake_quant_enabled,
             *state,
             block_size,
-            self.dtype,
-            0 if self.is_float else int(self.quant_min),
-            0 if self.is_float else int(self.quant_max),
-            calc.symmetric,
-            self.use_minval,
-            calc.e8m0,
+            *self.kernel_format(),
             self._method,
             calc.averaging_constant_value,
             lo,
