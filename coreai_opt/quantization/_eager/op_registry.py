@@ -15,6 +15,7 @@ for later ones; the base name is the aten operator name (``add``, ``add_``, ``li
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,6 +54,14 @@ class EagerOpOverload:
     base_name: str
     activation_args: tuple[str, ...] | None = None
     optional: bool = False
+
+    @functools.cached_property
+    def arg_names(self) -> tuple[str, ...]:
+        """The overload's schema argument names, in order (looked up once)."""
+        ns, name = self.name.split("::")
+        packet = getattr(getattr(torch.ops, ns), name)
+        overload = getattr(packet, self.overload or "default")
+        return tuple(a.name for a in overload._schema.arguments)
 
 
 def _o(name: str, overload: str, op_type: str, base: str | None = None, optional: bool = False):
@@ -168,10 +177,6 @@ def ensure_registered() -> None:
         _registered.add((name, overload))
 
 
-def _schema_of(overload: torch._ops.OpOverload) -> torch._C.FunctionSchema:
-    return overload._schema
-
-
 def register_eager_op_type(
     op_type: str,
     overload: torch._ops.OpOverload,
@@ -201,7 +206,7 @@ def register_eager_op_type(
         )
     if not isinstance(op_type, str) or not op_type:
         raise ValueError(f"op_type must be a non-empty str, got {op_type!r}")
-    schema = _schema_of(overload)
+    schema = overload._schema
     arg_names = [a.name for a in schema.arguments]
     names: tuple[str, ...] | None = None
     if activation_args is not None:

@@ -125,7 +125,7 @@ class _Recorder:
         outputs: list[torch.Tensor | None],
         overload: op_registry.EagerOpOverload,
     ) -> None:
-        schema_args = _schema_args(overload)
+        schema_args = overload.arg_names
         args = [
             OpArg(i, e, schema_args[i], t)
             for t, i, e in zip(inputs, indices, elements, strict=True)
@@ -147,19 +147,6 @@ class _Recorder:
         )
         self.ops.append(op)
         owner.ops.append(op)
-
-
-_SCHEMAS: dict[tuple[str, str], list[str]] = {}
-
-
-def _schema_args(entry: op_registry.EagerOpOverload) -> list[str]:
-    key = (entry.name, entry.overload)
-    if key not in _SCHEMAS:
-        ns, name = entry.name.split("::")
-        packet = getattr(getattr(torch.ops, ns), name)
-        overload = getattr(packet, entry.overload or "default")
-        _SCHEMAS[key] = [a.name for a in overload._schema.arguments]
-    return _SCHEMAS[key]
 
 
 def _record_call(
@@ -233,8 +220,6 @@ def record(
     The model's train/eval flags are restored afterwards.
     """
     op_registry.ensure_registered()
-    for entry in op_registry.op_overloads().values():
-        _schema_args(entry)
     recorder = _Recorder(model, capture_stack)
     program = _ops.eager_program()
     program.set_recording(True)
