@@ -22,6 +22,7 @@
 #include "eager/key.h"
 #include "eager/program.h"
 #include "eager/scope.h"
+#include "ops/checks.h"
 
 namespace coreai_opt::eager {
 
@@ -42,9 +43,7 @@ bool quantizable(const at::Tensor& t) {
   if (!t.defined() || t.unsafeGetTensorImpl()->is_wrapped_number() || t.numel() <= 1) {
     return false;
   }
-  const auto dtype = t.scalar_type();
-  return dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16 ||
-         dtype == at::kDouble;
+  return ops::is_float_input_dtype(t.scalar_type());
 }
 
 using RecordSig = void(c10::string_view, c10::string_view, int64_t, int64_t, int64_t,

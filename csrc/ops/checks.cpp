@@ -29,19 +29,16 @@ bool concrete(const at::Tensor& t) { return c10::asIntArrayRefSlowOpt(t.sym_size
 
 void check_float_input(const at::Tensor& x, const char* op, const char* arg) {
   const auto st = x.scalar_type();
-  TORCH_CHECK_TYPE(st == at::kFloat || st == at::kHalf || st == at::kBFloat16 || st == at::kDouble,
-                   "coreai_opt.", op, ": ", arg, " has dtype ", dtype_name(st),
-                   "; allowed: torch.float32, torch.float16, torch.bfloat16, torch.float64");
+  TORCH_CHECK_TYPE(is_float_input_dtype(st), "coreai_opt.", op, ": ", arg, " has dtype ",
+                   dtype_name(st), "; allowed: ", kFloatInputDtypes);
 }
 
 // Scales of float formats may also be E8M0 codes (the OCP MX block scales).
 void check_float_format_scale(const at::Tensor& scale, const char* op) {
   const auto st = scale.scalar_type();
-  TORCH_CHECK_TYPE(st == at::kFloat || st == at::kHalf || st == at::kBFloat16 ||
-                       st == at::kDouble || st == at::kFloat8_e8m0fnu,
-                   "coreai_opt.", op, ": scale has dtype ", dtype_name(st),
-                   "; allowed: torch.float32, torch.float16, torch.bfloat16, torch.float64, "
-                   "torch.float8_e8m0fnu");
+  TORCH_CHECK_TYPE(is_float_input_dtype(st) || st == at::kFloat8_e8m0fnu, "coreai_opt.", op,
+                   ": scale has dtype ", dtype_name(st), "; allowed: ", kFloatInputDtypes,
+                   ", torch.float8_e8m0fnu");
 }
 
 QuantFormat float_format_of(c10::ScalarType dtype, const char* op) {
@@ -440,11 +437,6 @@ namespace {
 constexpr const char* kCoreAIFormats =
     "torch.int8, torch.uint8, torch.int1 .. torch.int7, torch.uint1 .. torch.uint7, "
     "torch.float8_e4m3fn, torch.float8_e5m2, torch.float4_e2m1fn_x2";
-constexpr const char* kResultFloats = "torch.float32, torch.float16, torch.bfloat16, torch.float64";
-
-bool is_result_float(c10::ScalarType st) {
-  return st == at::kFloat || st == at::kHalf || st == at::kBFloat16 || st == at::kDouble;
-}
 
 // Every integer width torch names (the logical dtype only sets the range), FP8 and FP4.
 QuantFormat coreai_format_of(c10::ScalarType dtype, const char* op, const char* arg) {
@@ -492,11 +484,12 @@ bool check_coreai_scale(const at::Tensor& scale, const QuantFormat& fmt, const c
     TORCH_CHECK_TYPE(fmt.is_float, "coreai_opt.", op,
                      ": scale has dtype torch.float8_e8m0fnu, which only float formats take; "
                      "integer codes need ",
-                     kResultFloats);
+                     kFloatInputDtypes);
     return true;
   }
-  TORCH_CHECK_TYPE(is_result_float(st), "coreai_opt.", op, ": scale has dtype ", dtype_name(st),
-                   "; allowed: ", kResultFloats, ", and torch.float8_e8m0fnu for float formats");
+  TORCH_CHECK_TYPE(is_float_input_dtype(st), "coreai_opt.", op, ": scale has dtype ",
+                   dtype_name(st), "; allowed: ", kFloatInputDtypes,
+                   ", and torch.float8_e8m0fnu for float formats");
   return false;
 }
 
@@ -644,9 +637,9 @@ DequantizeArgs check_dequantize_args(const at::Tensor& input, const at::Tensor& 
                       ": minval needs input_dtype: qmin depends on the logical dtype, which the "
                       "container's dtype does not tell (int4 codes are stored as int8)");
   }
-  TORCH_CHECK_VALUE(!output_dtype.has_value() || is_result_float(*output_dtype), "coreai_opt.", op,
-                    ": output_dtype is ", dtype_name(output_dtype.value_or(at::kFloat)),
-                    "; allowed: ", kResultFloats);
+  TORCH_CHECK_VALUE(!output_dtype.has_value() || is_float_input_dtype(*output_dtype), "coreai_opt.",
+                    op, ": output_dtype is ", dtype_name(output_dtype.value_or(at::kFloat)),
+                    "; allowed: ", kFloatInputDtypes);
   TORCH_CHECK_VALUE(!e8m0 || output_dtype.has_value(), "coreai_opt.", op,
                     ": an E8M0 scale (torch.float8_e8m0fnu) needs output_dtype");
   return {std::move(codes), e8m0, output_dtype.value_or(scale.scalar_type())};

@@ -41,6 +41,14 @@ inline bool is_fp4(const QuantFormat& f) {
   return f.is_float && f.float_format == formats::FloatFormat::E2M1;
 }
 
+// The floating-point dtypes the ops take for inputs, gradients and float scales (and that
+// eager mode fake-quantizes), and their names for error messages.
+inline bool is_float_input_dtype(c10::ScalarType st) {
+  return st == at::kFloat || st == at::kHalf || st == at::kBFloat16 || st == at::kDouble;
+}
+constexpr const char* kFloatInputDtypes =
+    "torch.float32, torch.float16, torch.bfloat16, torch.float64";
+
 // Maps torch.int8 / uint8 / int4 / uint4 / int2 / uint2 / float8_e4m3fn / float8_e5m2 /
 // float4_e2m1fn_x2; any other dtype is an error naming the argument and the allowed set.
 QuantFormat quant_format_of(c10::ScalarType dtype, const char* op, const char* arg = "dtype");
