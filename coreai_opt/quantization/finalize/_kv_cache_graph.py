@@ -87,11 +87,6 @@ def _is_fq_call(gm: fx.GraphModule, node: fx.Node) -> bool:
     )
 
 
-def _is_float(node: fx.Node) -> bool:
-    val = node.meta.get("val")
-    return isinstance(val, torch.Tensor) and val.dtype.is_floating_point
-
-
 def _quantize_buffer(gm: fx.GraphModule, target: str, emitter: ActivationEmitter) -> None:
     """Store the buffer (or parameter) at *target* as codes, once."""
     owner_path, _, attr = target.rpartition(".")
@@ -144,7 +139,7 @@ def convert_kv_cache(
     storage: list[fx.Node] = []
     for inp in op_kinds.tensor_inputs(cache_op):
         source = value if inp is fq_node else inp
-        if not _is_float(source):
+        if not op_kinds.is_float_value(source):
             continue
         if source.op == "get_attr":
             _quantize_buffer(gm, str(source.target), emitter)
