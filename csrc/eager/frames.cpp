@@ -2,7 +2,6 @@
 
 #include <c10/util/Exception.h>
 
-#include "eager/interceptor.h"
 #include "eager/scope.h"
 
 namespace coreai_opt::eager {
@@ -13,7 +12,6 @@ thread_local std::vector<Frame> t_frames;
 
 void push_frame(const EagerProgram* program, int64_t module) {
   // Every frame also opens the scope, so calling a prepared submodule directly quantizes too.
-  ensure_fallback();
   open_scope();
   t_frames.push_back(Frame{program, module, {}});
 }

@@ -1,4 +1,5 @@
-// The boxed kernel every intercepted aten overload gets on kInterceptKey.
+// The boxed kernel every intercepted aten overload gets on kInterceptKey (one functor per
+// overload, carrying its entry).
 //
 // Per call: switch interception off for the rest of the call (the op's insides and the
 // fake-quantize ops are not intercepted), count the call in the innermost module frame, look
@@ -14,7 +15,6 @@
 
 #include <memory>
 #include <mutex>
-#include <shared_mutex>
 #include <unordered_map>
 #include <vector>
 
@@ -34,7 +34,9 @@ struct OpEntry {
   bool in_place = false;  // the first argument is written and returned (add_, mul_, ...)
 };
 
-std::shared_mutex g_entries_mutex;
+// What register_op registered, to refuse re-registering an overload with other settings. The
+// kernels carry their own entry (InterceptKernel), so the per-call path never reads this.
+std::mutex g_entries_mutex;
 std::unordered_map<c10::OperatorName, OpEntry> g_entries;
 std::vector<std::unique_ptr<torch::Library>> g_libraries;
 std::once_flag g_fallback_once;
@@ -97,25 +99,11 @@ void record(const c10::OperatorHandle& op, c10::DispatchKeySet ks, torch::jit::S
                    indices, elements, outputs);
 }
 
-void intercept_kernel(const c10::OperatorHandle& op, c10::DispatchKeySet ks,
-                      torch::jit::Stack* stack) {
+void intercept(const c10::OperatorHandle& op, c10::DispatchKeySet ks, torch::jit::Stack* stack,
+               const OpEntry& entry) {
   c10::impl::ExcludeDispatchKeyGuard no_reentry(kInterceptKey);
   Frame* frame = current_frame();
   if (frame == nullptr) {  // outside every module frame: nothing to count or quantize
-    redispatch(op, ks, stack);
-    return;
-  }
-  OpEntry entry;
-  bool known = false;
-  {
-    std::shared_lock<std::shared_mutex> lock(g_entries_mutex);
-    const auto it = g_entries.find(op.operator_name());
-    if (it != g_entries.end()) {
-      entry = it->second;
-      known = true;
-    }
-  }
-  if (!known) {
     redispatch(op, ks, stack);
     return;
   }
@@ -174,6 +162,19 @@ void intercept_kernel(const c10::OperatorHandle& op, c10::DispatchKeySet ks,
   }
 }
 
+// The kernel registered for one intercepted overload. It carries the overload's entry, so a
+// call takes no lock and hashes no operator name to find it.
+class InterceptKernel final : public c10::OperatorKernel {
+ public:
+  explicit InterceptKernel(OpEntry entry) : entry_(entry) {}
+  void operator()(const c10::OperatorHandle& op, c10::DispatchKeySet ks, torch::jit::Stack* stack) {
+    intercept(op, ks, stack, entry_);
+  }
+
+ private:
+  const OpEntry entry_;
+};
+
 // Container ops whose C++ bodies call aten ops themselves (scaled_dot_product_attention,
 // lstm, einsum, ...): switch interception off for their insides so those are not seen as
 // separate matmul / softmax / bmm calls.
@@ -217,7 +218,7 @@ void register_op(const std::string& name, const std::string& overload, int64_t b
               overload.empty() ? "" : ".", overload, " to intercept");
   TORCH_CHECK(base_id >= 0 && base_id < (int64_t{1} << 16),
               "coreai_opt eager: op base id out of range: ", base_id);
-  std::unique_lock<std::shared_mutex> lock(g_entries_mutex);
+  std::lock_guard<std::mutex> lock(g_entries_mutex);
   const c10::OperatorName key{name, overload};
   const auto it = g_entries.find(key);
   if (it != g_entries.end()) {
@@ -234,16 +235,18 @@ void register_op(const std::string& name, const std::string& overload, int64_t b
               "coreai_opt eager: operator name without namespace: ", name);
   const std::string ns = name.substr(0, sep);
   const std::string op_name = name.substr(sep + 2) + (overload.empty() ? "" : "." + overload);
+  const OpEntry entry{base_id, pass_through, writes_first_argument(handle->schema())};
   auto library =
       std::make_unique<torch::Library>(torch::Library::IMPL, ns, kInterceptKey, __FILE__, __LINE__);
   if (pass_through) {
     library->impl(op_name.c_str(),
                   torch::CppFunction::makeFromBoxedFunction<&pass_through_kernel>());
   } else {
-    library->impl(op_name.c_str(), torch::CppFunction::makeFromBoxedFunction<&intercept_kernel>());
+    library->impl(op_name.c_str(), torch::CppFunction::makeFromBoxedFunctor(
+                                       std::make_unique<InterceptKernel>(entry)));
   }
   g_libraries.push_back(std::move(library));
-  g_entries[key] = OpEntry{base_id, pass_through, writes_first_argument(handle->schema())};
+  g_entries[key] = entry;
 }
 
 namespace {

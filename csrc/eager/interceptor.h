@@ -16,8 +16,8 @@ namespace coreai_opt::eager {
 void register_op(const std::string& name, const std::string& overload, int64_t base_id,
                  bool pass_through);
 
-// Registers the key's fallthrough fallback once (before any scope opens: with the key
-// included and no kernel, every op would fail). Raises when another library already
+// Registers the key's fallthrough fallback once; open_scope and register_op call it (with the
+// key included and no kernel, every op would fail). Raises when another library already
 // registered a fallback for the key.
 void ensure_fallback();
 

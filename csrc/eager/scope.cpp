@@ -3,6 +3,7 @@
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <c10/util/Exception.h>
 
+#include "eager/interceptor.h"
 #include "eager/key.h"
 
 namespace coreai_opt::eager {
@@ -23,6 +24,8 @@ void open_scope() {
   if (t_scope.depth++ > 0) {
     return;
   }
+  // With the key included and no fallback registered, every op would fail to dispatch.
+  ensure_fallback();
   t_scope.was_included = c10::impl::tls_is_dispatch_key_included(kInterceptKey);
   t_scope.was_excluded = c10::impl::tls_is_dispatch_key_excluded(kInterceptKey);
   c10::impl::tls_set_dispatch_key_included(kInterceptKey, true);

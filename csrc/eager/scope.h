@@ -6,7 +6,8 @@
 
 namespace coreai_opt::eager {
 
-// Opens the scope on this thread (nesting counts depth); the first open saves the key's
+// Opens the scope on this thread (nesting counts depth); the first open registers the key's
+// fallthrough fallback if that has not happened yet (ensure_fallback) and saves the key's
 // included / excluded bits, the matching last close restores exactly those bits and touches
 // no other key.
 void open_scope();
