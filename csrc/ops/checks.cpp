@@ -63,18 +63,25 @@ QuantFormat packable_format_of(c10::ScalarType dtype, const char* op) {
 
 // ---- shapes -------------------------------------------------------------------------------
 
-// The qparam tensor's shape must encode a granularity of x (see qparam_layout.h).
-std::optional<formats::QParamLayout> qparam_layout(const at::Tensor& x, const at::Tensor& q,
-                                                   const char* op, const char* arg) {
-  if (!concrete(x) || !concrete(q)) return std::nullopt;
-  const auto qs = qparam_sizes(x, q);
-  const auto xs = x.sizes().vec();
+// The layout of qparams of sizes qs (the shape of `q`, the argument named arg) over an
+// input of sizes xs; qs must encode a granularity of xs (see qparam_layout.h).
+formats::QParamLayout checked_qparam_layout(const std::vector<int64_t>& xs,
+                                            const std::vector<int64_t>& qs, const at::Tensor& q,
+                                            const char* op, const char* arg) {
   const std::string why = formats::qparam_shape_error(xs, qs);
   TORCH_CHECK_VALUE(why.empty(), "coreai_opt.", op, ": ", arg, " of shape ", shape_str(q.sizes()),
-                    " fits no granularity of an input of shape ", shape_str(x.sizes()), ": ", why,
+                    " fits no granularity of an input of shape ", shape_str(at::IntArrayRef(xs)),
+                    ": ", why,
                     ". Each dimension must be 1 (shared), the input's size (per index) or "
                     "size / block (per block); a 0-d tensor means per-tensor.");
   return formats::make_qparam_layout(xs, qs);
+}
+
+// The qparam tensor q's layout over x (nullopt while either has symbolic sizes).
+std::optional<formats::QParamLayout> qparam_layout(const at::Tensor& x, const at::Tensor& q,
+                                                   const char* op, const char* arg) {
+  if (!concrete(x) || !concrete(q)) return std::nullopt;
+  return checked_qparam_layout(x.sizes().vec(), qparam_sizes(x, q), q, op, arg);
 }
 
 // `other` must have exactly `ref`'s shape.
@@ -728,11 +735,7 @@ DequantizeCheck check_blockwise_shift_scale(const at::Tensor& input, const at::T
   const auto xs = int_sizes(sizes);
   if (xs.has_value() && concrete(scale)) {
     q_sizes = scale.sizes().vec();
-    const std::string why = formats::qparam_shape_error(*xs, *q_sizes);
-    TORCH_CHECK_VALUE(why.empty(), "coreai_opt.", op, ": scale of shape ", shape_str(scale.sizes()),
-                      " does not divide an input of shape ", shape_str(at::IntArrayRef(*xs)), ": ",
-                      why);
-    layout = formats::make_qparam_layout(*xs, *q_sizes);
+    layout = checked_qparam_layout(*xs, *q_sizes, scale, op, "scale");
   }
   return {args.codes.format, args.e8m0,          args.out_dtype,
           std::move(layout), std::move(q_sizes), std::move(args.codes.sizes)};

@@ -588,12 +588,17 @@ ERRORS = [
         "must be None or the same",
     ),
     ("blockwise_shift_scale", (_q, _s), ValueError, "scale has 1 dimensions but the input has 2"),
-    ("blockwise_shift_scale", (_q, torch.ones(4, 3)), ValueError, "does not divide"),
+    (
+        "blockwise_shift_scale",
+        (_q, torch.ones(4, 3)),
+        ValueError,
+        "scale of shape [4, 3] fits no granularity of an input of shape [4, 8]",
+    ),
     (
         "blockwise_shift_scale",
         (_q.view(torch.uint8), torch.ones(4, 3), None, None, FP4),
         ValueError,
-        "does not divide",
+        "scale of shape [4, 3] fits no granularity of an input of shape [4, 16]",
     ),
 ]
 
