@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "cpu/pack_codes.h"
 #include "cpu/qparam_buffer.h"
 #include "formats/float_format.h"
 #include "formats/int_range.h"
@@ -112,11 +113,9 @@ void quantize_float(const at::Tensor& xc, const at::Tensor& scale, const ops::Qu
   if (!fp4) return;
   TORCH_CHECK_VALUE(!nan.load(), "coreai_opt.quantize: FP4 has no NaN code, and input / scale is ",
                     "NaN somewhere");
-  at::parallel_for(0, layout.numel / 2, kGrain, [&](int64_t b, int64_t e) {
-    for (int64_t j = b; j < e; ++j) {
-      y[j] = static_cast<uint8_t>((codes[2 * j] & 0xF) | ((codes[2 * j + 1] & 0xF) << 4));
-    }
-  });
+  // A second pass: the element walk may split a byte's two codes between threads.
+  pack_codes(
+      layout.numel / 2, 4, [&](int64_t j) { return codes[j]; }, y);
 }
 
 // Integer formats in the compute dtype C = promote_types(input, scale), input - minval in

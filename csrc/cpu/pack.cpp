@@ -5,6 +5,7 @@
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
+#include "cpu/pack_codes.h"
 #include "formats/float_format.h"
 #include "formats/int_range.h"
 #include "ops/checks.h"
@@ -17,13 +18,11 @@ namespace {
 at::Tensor pack(const at::Tensor& q, c10::ScalarType dtype) {
   const auto checked = ops::check_pack(q, dtype);
   const auto& fmt = checked.format;
-  const int per_byte = 8 / fmt.bits;
   const auto qc = q.contiguous();
   auto out =
       at::empty(c10::asIntArrayRefUnchecked(checked.out_sizes), q.options().dtype(at::kByte));
   uint8_t* dst = out.mutable_data_ptr<uint8_t>();
   const int64_t n_out = out.numel();
-  const uint32_t mask = (1u << fmt.bits) - 1u;
   if (fmt.is_float) {
     const auto info = formats::float_format_info(fmt.float_format);
     const auto qf = qc.to(at::kFloat);
@@ -34,16 +33,9 @@ at::Tensor pack(const at::Tensor& q, c10::ScalarType dtype) {
                         "flat index ",
                         i);
     }
-    at::parallel_for(0, n_out, 4096, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        uint32_t byte = 0;
-        for (int k = 0; k < per_byte; ++k) {
-          byte |= (formats::encode_float_format(src[i * per_byte + k], info) & mask)
-                  << (k * fmt.bits);
-        }
-        dst[i] = static_cast<uint8_t>(byte);
-      }
-    });
+    pack_codes(
+        n_out, fmt.bits, [&](int64_t j) { return formats::encode_float_format(src[j], info); },
+        dst);
     return out;
   }
   const auto r = formats::int_range(fmt.bits, fmt.is_signed, false);
@@ -54,15 +46,8 @@ at::Tensor pack(const at::Tensor& q, c10::ScalarType dtype) {
                       " at flat index ", i, " does not fit ", ops::dtype_name(dtype),
                       ", whose range is [", r.qmin, ", ", r.qmax, "]");
   }
-  at::parallel_for(0, n_out, 4096, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      uint32_t byte = 0;
-      for (int k = 0; k < per_byte; ++k) {
-        byte |= (static_cast<uint32_t>(src[i * per_byte + k]) & mask) << (k * fmt.bits);
-      }
-      dst[i] = static_cast<uint8_t>(byte);
-    }
-  });
+  pack_codes(
+      n_out, fmt.bits, [&](int64_t j) { return src[j]; }, dst);
   return out;
 }
 
