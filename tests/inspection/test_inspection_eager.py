@@ -3,14 +3,13 @@ boundaries, queries, the summary text, the compressor filter and the argument ch
 
 from __future__ import annotations
 
-import inspect
-import os
 import warnings
 from collections.abc import Iterable
 
 import pytest
 import torch
 import torch.nn.functional as F
+from inspection_helpers import line_of, qualname, shown_path
 from torch import nn
 
 from coreai_opt.inspection import (
@@ -70,10 +69,6 @@ TWO_ADD_INPUTS = (torch.randn(2, 3),)
 CBRL_INPUTS = (torch.randn(2, 3, 8, 8),)
 
 
-def qualname(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
 def names(ops: Iterable[OpInfo]) -> list[str]:
     return [op.op_name for op in ops]
 
@@ -90,16 +85,6 @@ def compute_ops(inspector: ModelInspector) -> list[OpInfo]:
 def op(inspector: ModelInspector, name: str) -> OpInfo:
     (found,) = [o for o in inspector.ops if o.op_name == name]
     return found
-
-
-def line_of(function: object, text: str) -> int:
-    lines, start = inspect.getsourcelines(function)  # type: ignore[arg-type]
-    return start + next(i for i, line in enumerate(lines) if text in line)
-
-
-def shown_path() -> str:
-    relative = os.path.relpath(__file__)
-    return __file__ if relative.startswith(os.pardir) else relative
 
 
 @pytest.fixture(scope="module")
@@ -478,7 +463,7 @@ def test_queries_on_the_config_guide_example(two_add: ModelInspector) -> None:
 
 
 def test_summary_of_the_config_guide_example(two_add: ModelInspector) -> None:
-    path = shown_path()
+    path = shown_path(__file__)
     first = line_of(TwoAddModule.forward, "a = x + x")
     second = line_of(TwoAddModule.forward, "b = a + a")
     expected = f"""\
@@ -520,7 +505,7 @@ module outputs: submodule_b.add_1
 
 def test_summary_of_conv_bn_relu_linear(cbrl: ModelInspector) -> None:
     text = cbrl.format_summary(colorize=False)
-    path = shown_path()
+    path = shown_path(__file__)
     conv_line = line_of(ConvBnReluLinear.forward, "y = self.relu(")
     fc_line = line_of(ConvBnReluLinear.forward, "return self.fc(")
     lines = text.splitlines()

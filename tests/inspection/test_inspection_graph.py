@@ -9,6 +9,7 @@ from collections.abc import Iterable
 
 import pytest
 import torch
+from inspection_helpers import qualname
 from torch import fx, nn
 
 from coreai_opt.inspection import (
@@ -86,10 +87,6 @@ NET_OPS = [
     ("relu_1", "relu", "", False),
     ("output", "output", "", False),
 ]
-
-
-def qualname(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def names(ops: Iterable[OpInfo]) -> list[str]:

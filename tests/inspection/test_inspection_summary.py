@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import inspect
-import os
 import re
 
 import pytest
 import torch
+from inspection_helpers import line_of, qualname, shown_path
 from torch import nn
 
 from coreai_opt.inspection import ModelInspector, ModuleContext, ModuleInfo, OpInfo
@@ -34,27 +33,13 @@ class Small(nn.Module):
         return self.block(x) + x
 
 
-def qualname(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def line_of(function: object, text: str) -> int:
-    lines, start = inspect.getsourcelines(function)  # type: ignore[arg-type]
-    return start + next(i for i, line in enumerate(lines) if text in line)
-
-
-def shown_path() -> str:
-    relative = os.path.relpath(__file__)
-    return __file__ if relative.startswith(os.pardir) else relative
-
-
 @pytest.fixture(scope="module")
 def small() -> ModelInspector:
     return ModelInspector(Small(), (torch.randn(2, 4),), "graph")
 
 
 def test_plain_summary_layout(small: ModelInspector) -> None:
-    path = shown_path()
+    path = shown_path(__file__)
     block_line = line_of(Block.forward, "return torch.relu")
     small_line = line_of(Small.forward, "return self.block")
     expected = f"""\

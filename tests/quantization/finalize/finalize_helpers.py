@@ -1,24 +1,36 @@
-"""Models, configs and lookups shared by the finalize tests."""
+"""Models, configs, lookups and case tables shared by the finalize tests.
+
+The case tables (refusals, Core ML gates, coreai-torch parity) are the same for eager and
+graph mode; only the names finalize reports differ, so the tables that match a message take
+the mode's fake-quantizer name pattern as an argument.
+"""
 
 from __future__ import annotations
 
 import copy
 import importlib.util
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
 from torch import fx, nn
 
+from coreai_opt import CoreMLExportError
 from coreai_opt.config.spec import CompressionTargetTensor
 from coreai_opt.quantization import Quantizer, QuantizerConfig
 from coreai_opt.quantization.config import ModuleQuantizerConfig
+from coreai_opt.quantization.finalize import _export_ops
 from coreai_opt.quantization.spec import (
     PerBlockGranularity,
     PerChannelGranularity,
     QuantizationComponentFactory,
     QuantizationSpec,
 )
+
+if TYPE_CHECKING:
+    # pytest.param's return type; pytest does not export it under a public name
+    from _pytest.mark import ParameterSet
 
 W8 = QuantizationSpec(dtype=torch.int8, granularity=PerChannelGranularity(axis=0))
 A8 = QuantizationSpec(dtype=torch.int8)
@@ -260,3 +272,110 @@ def check_coreml_program_weights(
     assert not dense
     if act is not None:
         assert {"quantize", "dequantize"} <= {op.op_type for op in ops}
+
+
+# -- Core AI ops ---------------------------------------------------------------------
+
+needs_our_core_ai_ops = pytest.mark.skipif(
+    not hasattr(torch.ops.coreai_opt, "quantize"),
+    reason="needs this build's coreai_opt Core AI mirror ops",
+)
+
+# parity tests finalize once with each library, so they need both
+needs_both_libraries = pytest.mark.skipif(
+    not (_export_ops.coreai_torch_available() and hasattr(torch.ops.coreai_opt, "quantize")),
+    reason="needs both coreai-torch and this build's coreai_opt Core AI mirror ops",
+)
+
+
+def parity_cases(
+    activation_formats: list[tuple[str, QuantizationSpec]],
+) -> list[tuple[str, QuantizationSpec, QuantizationSpec]]:
+    """(id, weight, act) cases for the coreai-torch parity tests: every weight format with
+    uint8 activations, then W8 weights with each of *activation_formats* (a mode passes the
+    activation formats it checks)."""
+    return [(f"w_{fmt}", spec, U8) for fmt, spec in WEIGHT_FORMATS] + [
+        (f"a_{fmt}", W8, act) for fmt, act in activation_formats
+    ]
+
+
+# -- refusals ------------------------------------------------------------------------
+
+
+def unsupported_activation_cases(activation_quantizer: str) -> list[ParameterSet]:
+    """(act, match) cases of activation formats Core AI finalize refuses with a
+    FinalizeNodeError. *activation_quantizer* is a regex for the name the mode gives the
+    first activation fake-quantizer (finalize names the node it failed on)."""
+    return [
+        pytest.param(
+            QuantizationSpec(dtype=FP4, granularity=PerBlockGranularity(axis=1, block_size=32)),
+            rf"Failed to process fake quantization node {activation_quantizer}: .*FP4",
+            id="fp4",
+        ),
+        pytest.param(
+            QuantizationSpec(
+                dtype=torch.int8, granularity=PerBlockGranularity(axis=1, block_size=32)
+            ),
+            # the message points to the handler registries (one hint for both modes)
+            r"PerBlockGranularity on activations.*\['PerTensorGranularity', "
+            r"'PerChannelGranularity'\].*register_eager_activation_export_handler",
+            id="per_block",
+        ),
+    ]
+
+
+def coreml_gate_cases(weight_quantizer: str) -> list[ParameterSet]:
+    """(weight, act, error, match) cases the Core ML backend refuses before changing the
+    model. *weight_quantizer* is a regex for the name the mode gives the first weight
+    fake-quantizer (the dtype gate names the quantizer it found)."""
+    return [
+        pytest.param(
+            QuantizationSpec(dtype=torch.float8_e4m3fn, granularity=PerChannelGranularity(axis=0)),
+            None,
+            CoreMLExportError,
+            rf"float8_e4m3fn \(found on weight quantizer '{weight_quantizer}'",
+            id="fp8_weight",
+        ),
+        pytest.param(
+            W8,
+            QuantizationSpec(dtype=torch.int4),
+            CoreMLExportError,
+            r"torch.int4.*activation",
+            id="int4_act",
+        ),
+        pytest.param(
+            W8,
+            QuantizationSpec(dtype=torch.int8, granularity=PerChannelGranularity(axis=1)),
+            CoreMLExportError,
+            r"PerChannelGranularity",
+            id="per_channel_act",
+        ),
+        pytest.param(
+            W8,
+            QuantizationSpec(
+                dtype=torch.int8, granularity=PerBlockGranularity(axis=1, block_size=32)
+            ),
+            CoreMLExportError,
+            r"PerBlockGranularity",
+            id="per_block_act",
+        ),
+        pytest.param(
+            QuantizationSpec(
+                dtype=torch.int8,
+                qscheme="asymmetric",
+                qformulation="minval",
+                granularity=PerChannelGranularity(axis=0),
+            ),
+            None,
+            ValueError,
+            r"qformulation='minval'",
+            id="minval",
+        ),
+        pytest.param(
+            W8,
+            QuantizationSpec(dtype=torch.int8, qparam_calculator_cls="dynamic"),
+            NotImplementedError,
+            r"dynamic quantization",
+            id="dynamic",
+        ),
+    ]

@@ -34,12 +34,17 @@ from finalize_helpers import (
     WEIGHT_FORMATS,
     Tied,
     check_coreml_program_weights,
+    coreml_gate_cases,
+    needs_both_libraries,
     needs_coremltools,
+    needs_our_core_ai_ops,
+    parity_cases,
+    unsupported_activation_cases,
 )
 from torch import nn
 from torch.nn.utils import parametrize
 
-from coreai_opt import CoreMLExportError, ExportBackend
+from coreai_opt import ExportBackend
 from coreai_opt.quantization import ModuleQuantizerConfig, Quantizer, QuantizerConfig
 from coreai_opt.quantization.finalize import (
     FinalizeNodeError,
@@ -60,7 +65,6 @@ from coreai_opt.quantization.finalize._eager_modules import (
 )
 from coreai_opt.quantization.spec import (
     PerBlockGranularity,
-    PerChannelGranularity,
     PerTensorGranularity,
     QuantizationSpec,
     _state_epoch,
@@ -253,10 +257,7 @@ def test_symmetric_with_clipping_activations_within_one_step() -> None:
     assert float((run(f, x) - ref).abs().max()) <= step(f.get_submodule(last))
 
 
-@pytest.mark.skipif(
-    not hasattr(torch.ops.coreai_opt, "quantize"),
-    reason="needs this build's coreai_opt Core AI mirror ops",
-)
+@needs_our_core_ai_ops
 def test_our_modules_run_int4_activations(monkeypatch: pytest.MonkeyPatch) -> None:
     """Our quantize returns int4 codes in an int8 container (coreai-torch's cannot create
     a torch.int4 tensor in eager PyTorch)."""
@@ -271,16 +272,10 @@ def test_our_modules_run_int4_activations(monkeypatch: pytest.MonkeyPatch) -> No
     assert torch.equal(run(f, x), ref)
 
 
-BOTH_LIBRARIES = pytest.mark.skipif(
-    not (_export_ops.coreai_torch_available() and hasattr(torch.ops.coreai_opt, "quantize")),
-    reason="needs both coreai-torch and this build's coreai_opt Core AI mirror ops",
-)
-PARITY = [(f"w_{fmt}", spec, U8) for fmt, spec in WEIGHT_FORMATS] + [
-    (f"a_{fmt}", W8, act) for fmt, act in ACTIVATION_FORMATS
-]
+PARITY = parity_cases(ACTIVATION_FORMATS)
 
 
-@BOTH_LIBRARIES
+@needs_both_libraries
 @pytest.mark.parametrize(("case", "weight", "act"), PARITY, ids=[c for c, *_ in PARITY])
 def test_our_modules_and_coreai_torch_give_the_same_model(
     case: str, weight: QuantizationSpec, act: QuantizationSpec, monkeypatch: pytest.MonkeyPatch
@@ -415,22 +410,9 @@ def test_a_model_without_fake_quantizers_is_refused(backend: ExportBackend) -> N
         q.finalize(model, backend=backend)
 
 
+# eager mode names an activation fake-quantizer after its op and slot
 @pytest.mark.parametrize(
-    ("act", "match"),
-    [
-        (
-            QuantizationSpec(dtype=FP4, granularity=PerBlockGranularity(axis=1, block_size=32)),
-            r"Failed to process fake quantization node a\.linear_quantize_input: .*FP4",
-        ),
-        (
-            QuantizationSpec(
-                dtype=torch.int8, granularity=PerBlockGranularity(axis=1, block_size=32)
-            ),
-            r"PerBlockGranularity on activations.*\['PerTensorGranularity', "
-            r"'PerChannelGranularity'\].*register_eager_activation_export_handler",
-        ),
-    ],
-    ids=["fp4", "per_block"],
+    ("act", "match"), unsupported_activation_cases(r"a\.linear_quantize_input")
 )
 def test_unsupported_activations_are_refused_before_any_change(
     act: QuantizationSpec, match: str
@@ -594,37 +576,17 @@ def test_coreml_tied_weights_stay_tied() -> None:
     assert torch.equal(run(f, x), ref)
 
 
+# eager mode keeps a weight fake-quantizer in the weight's parametrization list
 @pytest.mark.parametrize(
     ("weight", "act", "error", "match"),
-    [
-        (
-            QuantizationSpec(dtype=torch.float8_e4m3fn, granularity=PerChannelGranularity(axis=0)),
-            None,
-            CoreMLExportError,
-            r"float8_e4m3fn \(found on weight quantizer 'a\.parametrizations\.weight\.0'",
-        ),
-        (W8, QuantizationSpec(dtype=torch.int4), CoreMLExportError, r"torch.int4.*activation"),
-        (
-            W8,
-            QuantizationSpec(dtype=torch.int8, granularity=PerChannelGranularity(axis=1)),
-            CoreMLExportError,
-            r"PerChannelGranularity",
-        ),
-        (
-            QuantizationSpec(
-                dtype=torch.int8,
-                qscheme="asymmetric",
-                qformulation="minval",
-                granularity=PerChannelGranularity(axis=0),
-            ),
-            None,
-            ValueError,
-            r"qformulation='minval'",
-        ),
-    ],
-    ids=["fp8_weight", "int4_act", "per_channel_act", "minval"],
+    coreml_gate_cases(r"a\.parametrizations\.weight\.0"),
 )
-def test_coreml_gates_refuse_before_any_change(weight, act, error, match) -> None:
+def test_coreml_gates_refuse_before_any_change(
+    weight: QuantizationSpec | None,
+    act: QuantizationSpec | None,
+    error: type[Exception],
+    match: str,
+) -> None:
     q, model, x, ref = mlp_case(weight, act)
     names = fq_names(model)
     with pytest.raises(error, match=match):

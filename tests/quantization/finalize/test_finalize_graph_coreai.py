@@ -20,16 +20,19 @@ from finalize_helpers import (
     ACTIVATION_FORMATS,
     FP4,
     MLP,
-    U8,
     W8,
     WEIGHT_FORMATS,
     Tied,
     buffers,
     config,
     mlp_case,
+    needs_both_libraries,
+    needs_our_core_ai_ops,
     nodes_by_target,
+    parity_cases,
     prepared,
     step_of,
+    unsupported_activation_cases,
 )
 from models import CacheUpdate, CacheWrite, kv
 from torch import fx, nn
@@ -251,22 +254,9 @@ def test_conv_bn_is_folded_and_close() -> None:
 # -- refusals ------------------------------------------------------------------------
 
 
+# graph mode names every fake-quantizer activation_post_process_<n>
 @pytest.mark.parametrize(
-    ("act", "match"),
-    [
-        (
-            QuantizationSpec(dtype=FP4, granularity=PerBlockGranularity(axis=1, block_size=32)),
-            r"Failed to process fake quantization node activation_post_process_\d+: .*FP4",
-        ),
-        (
-            QuantizationSpec(
-                dtype=torch.int8, granularity=PerBlockGranularity(axis=1, block_size=32)
-            ),
-            r"PerBlockGranularity on activations.*\['PerTensorGranularity', "
-            r"'PerChannelGranularity'\]",
-        ),
-    ],
-    ids=["fp4", "per_block"],
+    ("act", "match"), unsupported_activation_cases(r"activation_post_process_\d+")
 )
 def test_unsupported_activations_are_refused_before_any_change(
     act: QuantizationSpec, match: str
@@ -422,16 +412,10 @@ def test_torch_export_keeps_the_core_ai_ops_as_single_nodes() -> None:
     assert torch.equal(ep.module()(x), ref)
 
 
-BOTH_LIBRARIES = pytest.mark.skipif(
-    not (_export_ops.coreai_torch_available() and hasattr(torch.ops.coreai_opt, "quantize")),
-    reason="needs both coreai-torch and this build's coreai_opt Core AI mirror ops",
-)
-PARITY_CASES = [(f"w_{fmt}", spec, U8) for fmt, spec in WEIGHT_FORMATS] + [
-    (f"a_{fmt}", W8, act) for fmt, act in GRAPH_ACTIVATION_FORMATS
-]
+PARITY_CASES = parity_cases(GRAPH_ACTIVATION_FORMATS)
 
 
-@BOTH_LIBRARIES
+@needs_both_libraries
 @pytest.mark.parametrize(("case", "weight", "act"), PARITY_CASES, ids=[c for c, *_ in PARITY_CASES])
 def test_our_ops_and_coreai_torch_give_the_same_model(
     case: str, weight: QuantizationSpec, act: QuantizationSpec, monkeypatch: pytest.MonkeyPatch
@@ -446,10 +430,7 @@ def test_our_ops_and_coreai_torch_give_the_same_model(
     assert torch.equal(ours(x), theirs(x)) and torch.equal(ours(x), ref)
 
 
-@pytest.mark.skipif(
-    not hasattr(torch.ops.coreai_opt, "quantize"),
-    reason="needs this build's coreai_opt Core AI mirror ops",
-)
+@needs_our_core_ai_ops
 def test_int4_activations_run_with_our_ops(monkeypatch: pytest.MonkeyPatch) -> None:
     """coreai-torch's quantize cannot create a torch.int4 tensor in eager PyTorch; ours
     returns the int4 codes in an int8 container, so the finalized model runs."""

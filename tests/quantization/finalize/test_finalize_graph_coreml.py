@@ -17,24 +17,21 @@ from finalize_helpers import (
     W8,
     buffers,
     check_coreml_program_weights,
+    coreml_gate_cases,
     mlp_case,
     needs_coremltools,
     prepared,
 )
 from torch import fx, nn
 
-from coreai_opt import CoreMLExportError, ExportBackend
+from coreai_opt import ExportBackend
 from coreai_opt.quantization import KVCacheQuantConfig, QuantizerConfig
 from coreai_opt.quantization.config import OpQuantizerConfig
 from coreai_opt.quantization.finalize._coreml_modules import (
     MILActivationDequantize,
     MILActivationQuantize,
 )
-from coreai_opt.quantization.spec import (
-    PerBlockGranularity,
-    PerChannelGranularity,
-    QuantizationSpec,
-)
+from coreai_opt.quantization.spec import QuantizationSpec
 from coreai_opt.quantization.spec.fake_quantize import FakeQuantizeImplBase
 
 
@@ -95,51 +92,16 @@ def test_four_bit_weights_are_bit_exact(spec: QuantizationSpec) -> None:
     assert torch.equal(f(x), ref)
 
 
+# graph mode names every fake-quantizer activation_post_process_<n>
 @pytest.mark.parametrize(
-    ("weight", "act", "error", "match"),
-    [
-        (
-            QuantizationSpec(dtype=torch.float8_e4m3fn, granularity=PerChannelGranularity(axis=0)),
-            None,
-            CoreMLExportError,
-            r"float8_e4m3fn \(found on weight quantizer",
-        ),
-        (W8, QuantizationSpec(dtype=torch.int4), CoreMLExportError, r"torch.int4.*activation"),
-        (
-            W8,
-            QuantizationSpec(dtype=torch.int8, granularity=PerChannelGranularity(axis=1)),
-            CoreMLExportError,
-            r"PerChannelGranularity",
-        ),
-        (
-            W8,
-            QuantizationSpec(
-                dtype=torch.int8, granularity=PerBlockGranularity(axis=1, block_size=32)
-            ),
-            CoreMLExportError,
-            r"PerBlockGranularity",
-        ),
-        (
-            QuantizationSpec(
-                dtype=torch.int8,
-                qscheme="asymmetric",
-                qformulation="minval",
-                granularity=PerChannelGranularity(axis=0),
-            ),
-            None,
-            ValueError,
-            r"qformulation='minval'",
-        ),
-        (
-            W8,
-            QuantizationSpec(dtype=torch.int8, qparam_calculator_cls="dynamic"),
-            NotImplementedError,
-            r"dynamic quantization",
-        ),
-    ],
-    ids=["fp8_weight", "int4_act", "per_channel_act", "per_block_act", "minval", "dynamic"],
+    ("weight", "act", "error", "match"), coreml_gate_cases(r"activation_post_process_\d+")
 )
-def test_gates_refuse_before_any_change(weight, act, error, match) -> None:
+def test_gates_refuse_before_any_change(
+    weight: QuantizationSpec | None,
+    act: QuantizationSpec | None,
+    error: type[Exception],
+    match: str,
+) -> None:
     q, gm, x, ref = mlp_case(weight, act)
     names = sorted(fq_modules(gm))
     with pytest.raises(error, match=match):
