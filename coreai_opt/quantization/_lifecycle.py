@@ -53,6 +53,7 @@ __all__ = [
     "remove_submodule_fake_quantizer",
     "require_prepared",
     "resolve_schedules",
+    "restore_training_flags",
     "set_switches",
     "step",
     "training_mode",
@@ -134,7 +135,9 @@ def set_switches(
 
 
 @contextlib.contextmanager
-def _restore_training_flags(model: nn.Module) -> Iterator[None]:
+def restore_training_flags(model: nn.Module) -> Iterator[None]:
+    """Put back every module's train/eval flag on exit (also on an exception): the life
+    cycle's modes and eager prepare switch modules to eval for their own passes."""
     flags = [(m, m.training) for m in model.modules()]
     try:
         yield
@@ -153,7 +156,7 @@ def calibration_mode(model: nn.Module) -> Iterator[nn.Module]:
     exception, which other ranks may not have raised.
     """
     require_prepared(model, "calibration_mode()")
-    with _restore_training_flags(model):
+    with restore_training_flags(model):
         model.eval()
         set_switches(model, observer=True, fake_quant=False)
         try:
@@ -276,7 +279,7 @@ def training_mode(
     state.in_training = True
     state.training_model = model
     try:
-        with _restore_training_flags(model):
+        with restore_training_flags(model):
             model.train()
             set_switches(model, observer=True, fake_quant=True)
             _apply_schedule(model, state)

@@ -19,11 +19,11 @@ from coreai_opt._export_backend import ExportBackend
 from coreai_opt.quantization import _lifecycle
 from coreai_opt.quantization import distributed as _distributed
 from coreai_opt.quantization._eager import op_registry
-from coreai_opt.quantization._eager.pickling import make_picklable
+from coreai_opt.quantization._eager.pickling import make_module_picklable
 from coreai_opt.quantization._eager.placement import EagerPlan, plan_placement
 from coreai_opt.quantization._eager.recording import Recording, record
-from coreai_opt.quantization._eager.runtime import RUNTIME_ATTR, EagerRuntime, SiteRef, get_runtime
-from coreai_opt.quantization._eager.weight_access import install_fast_weight_access
+from coreai_opt.quantization._eager.runtime import RUNTIME_ATTR, EagerRuntime, get_runtime
+from coreai_opt.quantization._eager.weight_access import install_module_fast_weight_access
 from coreai_opt.quantization._mode import (
     ModeImplementation,
     check_example_inputs,
@@ -104,17 +104,18 @@ class EagerMode(ModeImplementation):
         weight_fqs, activation_fqs = _attach(model, plan)
         _lifecycle.apply_weight_axis_defaults(weight_fqs, activation_fqs)
         runtime = _install_runtime(model, plan, hooked)
-        make_picklable(model)
-        install_fast_weight_access(model)
+        # One walk over the model for both per-module steps (each a no-op on a module
+        # without parametrizations).
+        for module in model.modules():
+            make_module_picklable(module)
+            install_module_fast_weight_access(module)
         _lifecycle.set_switches(model, observer=True, fake_quant=False)
-        flags = {m: m.training for m in model.modules()}
-        model.eval()
-        with torch.no_grad():
-            model(*example_inputs)
-        _lifecycle.remove_disabled_fake_quantizers(model, self.remove_fake_quantizer)
-        _lifecycle.set_switches(model, observer=False, fake_quant=True)
-        for module, training in flags.items():
-            module.training = training
+        with _lifecycle.restore_training_flags(model):
+            model.eval()
+            with torch.no_grad():
+                model(*example_inputs)
+            _lifecycle.remove_disabled_fake_quantizers(model, self.remove_fake_quantizer)
+            _lifecycle.set_switches(model, observer=False, fake_quant=True)
         runtime.bound_epoch = -1
         return _lifecycle.mark_prepared(model)
 
@@ -222,10 +223,7 @@ def _frame_modules(recording: Recording) -> dict[int, str]:
 
 
 def _install_runtime(model: nn.Module, plan: EagerPlan, hooked: Mapping[int, str]) -> EagerRuntime:
-    sites = [
-        SiteRef(s.module_index, s.base_id, s.call_index, s.output, s.index, s.element, s.fq_path)
-        for s in plan.sites
-    ]
+    sites = [site.ref for site in plan.sites]
     runtime = EagerRuntime(model, sites, sorted(hooked.items()))
     for b in plan.boundaries:
         ins, outs = runtime.boundaries.setdefault(b.module_path, ([], []))

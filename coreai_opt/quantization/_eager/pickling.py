@@ -18,7 +18,7 @@ from torch.nn.utils import parametrize
 
 from coreai_opt.quantization._eager.weight_access import install_fast_read
 
-__all__ = ["make_picklable"]
+__all__ = ["make_module_picklable"]
 
 
 def _reduce_ex(self: nn.Module, protocol: int) -> tuple[Any, ...]:
@@ -38,8 +38,8 @@ def _new_parametrized(base: type[nn.Module], names: tuple[str, ...]) -> nn.Modul
     return module
 
 
-def make_picklable(model: nn.Module) -> None:
-    """Let every parametrized module of *model* be pickled (and so ``torch.save`` d)."""
-    for module in model.modules():
-        if parametrize.is_parametrized(module):
-            type(module).__reduce_ex__ = _reduce_ex  # type: ignore[method-assign,assignment]
+def make_module_picklable(module: nn.Module) -> None:
+    """Let *module* be pickled (and so ``torch.save`` d) if it is parametrized; its
+    submodules are not visited (prepare walks the model once for every per-module step)."""
+    if parametrize.is_parametrized(module):
+        type(module).__reduce_ex__ = _reduce_ex  # type: ignore[method-assign,assignment]

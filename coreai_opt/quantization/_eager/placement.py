@@ -30,15 +30,16 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from coreai_opt.config._keys import ALL_TENSORS, compile_regex_key
+from coreai_opt.config._keys import ALL_TENSORS
 from coreai_opt.quantization._eager.recording import ModuleCall, OpArg, OpCall, Recording
+from coreai_opt.quantization._eager.runtime import SiteRef
 from coreai_opt.quantization.config import QuantizerConfig
 from coreai_opt.quantization.config.resolution import (
     ConfigLevel,
     ResolvedModuleConfig,
     build_module_config_dict,
     lookup_spec_entry,
-    resolve_op_config,
+    match_op_config,
 )
 from coreai_opt.quantization.spec import QuantizationSpec
 
@@ -52,23 +53,23 @@ _LEVEL_ORDER = {ConfigLevel.MODULE_NAME: 0, ConfigLevel.MODULE_TYPE: 1, ConfigLe
 
 @dataclass
 class ActivationSite:
-    """One activation fake-quantizer at one tensor position of one op."""
+    """One activation fake-quantizer at one tensor position of one op.
 
-    module_index: int
+    *ref* is the part the runtime keeps (which op call and tensor position, the
+    fake-quantizer's qualified name); the other fields are what prepare needs to create
+    and attach the fake-quantizer.
+    """
+
+    ref: SiteRef
     module_path: str
     op_name: str
-    base_id: int
-    call_index: int
-    output: bool
-    index: int
-    element: int
     fq_name: str
     spec: QuantizationSpec
 
     @property
     def fq_path(self) -> str:
         """Qualified name of the fake-quantizer submodule."""
-        return f"{self.module_path}.{self.fq_name}" if self.module_path else self.fq_name
+        return self.ref.fq_path
 
 
 @dataclass
@@ -139,15 +140,6 @@ def _state_owners(model: nn.Module) -> dict[int, list[tuple[str, str]]]:
     for key, entries in owners.items():
         owners[key] = list(dict.fromkeys(entries))
     return owners
-
-
-def _names_optional_type(config: object, op_type: str, op_name: str) -> bool:
-    if op_type in getattr(config, "op_type_config", {}):
-        return True
-    return any(
-        compile_regex_key(key, "op_name_config").fullmatch(op_name)
-        for key in getattr(config, "op_name_config", {})
-    )
 
 
 def _state_spec(
@@ -247,7 +239,6 @@ def plan_placement(model: nn.Module, config: QuantizerConfig, recording: Recordi
     consumers: dict[int, list[type]] = {}
     op_names: dict[str, str] = {}
     seen: set[tuple[int, int, int]] = set()
-    taken_names: set[str] = set()
     used: set[tuple[int, int, bool]] = set()
     for op in recording.ops:
         key = (op.module_index, op.base_id, op.call_index)
@@ -259,15 +250,15 @@ def plan_placement(model: nn.Module, config: QuantizerConfig, recording: Recordi
         module_config = None if resolved is None else resolved.config
         if module_config is None:
             continue
-        # An optional type that no config names gets no op-level specs, but module-level
-        # specs (module_input/output_spec at a boundary, module_state_spec) still apply to
-        # it, as they apply to every op the reference intercepts (previously such an op
-        # was skipped whole, so e.g. module_output_spec on a block ending in softmax
-        # placed nothing).
-        op_level = not op.overload.optional or _names_optional_type(
-            module_config, op.op_type, op.op_name
-        )
-        op_config = resolve_op_config(module_config, op.op_name, op.op_type) if op_level else None
+        # An optional type that no config names (op_name_config / op_type_config) gets no
+        # op-level specs, but module-level specs (module_input/output_spec at a boundary,
+        # module_state_spec) still apply to it, as they apply to every op the reference
+        # intercepts (previously such an op was skipped whole, so e.g. module_output_spec
+        # on a block ending in softmax placed nothing). Other ops fall back to the scope's
+        # op_*_spec defaults, as resolve_op_config does.
+        op_config = match_op_config(module_config, op.op_name, op.op_type)
+        if op_config is None and not op.overload.optional:
+            op_config = module_config.op_defaults()
         level = _LEVEL_ORDER[resolved.level] if resolved is not None else 2
         for arg in op.inputs:
             tensor = arg.tensor
@@ -294,7 +285,7 @@ def plan_placement(model: nn.Module, config: QuantizerConfig, recording: Recordi
             if spec is None:
                 continue
             name = f"{op.local_name}_quantize_{_arg_label(arg)}"
-            sites.append(_site(op, False, arg.index, arg.element, name, spec, taken_names))
+            sites.append(_site(op, False, arg.index, arg.element, name, spec))
         for index, out in enumerate(op.outputs):
             if not _quantizable(out):
                 continue
@@ -305,7 +296,7 @@ def plan_placement(model: nn.Module, config: QuantizerConfig, recording: Recordi
             if spec is None:
                 continue
             name = f"{op.local_name}_quantize_output_{index}"
-            sites.append(_site(op, True, index, -1, name, spec, taken_names))
+            sites.append(_site(op, True, index, -1, name, spec))
     states = _resolve_states(model, configs, owners_of, state_tensors, state_uses, consumers)
     boundaries = _boundary_sites(recording, configs, used)
     return EagerPlan(sites, states, op_names, boundaries)
@@ -318,22 +309,10 @@ def _site(
     element: int,
     name: str,
     spec: QuantizationSpec,
-    taken: set[str],
 ) -> ActivationSite:
     path = f"{op.module_path}.{name}" if op.module_path else name
-    taken.add(path)
-    return ActivationSite(
-        op.module_index,
-        op.module_path,
-        op.op_name,
-        op.base_id,
-        op.call_index,
-        output,
-        index,
-        element,
-        name,
-        spec,
-    )
+    ref = SiteRef(op.module_index, op.base_id, op.call_index, output, index, element, path)
+    return ActivationSite(ref, op.module_path, op.op_name, name, spec)
 
 
 def _consumer_type(model: nn.Module, op: OpCall) -> type:

@@ -22,6 +22,7 @@ from torch.utils._pytree import tree_flatten
 
 from coreai_opt import _ops
 from coreai_opt.quantization._eager import op_registry
+from coreai_opt.quantization._lifecycle import restore_training_flags
 
 __all__ = ["ModuleCall", "OpArg", "OpCall", "Recording", "module_index", "record"]
 
@@ -223,14 +224,12 @@ def record(
     recorder = _Recorder(model, capture_stack)
     program = _ops.eager_program()
     program.set_recording(True)
-    flags = {m: m.training for m in model.modules()}
     _ACTIVE.append(recorder)
     try:
-        model.eval()
-        with torch.no_grad(), _recording_hooks(model, recorder, program):
-            model(*example_inputs, **kwargs)
+        with restore_training_flags(model):
+            model.eval()
+            with torch.no_grad(), _recording_hooks(model, recorder, program):
+                model(*example_inputs, **kwargs)
     finally:
         _ACTIVE.pop()
-        for module, training in flags.items():
-            module.training = training
     return Recording(recorder.ops, recorder.module_calls, recorder.root_call, recorder.paths)

@@ -71,7 +71,11 @@ _lib.impl("_eager_apply_python_fake_quantizer", _apply_python_fake_quantizer, "T
 
 
 class SiteRef:
-    """A placed activation fake-quantizer: where it applies and its submodule path."""
+    """A placed activation fake-quantizer: where it applies and its submodule path.
+
+    Placement creates these (each ``placement.ActivationSite`` carries one); the runtime
+    keeps only them, so what it pickles / deep-copies with the model holds no specs.
+    """
 
     __slots__ = ("base_id", "call_index", "element", "fq_path", "index", "module_index", "output")
 
@@ -85,7 +89,9 @@ class SiteRef:
         element: int,
         fq_path: str,
     ) -> None:
-        """Record one site (see ``placement.ActivationSite``)."""
+        """Record one site: frame *module_index*, op *base_id*, *call_index*-th call in the
+        frame; input (schema position *index*, list *element*, -1: none) or output
+        *index*; *fq_path*: the fake-quantizer's qualified name."""
         self.module_index = module_index
         self.base_id = base_id
         self.call_index = call_index

@@ -4,7 +4,7 @@ Eager mode keeps the reference's layout: a weight fake-quantizer is a parametriz
 reading ``module.weight`` runs torch's property, the ``ParametrizationList`` module call
 (whose forward probes for a second parametrization with a failing ``hasattr``) and the
 fake-quantizer's module call: about 5 µs of Python per weight read, paid on every forward.
-:func:`install_fast_weight_access` replaces the property of each parametrized tensor with
+:func:`install_module_fast_weight_access` replaces the property of each parametrized tensor with
 one that calls the single fake-quantizer's ``forward`` on the original directly whenever
 nothing could observe the difference (no hooks on the list or the fake-quantizer, no global
 module hooks, no ``parametrize.cached()`` context, no TorchScript trace), and otherwise
@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.modules import module as _module
 from torch.nn.utils import parametrize
 
-__all__ = ["install_fast_read", "install_fast_weight_access"]
+__all__ = ["install_fast_read", "install_module_fast_weight_access"]
 
 _MARK = "_coreai_opt_fast_read"
 
@@ -73,10 +73,10 @@ def install_fast_read(cls: type[nn.Module], name: str) -> None:
         setattr(cls, name, _fast_property(name, current))
 
 
-def install_fast_weight_access(module: nn.Module) -> None:
-    """Give every parametrized tensor of *module* (and its submodules) the shorter read
-    described in the module docstring."""
-    for m in module.modules():
-        if parametrize.is_parametrized(m):
-            for name in m.parametrizations:  # type: ignore[union-attr]
-                install_fast_read(type(m), name)
+def install_module_fast_weight_access(module: nn.Module) -> None:
+    """Give every parametrized tensor of *module* the shorter read described in the module
+    docstring; its submodules are not visited (prepare walks the model once for every
+    per-module step)."""
+    if parametrize.is_parametrized(module):
+        for name in module.parametrizations:  # type: ignore[union-attr]
+            install_fast_read(type(module), name)

@@ -12,7 +12,8 @@ inherited without its ``module_*_spec`` boundary specs (those apply only to the
 module that matched).
 
 Op level (:func:`resolve_op_config`): ``op_name_config`` (last fully-matching regex)
-> ``op_type_config`` > the module config's ``op_*_spec`` defaults.
+> ``op_type_config`` (both: :func:`match_op_config`) > the module config's ``op_*_spec``
+defaults.
 
 Tensor level (:func:`lookup_spec`): an explicit key beats ``"*"``; a key mapped to
 ``None`` means "do not quantize". Keys are int positions or ``"*"`` for
@@ -44,6 +45,7 @@ __all__ = [
     "build_module_config_dict",
     "lookup_spec",
     "lookup_spec_entry",
+    "match_op_config",
     "resolve_module_config",
     "resolve_op_config",
     "resolve_spec",
@@ -188,10 +190,16 @@ def build_module_config_dict(
     return result
 
 
-def resolve_op_config(
+def match_op_config(
     module_config: ModuleQuantizerConfig, op_name: str | None, op_type: str | None
-) -> OpQuantizerConfig:
-    """Op config for an op of *op_type* named *op_name* inside *module_config*'s scope."""
+) -> OpQuantizerConfig | None:
+    """The op config *module_config* names for an op of *op_type* named *op_name*, or None.
+
+    The last ``op_name_config`` regex that fully matches *op_name*, else the
+    ``op_type_config`` entry for *op_type*; None when neither names the op (the scope's
+    ``op_*_spec`` defaults then apply, see :func:`resolve_op_config`). Eager mode asks
+    this to know whether a config names an optional op type at all.
+    """
     if op_name is not None:
         hit = None
         for key, cfg in module_config.op_name_config.items():
@@ -201,7 +209,15 @@ def resolve_op_config(
             return hit
     if op_type is not None and op_type in module_config.op_type_config:
         return module_config.op_type_config[op_type]
-    return module_config.op_defaults()
+    return None
+
+
+def resolve_op_config(
+    module_config: ModuleQuantizerConfig, op_name: str | None, op_type: str | None
+) -> OpQuantizerConfig:
+    """Op config for an op of *op_type* named *op_name* inside *module_config*'s scope."""
+    named = match_op_config(module_config, op_name, op_type)
+    return module_config.op_defaults() if named is None else named
 
 
 def _check_key(key: Any) -> int | str:

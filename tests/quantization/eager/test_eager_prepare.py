@@ -344,6 +344,34 @@ class Hardswish(nn.Module):
         return F.hardswish(self.fc(x))
 
 
+def _mixed_flags(model: nn.Module) -> dict[str, bool]:
+    """Train the model but put its batch norm in eval: prepare must keep exactly this."""
+    model.train()
+    model.bn.eval()
+    return {path: m.training for path, m in model.named_modules()}
+
+
+def test_prepare_keeps_train_eval_flags() -> None:
+    """prepare runs its recording and calibration forwards in eval mode and restores every
+    module's own flag afterwards (fake-quantizers added by prepare excluded)."""
+    model = make_cbrl()
+    flags = _mixed_flags(model)
+    prepare_eager(model, (torch.randn(2, 3, 8, 8),))
+    after = {path: m.training for path, m in model.named_modules() if path in flags}
+    assert after == flags
+
+
+def test_recording_restores_train_eval_flags_when_the_forward_raises() -> None:
+    """The recording pass restores the flags also when the model's forward fails."""
+    from coreai_opt.quantization._eager.recording import record
+
+    model = make_cbrl()
+    flags = _mixed_flags(model)
+    with pytest.raises(RuntimeError):
+        record(model, (torch.randn(2, 5, 8, 8),))  # 5 channels: the conv refuses
+    assert {path: m.training for path, m in model.named_modules()} == flags
+
+
 def test_public_registration_path() -> None:
     """``coreai_opt.quantization.eager_ops`` re-exports the registry functions."""
     from coreai_opt.quantization import eager_ops
