@@ -16,10 +16,11 @@ from typing import Any
 
 import torch
 
+from coreai_opt import _ops
 from coreai_opt._export_backend import ExportBackend
 from coreai_opt.quantization.finalize._checks import refuse_dynamic
 from coreai_opt.quantization.finalize._weights import ops_minval
-from coreai_opt.quantization.spec._dtype_table import format_info, quant_range
+from coreai_opt.quantization.spec._dtype_table import format_info
 from coreai_opt.quantization.spec.fake_quantize import FakeQuantizeImplBase
 from coreai_opt.quantization.spec.granularity import (
     PerChannelGranularity,
@@ -87,30 +88,23 @@ class ActivationExport:
         return kwargs
 
     def quantize_tensor(self, x: torch.Tensor) -> torch.Tensor:
-        """*x* quantized as the ``quantize`` op does it, stored in :attr:`storage_dtype`.
+        """*x* quantized by the ``quantize`` op, stored in :attr:`storage_dtype`.
 
-        For state that finalize converts itself (a KV cache buffer): integer codes
-        ``clamp(round(x / s) + zp)`` or ``clamp(round((x - minval) / s) + qmin)`` over the
-        format's range, float codes ``cast(clamp(x / s))``; computed in float32.
+        For state that finalize converts itself (a KV cache buffer). *x*, the scale and the
+        minval are taken in float32 (the fake-quantizer computed in float32), so integer
+        codes are ``clamp(round(x / s) + zp)`` or ``clamp(round((x - minval) / s) + qmin)``
+        over the format's range and float codes ``cast(clamp(x / s))``.
         """
-        info = format_info(self.dtype)
-        shape = [1] * x.dim()
-        if self.axis is not None:
-            shape[self.axis] = -1
-
-        def full(t: torch.Tensor) -> torch.Tensor:
-            return t.float().reshape(shape) if x.dim() else t.float().reshape(())
-
-        xf, scale = x.detach().float(), full(self.scale)
-        if info.is_float:
-            return (xf / scale).clamp(-info.max_abs, info.max_abs).to(self.storage_dtype)
-        lo, hi = quant_range(self.dtype, narrow=False)
-        if self.minval is not None:
-            codes = torch.round((xf - full(self.minval)) / scale) + lo
-        else:
-            zp = full(self.zero_point) if self.zero_point is not None else 0.0
-            codes = torch.round(xf / scale) + zp
-        return codes.clamp(lo, hi).to(self.storage_dtype)
+        scale = self.scale if self.scale.dtype == torch.float8_e8m0fnu else self.scale.float()
+        codes = _ops.coreai_quantize(
+            x.detach().float(),
+            scale,
+            self.dtype,
+            zero_point=self.zero_point,
+            minval=None if self.minval is None else self.minval.float(),
+            axis=0 if self.axis is None else self.axis,
+        )
+        return codes if codes.dtype == self.storage_dtype else codes.view(self.storage_dtype)
 
     def dequantize_kwargs(self, tensors: dict[str, Any]) -> dict[str, Any]:
         """``dequantize``'s keyword arguments, omitting those that are None (the order is

@@ -19,6 +19,7 @@ from coreai_opt.quantization.finalize import (
     export_weight,
     select_export_ops,
 )
+from coreai_opt.quantization.finalize._activations import ActivationExport
 from coreai_opt.quantization.finalize._checks import (
     check_coreml_activation,
     check_coreml_weight,
@@ -29,6 +30,7 @@ from coreai_opt.quantization.spec import (
     PerChannelGranularity,
     QuantizationSpec,
 )
+from coreai_opt.quantization.spec._dtype_table import format_info, quant_range
 
 E8M0 = torch.float8_e8m0fnu
 FP4 = torch.float4_e2m1fn_x2
@@ -192,6 +194,73 @@ def test_per_channel_activation_qparams_are_1d_with_a_resolved_axis() -> None:
     codes = export.quantize_tensor(x).float()
     values = (codes + 128) * export.scale.reshape(1, 1, 8) + export.minval.reshape(1, 1, 8)
     assert torch.equal(values, fq(x))
+
+
+def _closed_form_codes(export: ActivationExport, x: torch.Tensor) -> torch.Tensor:
+    """The codes quantize_tensor must give, written out in float32 torch ops."""
+    info = format_info(export.dtype)
+    shape = [1] * x.dim()
+    if export.axis is not None:
+        shape[export.axis] = -1
+    xf, scale = x.float(), export.scale.float().reshape(shape)
+    if info.is_float:
+        return (xf / scale).clamp(-info.max_abs, info.max_abs).to(export.storage_dtype)
+    lo, hi = quant_range(export.dtype, narrow=False)
+    if export.minval is not None:
+        codes = torch.round((xf - export.minval.float().reshape(shape)) / scale) + lo
+    elif export.zero_point is not None:
+        codes = torch.round(xf / scale) + export.zero_point.float().reshape(shape)
+    else:
+        codes = torch.round(xf / scale)
+    return codes.clamp(lo, hi).to(export.storage_dtype)
+
+
+@pytest.mark.parametrize("compute_dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("axis", [None, 1])
+@pytest.mark.parametrize(
+    ("dtype", "form"),
+    [
+        (torch.int8, "zp"),
+        (torch.uint8, "zp"),
+        (torch.int8, "minval"),
+        (torch.uint8, "minval"),
+        (torch.int4, "zp"),
+        (torch.int4, "minval"),
+        (torch.int8, "none"),
+        (torch.float8_e4m3fn, "none"),
+        (torch.float8_e5m2, "none"),
+    ],
+)
+def test_quantize_tensor_equals_the_closed_form(
+    dtype: torch.dtype, form: str, axis: int | None, compute_dtype: torch.dtype
+) -> None:
+    """quantize_tensor (the quantize op in float32) gives the closed-form codes bit for bit,
+    half-way ties and out-of-range values included."""
+    gen = torch.Generator().manual_seed(0)
+    channels = 6
+    scale = (torch.rand(channels, generator=gen) * 0.1 + 0.01).to(compute_dtype)
+    if axis is None:
+        scale = scale[:1].reshape(())
+    container = torch.uint8 if dtype == torch.uint8 else torch.int8
+    zero_point = torch.randint(0, 3, scale.shape, generator=gen).to(container)
+    minval = (-torch.rand(scale.shape, generator=gen)).to(compute_dtype)
+    export = ActivationExport(
+        scale=scale,
+        zero_point=zero_point if form == "zp" else None,
+        minval=minval if form == "minval" else None,
+        axis=axis,
+        dtype=dtype,
+        input_dtype=None if dtype.is_floating_point else dtype,
+        compute_dtype=compute_dtype,
+    )
+    x = torch.randn(4, channels, 5, generator=gen) * 3
+    steps = scale.float().reshape(-1, 1) if axis is not None else scale.float()
+    x[0] = (torch.randint(-300, 300, (channels, 5), generator=gen) + 0.5) * steps
+    x = x.to(compute_dtype)
+    codes = export.quantize_tensor(x)
+    expected = _closed_form_codes(export, x)
+    assert codes.dtype == expected.dtype == export.storage_dtype
+    assert torch.equal(codes.view(torch.uint8), expected.view(torch.uint8))
 
 
 def test_float_activation_qparams_have_no_offsets_and_e8m0_needs_output_dtype() -> None:
