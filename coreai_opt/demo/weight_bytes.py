@@ -12,15 +12,17 @@ The counting rules are :func:`coreai_opt.inspection.bits_per_weight`'s:
 
 An eager-prepared or float model is counted by ``bits_per_weight`` itself. It refuses
 graph mode, which the demo runs, so for a ``GraphModule`` this module pairs each weight
-fake-quantizer with its tensor and applies the same per-tensor rule
-(``quantized_tensor_bits``). In graph mode each weight fake-quantizer is a root submodule
-``activation_post_process_N`` called on the weight: on the ``get_attr`` node itself, or on
-the conv-bn QAT form (``weight * bn_factor``). The weight is the largest floating-point
-parameter upstream of the call that reaches it only through tensor arithmetic.
+fake-quantizer with its tensor and counts every tensor with the same per-tensor rules
+(``quantized_tensor_bits``, ``plain_tensor_bits``). In graph mode each weight
+fake-quantizer is a root submodule ``activation_post_process_N`` called on the weight: on
+the ``get_attr`` node itself, or on the conv-bn QAT form (``weight * bn_factor``). The
+weight is the largest floating-point parameter upstream of the call that reaches it only
+through tensor arithmetic.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -30,44 +32,14 @@ from coreai_opt.config.spec import CompressionTargetTensor
 from coreai_opt.inspection.bits_per_weight import (
     TensorBits,
     bits_per_weight,
+    plain_tensor_bits,
     quantized_tensor_bits,
 )
 from coreai_opt.quantization._lifecycle import fake_quantizers
+from coreai_opt.quantization.finalize._graph_common import fake_quantizer_calls
 from coreai_opt.quantization.spec.fake_quantize import FakeQuantizeImplBase
 
-__all__ = ["QuantizedTensorBytes", "WeightBytes", "weight_bytes"]
-
-
-@dataclass(frozen=True)
-class QuantizedTensorBytes:
-    """The packed size of one weight tensor read by a fake-quantizer (sizes in bits).
-
-    Attributes:
-        name: the parameter's qualified name.
-        fake_quantizer: the fake-quantizer's module name.
-        dtype: the quantized format (e.g. ``"int4"``, ``"float4_e2m1fn_x2"``).
-        numel: elements of the tensor.
-        n_bits: bits per element.
-        num_blocks: number of scales (one per channel / block; 1 per tensor).
-        payload_bits: ``numel * n_bits``.
-        scale_bits: ``num_blocks`` times the scale's size.
-        offset_bits: zero points or minvals (0 for symmetric schemes).
-    """
-
-    name: str
-    fake_quantizer: str
-    dtype: str
-    numel: int
-    n_bits: int
-    num_blocks: int
-    payload_bits: int
-    scale_bits: int
-    offset_bits: int
-
-    @property
-    def total_bits(self) -> int:
-        """Payload, scales and offsets."""
-        return self.payload_bits + self.scale_bits + self.offset_bits
+__all__ = ["WeightBytes", "weight_bytes"]
 
 
 @dataclass(frozen=True)
@@ -75,12 +47,13 @@ class WeightBytes:
     """A model's weight storage: quantized tensors packed, everything else as stored.
 
     Attributes:
-        quantized: one entry per tensor read by a weight fake-quantizer.
+        quantized: one entry per tensor read by a weight fake-quantizer (sizes in bits,
+            see :class:`coreai_opt.inspection.bits_per_weight.TensorBits`).
         plain_bits: parameters and persistent buffers that are not quantized.
         plain_numel: their element count.
     """
 
-    quantized: tuple[QuantizedTensorBytes, ...]
+    quantized: tuple[TensorBits, ...]
     plain_bits: int
     plain_numel: int
 
@@ -111,8 +84,15 @@ class WeightBytes:
         return sum(t.total_bits for t in self.quantized) / numel if numel else 0.0
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
+def _summarize(entries: Iterable[TensorBits]) -> WeightBytes:
+    """Keep the quantized entries and total the plain ones (each tensor counted once)."""
+    counted = list(entries)
+    plain = [t for t in counted if not t.quantized]
+    return WeightBytes(
+        tuple(t for t in counted if t.quantized),
+        sum(t.total_bits for t in plain),
+        sum(t.numel for t in plain),
+    )
 
 
 def _upstream_parameter(node: fx.Node, params: dict[str, torch.Tensor]) -> str | None:
@@ -158,33 +138,13 @@ def _tensor_of_fake_quantizer(
     )
 
 
-def _bytes_entry(entry: TensorBits) -> QuantizedTensorBytes:
-    assert entry.quant_dtype is not None and entry.fake_quantizer is not None
-    return QuantizedTensorBytes(
-        name=entry.name,
-        fake_quantizer=entry.fake_quantizer,
-        dtype=_dtype_name(entry.quant_dtype),
-        numel=entry.numel,
-        n_bits=entry.element_bits,
-        num_blocks=entry.num_blocks,
-        payload_bits=entry.payload_bits,
-        scale_bits=entry.scale_bits,
-        offset_bits=entry.offset_bits,
-    )
-
-
 def _eager_weight_bytes(model: nn.Module) -> WeightBytes:
     """``bits_per_weight``'s count, in this module's form."""
-    tensors = bits_per_weight(model).tensors.values()
-    plain = [t for t in tensors if not t.quantized]
-    return WeightBytes(
-        tuple(_bytes_entry(t) for t in tensors if t.quantized),
-        sum(t.total_bits for t in plain),
-        sum(t.numel for t in plain),
-    )
+    return _summarize(bits_per_weight(model).tensors.values())
 
 
 def _graph_weight_bytes(model: fx.GraphModule) -> WeightBytes:
+    """Pair each enabled weight FQ with its tensor, then count every state-dict tensor."""
     all_fqs = fake_quantizers(model)
     fqs = {
         name: fq
@@ -192,34 +152,28 @@ def _graph_weight_bytes(model: fx.GraphModule) -> WeightBytes:
         if fq.quantization_target is CompressionTargetTensor.WEIGHT and not fq.is_disabled()
     }
     fq_prefixes = tuple(f"{name}." for name in all_fqs)
-    calls: dict[str, list[fx.Node]] = {}
-    for node in model.graph.nodes:
-        if node.op == "call_module" and node.args:
-            calls.setdefault(str(node.target), []).append(node)
+    calls = {c.name: c.nodes for c in fake_quantizer_calls(model)}
     state = {
         name: tensor
         for name, tensor in model.state_dict(keep_vars=True).items()
         if not name.startswith(fq_prefixes)
     }
-    quantized: dict[int, QuantizedTensorBytes] = {}
+    buffer_ids = {id(b) for b in model.buffers()}
+    # By tensor object: a tensor under several names (a shared weight) counts once.
+    entries: dict[int, TensorBits] = {}
     for fq_name, fq in fqs.items():
         tensor_name = _tensor_of_fake_quantizer(fq_name, fq, state, calls)
         tensor = state[tensor_name]
-        if id(tensor) in quantized:
+        if id(tensor) in entries:
             continue  # a shared weight: counted with its first fake-quantizer
         entry = quantized_tensor_bits(tensor_name, fq, tensor, fake_quantizer_name=fq_name)
         if entry is not None:  # None: the block size does not fit, the tensor stays float
-            quantized[id(tensor)] = _bytes_entry(entry)
-    plain_bits = 0
-    plain_numel = 0
-    seen: set[int] = set(quantized)
-    for tensor in state.values():
-        if id(tensor) in seen:
-            continue
-        seen.add(id(tensor))
-        plain_bits += tensor.numel() * tensor.element_size() * 8
-        plain_numel += tensor.numel()
-    return WeightBytes(tuple(quantized.values()), plain_bits, plain_numel)
+            entries[id(tensor)] = entry
+    for name, tensor in state.items():
+        if id(tensor) not in entries:
+            is_buffer = id(tensor) in buffer_ids
+            entries[id(tensor)] = plain_tensor_bits(name, tensor, is_buffer=is_buffer)
+    return _summarize(entries.values())
 
 
 def weight_bytes(model: nn.Module) -> WeightBytes:

@@ -58,7 +58,13 @@ from coreai_opt.quantization.spec.granularity import block_size_for
 from coreai_opt.quantization.spec.qformulation import QuantizationFormulation
 from coreai_opt.quantization.spec.qscheme import QuantizationScheme
 
-__all__ = ["BitsPerWeightResult", "TensorBits", "bits_per_weight", "quantized_tensor_bits"]
+__all__ = [
+    "BitsPerWeightResult",
+    "TensorBits",
+    "bits_per_weight",
+    "plain_tensor_bits",
+    "quantized_tensor_bits",
+]
 
 _ORIGINAL = "original"
 """Name parametrize gives the stored tensor of a single-tensor parametrization."""
@@ -160,7 +166,12 @@ class BitsPerWeightResult:
         return self.quantized_bits / self.quantized_params if self.quantized_params else 0.0
 
 
-def _plain_entry(name: str, tensor: torch.Tensor, is_buffer: bool) -> TensorBits:
+def plain_tensor_bits(name: str, tensor: torch.Tensor, *, is_buffer: bool = False) -> TensorBits:
+    """What *tensor* costs kept in its own dtype: ``numel x`` the dtype's size.
+
+    For callers that pair fake-quantizers with tensors themselves (see
+    :func:`quantized_tensor_bits`) and count the other tensors too.
+    """
     return TensorBits(
         name=name,
         numel=tensor.numel(),
@@ -385,7 +396,7 @@ def bits_per_weight(model: nn.Module) -> BitsPerWeightResult:
                     break
         if entry is None:
             first = holders[0]
-            entry = _plain_entry(first.name, first.tensor, first.is_buffer)
+            entry = plain_tensor_bits(first.name, first.tensor, is_buffer=first.is_buffer)
         aliases = tuple(dict.fromkeys(h.name for h in holders if h.name != entry.name))
         tensors[entry.name] = dataclasses.replace(entry, aliases=aliases)
 

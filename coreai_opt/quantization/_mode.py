@@ -33,6 +33,7 @@ __all__ = [
     "check_tensor_keys",
     "get_mode_implementation",
     "module_configs",
+    "op_configs",
     "register_mode",
 ]
 
@@ -181,16 +182,23 @@ def module_configs(config: Any) -> list[Any]:
     return [c for c in configs if c is not None]
 
 
+def op_configs(module_config: Any) -> list[Any]:
+    """Every op config of one ``ModuleQuantizerConfig``: its op defaults, then the
+    per-type and per-name op configs (a None entry disables its ops: it holds no specs)."""
+    configs = [module_config.op_defaults()]
+    configs += [c for c in module_config.op_type_config.values() if c is not None]
+    configs += [c for c in module_config.op_name_config.values() if c is not None]
+    return configs
+
+
 def check_tensor_keys(config: Any, mode: str, *, fields: Sequence[str]) -> None:
     """``NotImplementedError`` for a key of the spec dicts named in *fields* (op configs'
     ``op_input_spec`` / ``op_output_spec``, module configs' ``module_input_spec`` /
     ``module_output_spec``) that is neither an int position nor ``"*"``."""
     for module_config in module_configs(config):
-        op_configs = [module_config.op_defaults()]
-        op_configs += [c for c in module_config.op_type_config.values() if c is not None]
-        op_configs += [c for c in module_config.op_name_config.values() if c is not None]
+        ops = op_configs(module_config)
         for field in fields:
-            holders = op_configs if field.startswith("op_") else [module_config]
+            holders = ops if field.startswith("op_") else [module_config]
             for holder in holders:
                 for key in getattr(holder, field):
                     if not (key == "*" or isinstance(key, int)):

@@ -31,6 +31,7 @@ from coreai_opt.quantization._mode import (
     check_example_inputs,
     check_tensor_keys,
     module_configs,
+    op_configs,
     register_mode,
 )
 from coreai_opt.quantization.config import ExecutionMode
@@ -56,10 +57,7 @@ class GraphMode(ModeImplementation):
             fields=("op_input_spec", "op_output_spec", "module_input_spec", "module_output_spec"),
         )
         for module_config in module_configs(config):
-            op_configs = [module_config.op_defaults()]
-            op_configs += [c for c in module_config.op_type_config.values() if c is not None]
-            op_configs += [c for c in module_config.op_name_config.values() if c is not None]
-            for op_config in op_configs:
+            for op_config in op_configs(module_config):
                 for key in op_config.op_output_spec:
                     if key not in ("*", 0):
                         raise NotImplementedError(

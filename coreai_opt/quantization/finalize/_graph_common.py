@@ -11,7 +11,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import fx, nn
@@ -30,6 +30,7 @@ __all__ = [
     "finish_rewrite",
     "free_unread_tensors",
     "get_attr_before",
+    "is_fake_quantizer_call",
     "rank_of",
     "zero_size_like",
 ]
@@ -72,16 +73,26 @@ class FakeQuantizerCalls:
         return tuple(val.shape) if isinstance(val, torch.Tensor) else None
 
 
+def is_fake_quantizer_call(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """True when *node* calls a fake-quantizer module of *gm*.
+
+    Tests the module's class, which finalize needs to convert it, rather than the
+    ``activation_post_process_`` name prefix that ``_graph.insert.is_fq_node`` tests.
+    """
+    return node.op == "call_module" and isinstance(
+        gm.get_submodule(str(node.target)), FakeQuantizeImplBase
+    )
+
+
 def fake_quantizer_calls(gm: fx.GraphModule) -> list[FakeQuantizerCalls]:
     """The fake-quantizer modules that *gm*'s graph calls, in order of their first call."""
     found: dict[str, FakeQuantizerCalls] = {}
     for node in gm.graph.nodes:
-        if node.op != "call_module":
+        if not is_fake_quantizer_call(gm, node):
             continue
-        module = gm.get_submodule(str(node.target))
-        if not isinstance(module, FakeQuantizeImplBase):
-            continue
-        calls = found.setdefault(str(node.target), FakeQuantizerCalls(str(node.target), module))
+        name = str(node.target)
+        fq = cast(FakeQuantizeImplBase, gm.get_submodule(name))  # is_fake_quantizer_call checked
+        calls = found.setdefault(name, FakeQuantizerCalls(name, fq))
         calls.nodes.append(node)
     return list(found.values())
 

@@ -27,8 +27,7 @@ from torch import fx, nn
 from coreai_opt.quantization._graph import op_kinds
 from coreai_opt.quantization.finalize._coreai_graph import ActivationEmitter
 from coreai_opt.quantization.finalize._errors import node_error
-from coreai_opt.quantization.finalize._graph_common import copy_meta
-from coreai_opt.quantization.spec.fake_quantize import FakeQuantizeImplBase
+from coreai_opt.quantization.finalize._graph_common import copy_meta, is_fake_quantizer_call
 
 __all__ = [
     "CACHE_OPS",
@@ -76,15 +75,9 @@ def kv_cache_fake_quantizers(gm: fx.GraphModule, kv_cache_quant_configs: object)
             if op_kinds.op_type(node) != op_type:
                 continue
             inputs = op_kinds.tensor_inputs(node)
-            if index < len(inputs) and _is_fq_call(gm, inputs[index]):
+            if index < len(inputs) and is_fake_quantizer_call(gm, inputs[index]):
                 found[inputs[index]] = node
     return found
-
-
-def _is_fq_call(gm: fx.GraphModule, node: fx.Node) -> bool:
-    return node.op == "call_module" and isinstance(
-        gm.get_submodule(str(node.target)), FakeQuantizeImplBase
-    )
 
 
 def _quantize_buffer(gm: fx.GraphModule, target: str, emitter: ActivationEmitter) -> None:
