@@ -116,7 +116,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from coreai_opt.quantization.spec import _state_epoch
 from coreai_opt.quantization.spec.fake_quantize import (
     FakeQuantizeImplBase,
     LearnableFakeQuantize,
@@ -487,8 +486,9 @@ def sync_observers(model: nn.Module, group: ProcessGroup | None = None) -> int:
             offset += n
             calc.update_qparams_from_running_range()
             _sync_lsq(fq, calc)
-    # Qparams changed in place: results cached per weight version are stale.
-    _state_epoch.bump()
+    # The qparams changed in place, which moves their versions: eager weights cached per
+    # weight version (FakeQuantize._forward_fast) see that; nothing was replaced, so the
+    # state epoch stays.
     return len(live)
 
 

@@ -417,7 +417,7 @@ class FakeQuantize(_QuantizerCommon):
         self.register_buffer("_unused_minval", torch.empty(0), persistent=False)
         self._args_key: tuple[object, ...] | None = None
         self._packed_args: tuple[object, ...] = ()
-        self._version_cache: tuple[object, torch.Tensor | None] | None = None
+        self._version_cache: tuple[object, torch.Tensor | None, tuple[int, ...]] | None = None
 
     def _size_extra_state(self, qshape: tuple[int, ...]) -> None:
         if self.is_float:
@@ -448,12 +448,13 @@ class FakeQuantize(_QuantizerCommon):
                 x._version,
                 self.fake_quant_enabled._version,
                 self.observer_enabled._version,
-                # Not the qparams' versions: the op bumps them on every call (they are
-                # mutable arguments). Qparams change only while observing (never cached),
-                # on load / re-assignment or a distributed sync (both bump the epoch).
-                _state_epoch.EPOCH[0],
+                _state_epoch.EPOCH[0],  # state tensors replaced (load, .to(), ...)
             )
-            if cache[0] == key:
+            # The qparams' versions are compared with those the last call left: the op
+            # bumps them on every call (mutable arguments), so they cannot be part of the
+            # key read before the call, but any later in-place change (a distributed sync,
+            # an edit by hand) moves them on.
+            if cache[0] == key and cache[2] == self._state_versions():
                 return cache[1]
             observing = bool(self.observer_enabled[0]) and not self._export_mode
         else:
@@ -464,14 +465,25 @@ class FakeQuantize(_QuantizerCommon):
             self._args_key = args_key
         y = _ops.fused_fake_quantize_direct(x, self._packed_args)
         if key is not None and not observing:
-            # Keyed after the call: observing would have changed the qparams' versions.
-            self._version_cache = (key, y)
+            # Never cached while observing: the next call would see other qparams.
+            versions = self._state_versions()
+            if versions is not None:
+                self._version_cache = (key, y, versions)
         return y
+
+    def _state_versions(self) -> tuple[int, ...] | None:
+        # The versions of the state tensors in the packed arguments (running range,
+        # scale, zero point, minval: positions 2 to 6); None for inference tensors (state
+        # created under torch.inference_mode), which keep no version: nothing is cached.
+        try:
+            return tuple(t._version for t in self._packed_args[2:7])  # type: ignore[union-attr]
+        except RuntimeError:
+            return None
 
     def enable_version_cache(self, enabled: bool = True) -> None:
         """Reuse the result for the same tensor version when no gradient is needed and the
         observer is off (eager weights: inference fake-quantizes each weight once)."""
-        self._version_cache = ((), None) if enabled else None
+        self._version_cache = ((), None, ()) if enabled else None
 
     def kernel_state(self) -> list[torch.Tensor]:
         """running_min, running_max, scale, zero_point, minval as the fused op takes them

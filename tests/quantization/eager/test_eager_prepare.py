@@ -22,6 +22,7 @@ from coreai_opt.quantization._eager.op_registry import (
     register_eager_op_type,
     registered_op_types,
 )
+from coreai_opt.quantization.spec import _state_epoch
 
 
 class ConvBnReluLinear(nn.Module):
@@ -221,6 +222,19 @@ def test_weight_fake_quantized_once_per_version() -> None:
         doubled = fq(original)
         fq.enable_version_cache(True)
         assert torch.equal(read, doubled)
+        # A qparam changed in place (a distributed sync, an edit by hand) moves its version
+        # and so invalidates the cached weight, with no state epoch bump.
+        model(x)
+        before = results[-1]
+        epoch = _state_epoch.EPOCH[0]
+        fq.qparams_calculator.scale.mul_(2)
+        model(x)
+        assert _state_epoch.EPOCH[0] == epoch
+        read = results[-1]
+        fq.enable_version_cache(False)
+        rescaled = fq(original)
+        fq.enable_version_cache(True)
+        assert read is not before and torch.equal(read, rescaled)
     # With gradients the fake-quantized weight is recomputed on every read: a cached
     # autograd graph would be freed by the first backward.
     results.clear()
