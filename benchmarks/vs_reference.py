@@ -18,9 +18,9 @@ Run with this project's interpreter: ``.venv/bin/python benchmarks/vs_reference.
    per matching FQ (graph: weights by parameter name, activations by producer and consumer
    ops; eager: by the FQ's submodule path, which both libraries build from the module and op
    names), FQ count and placement differences, in eager mode the state_dict keys (model keys
-   and each FQ's own keys), prepare time, forward overhead (prepared / float) and QAT step
-   time. Prints one report per mode and appends it to benchmarks/RESULTS.md (unless
-   ``--no-save``).
+   and each FQ's own keys), prepare time, forward overhead (prepared / float), QAT step
+   time and the bytes a QAT step saves for backward. Prints one report per mode and
+   appends it to benchmarks/RESULTS.md (unless ``--no-save``).
 
 Timings are medians (prepare over ``--prepare-repeats``, forward over ``--rounds``
 interleaved rounds); the header records the load average before and after, since other work
@@ -357,6 +357,18 @@ def param_note(o: dict[str, Any], r: dict[str, Any]) -> str:
     )
 
 
+def saved_note(o: dict, r: dict, float_ours: int, float_ref: int) -> str:
+    """The QAT step's saved-for-backward bytes on both sides (empty for old result files)."""
+    if "qat_saved_bytes" not in o or "qat_saved_bytes" not in r:
+        return ""
+    mib = 2.0**20
+    so, sr = o["qat_saved_bytes"], r["qat_saved_bytes"]
+    return (
+        f" Saved for backward in one QAT step: {so / mib:.2f} MiB ours ({so / float_ours:.2f}x "
+        f"float), {sr / mib:.2f} MiB reference ({sr / float_ref:.2f}x float)."
+    )
+
+
 def compare(
     ours: dict, ref: dict, data: dict[str, torch.Tensor], mode: str = "graph"
 ) -> tuple[list[str], list[str]]:
@@ -403,6 +415,7 @@ def compare(
                     f"{er * 1e3:.2f} ms reference; float SGD step (same loop) "
                     f"{o_m['float_step_s'] * 1e3:.2f} / {r_m['float_step_s'] * 1e3:.2f} ms."
                     f"{param_note(o, r)}"
+                    f"{saved_note(o, r, o_m['float_saved_bytes'], r_m['float_saved_bytes'])}"
                 )
             table.append(
                 f"| {name} | {cfg} | {accuracy(o['logits'], y):.2f} / "

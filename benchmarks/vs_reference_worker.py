@@ -340,6 +340,25 @@ def float_step_times(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tens
     return statistics.median(times[3:])
 
 
+def saved_bytes(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    """Bytes autograd keeps for backward over one training step of *model* on (x, y): the
+    distinct storages of every tensor saved for backward (a storage saved twice counts
+    once), whoever saved it (the model's own ops or its fake-quantizers)."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    x = x.clone()  # a slice of the data set would count the whole set's storage
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = nn.functional.cross_entropy(readout(name, model(x)), y)
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+    return sum(storages.values())
+
+
 def run_model(name: str, work: Path, data: dict[str, Any], args: argparse.Namespace) -> dict:
     """All configs of one model."""
     float_model = build(name)
@@ -352,6 +371,9 @@ def run_model(name: str, work: Path, data: dict[str, Any], args: argparse.Namesp
     example = x_train[:bs]
     result: dict[str, Any] = {"float_logits": predict(name, float_model, x_test)}
     result["float_step_s"] = float_step_times(name, float_model, x_train, y_train)
+    result["float_saved_bytes"] = saved_bytes(
+        name, copy.deepcopy(float_model).train(), x_train[:bs], y_train[:bs]
+    )
     for cfg in CONFIGS:
         print(f"  {name} / {cfg}", flush=True)
         prepare_s = []
@@ -377,6 +399,8 @@ def run_model(name: str, work: Path, data: dict[str, Any], args: argparse.Namesp
         if cfg == "W8A8 QAT 1 epoch":
             row["qat_step_s"] = qat_epoch(name, quantizer, prepared, x_train, y_train, seed=1)
             row["params"] = {n: t.detach().clone() for n, t in prepared.named_parameters()}
+            with quantizer.training_mode(prepared):
+                row["qat_saved_bytes"] = saved_bytes(name, prepared, x_train[:bs], y_train[:bs])
         prepared.eval()
         row["fqs"] = fake_quantizer_table(prepared)
         row["logits"] = predict(name, prepared, x_test)
