@@ -1,6 +1,11 @@
 // Autograd of the fused family: the straight-through estimator of the fake-quantize the op
 // ran (or the identity when fake_quant_on is off); the state it writes gets no gradient.
+// float32 inputs run fused_fake_quantize_cachemask and keep only its mask (a byte per
+// element) for fake_quantize_mask_backward; other dtypes keep x and copies of the qparams.
 #include "autograd/differentiable.h"
+
+#include <tuple>
+
 #include "autograd/state_copy.h"
 #include "ops/checks.h"
 #include "ops/schemas.h"
@@ -22,6 +27,30 @@ class FusedFakeQuantize : public torch::autograd::Function<FusedFakeQuantize> {
                             bool symmetric, bool use_minval, bool e8m0, c10::string_view method,
                             double averaging_constant, std::optional<double> range_min,
                             std::optional<double> range_max) {
+    if (x.scalar_type() == at::kFloat) {
+      // float32: the forward also writes the straight-through mask (one byte per element),
+      // and backward keeps only that, not x (4 bytes per element, often held by nobody else)
+      // nor copies of the qparams.
+      using MaskedSig = std::tuple<at::Tensor, at::Tensor>(
+          const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+          const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+          c10::SymIntArrayRef, c10::ScalarType, int64_t, int64_t, bool, bool, bool,
+          c10::string_view, double, std::optional<double>, std::optional<double>);
+      static const auto masked = op_handle<MaskedSig>("fused_fake_quantize_cachemask");
+      at::Tensor y, mask;
+      {
+        at::AutoDispatchBelowADInplaceOrView below_autograd;
+        std::tie(y, mask) =
+            masked.call(x, observer_on, fake_quant_on, running_min, running_max, scale, zero_point,
+                        minval, block_size, dtype, quant_min, quant_max, symmetric, use_minval,
+                        e8m0, method, averaging_constant, range_min, range_max);
+      }
+      for (const at::Tensor* written : {&running_min, &running_max, &scale, &zero_point, &minval}) {
+        torch::autograd::impl::bump_version(*written);
+      }
+      ctx->save_for_backward({mask});
+      return y;
+    }
     const at::Tensor y = AutogradKernel<FusedFakeQuantize>::below(
         x, observer_on, fake_quant_on, running_min, running_max, scale, zero_point, minval,
         block_size, dtype, quant_min, quant_max, symmetric, use_minval, e8m0, method,
@@ -49,15 +78,21 @@ class FusedFakeQuantize : public torch::autograd::Function<FusedFakeQuantize> {
         at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
                    const at::Tensor&, const at::Tensor&, c10::ScalarType, int64_t, int64_t, bool);
     static const auto bw = op_handle<BackwardSig>("fused_fake_quantize_backward");
+    using MaskBackwardSig = at::Tensor(const at::Tensor&, const at::Tensor&);
+    static const auto mask_bw = op_handle<MaskBackwardSig>("fake_quantize_mask_backward");
     const auto s = ctx->get_saved_variables();
-    // Straight to the kernels: the backward op is not differentiable, so its Autograd
-    // kernel would only box the call and run it below autograd.
+    // Straight to the kernels: the backward ops are not differentiable, so their Autograd
+    // kernels would only box the call and run it below autograd.
     at::AutoDispatchBelowADInplaceOrView below_autograd;
+    tensor_list out(19);
+    if (s.size() == 1) {  // the float32 form: the mask alone
+      out[0] = mask_bw.call(grads[0], s[0]);
+      return out;
+    }
     const auto gx =
         bw.call(grads[0], s[0], s[1], s[2], s[3], s[4], ctx->saved_data["dtype"].toScalarType(),
                 ctx->saved_data["qmin"].toInt(), ctx->saved_data["qmax"].toInt(),
                 ctx->saved_data["use_minval"].toBool());
-    tensor_list out(19);
     out[0] = gx;
     return out;
   }
@@ -68,6 +103,8 @@ class FusedFakeQuantize : public torch::autograd::Function<FusedFakeQuantize> {
 TORCH_LIBRARY_IMPL(coreai_opt, Autograd, m) {
   m.impl("fused_fake_quantize", autograd_kernel<FusedFakeQuantize>);
   COREAI_OPT_NON_DIFFERENTIABLE(fused_fake_quantize_backward)
+  COREAI_OPT_NON_DIFFERENTIABLE(fused_fake_quantize_cachemask)
+  COREAI_OPT_NON_DIFFERENTIABLE(fake_quantize_mask_backward)
 }
 
 }  // namespace coreai_opt::autograd

@@ -67,6 +67,18 @@ class OrderedCall {
     return out_;
   }
 
+  // A second output of x's shape and layout in another dtype (the fused op's mask): returns
+  // where the kernel writes it, in the call's order like out(); finish_extra() gives it.
+  const at::Tensor& extra_output(c10::ScalarType dtype) {
+    extra_ = at::empty_like(out_, out_.options().dtype(dtype));
+    extra_view_ = direct_ ? view(extra_) : at::empty_like(extra_, at::MemoryFormat::Contiguous);
+    return extra_view_;
+  }
+  at::Tensor finish_extra() {
+    if (!direct_) extra_.copy_(extra_view_);
+    return extra_;
+  }
+
  private:
   at::Tensor view(const at::Tensor& t) const { return permuted_ ? t.permute(order_) : t; }
 
@@ -77,6 +89,8 @@ class OrderedCall {
   bool direct_ = true;
   at::Tensor out_view_;
   at::Tensor x_view_;
+  at::Tensor extra_;
+  at::Tensor extra_view_;
 };
 
 }  // namespace coreai_opt::cpu

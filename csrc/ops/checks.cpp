@@ -360,8 +360,7 @@ FusedCheck check_fused_fake_quantize(const at::Tensor& x, const at::Tensor& obse
                                      int64_t quant_min, int64_t quant_max, c10::string_view method,
                                      double averaging_constant,
                                      const std::optional<double>& range_min,
-                                     const std::optional<double>& range_max) {
-  const char* op = "fused_fake_quantize";
+                                     const std::optional<double>& range_max, const char* op) {
   check_float_input(x, op, "x");
   const auto fmt = quant_format_of(dtype, op);
   if (!fmt.is_float) {
@@ -396,6 +395,17 @@ FloatQuantCheck check_fused_fake_quantize_backward(
                                   quant_min, quant_max, op);
   check_grad(grad, x, op);
   return {fmt, std::move(layout)};
+}
+
+void check_fake_quantize_mask_backward(const at::Tensor& grad, const at::Tensor& mask) {
+  const char* op = "fake_quantize_mask_backward";
+  check_float_input(grad, op, "grad");
+  TORCH_CHECK_TYPE(mask.scalar_type() == at::kBool, "coreai_opt.", op, ": mask has dtype ",
+                   dtype_name(mask.scalar_type()),
+                   "; allowed: torch.bool (fused_fake_quantize_cachemask's mask)");
+  check_same_shape(mask, grad, op, "mask", "grad");
+  TORCH_CHECK_VALUE(mask.device() == grad.device(), "coreai_opt.", op, ": mask is on ",
+                    mask.device(), " but grad is on ", grad.device(), "; they must match");
 }
 
 PackCheck check_pack(const at::Tensor& q, c10::ScalarType dtype) {

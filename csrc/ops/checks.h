@@ -114,21 +114,22 @@ struct FusedCheck {
   RangeMethod method;
   std::optional<std::vector<int64_t>> q_sizes;
 };
-FusedCheck check_fused_fake_quantize(const at::Tensor& x, const at::Tensor& observer_on,
-                                     const at::Tensor& fake_quant_on, const at::Tensor& running_min,
-                                     const at::Tensor& running_max, const at::Tensor& scale,
-                                     const at::Tensor& zero_point, const at::Tensor& minval,
-                                     c10::SymIntArrayRef block_size, c10::ScalarType dtype,
-                                     int64_t quant_min, int64_t quant_max, c10::string_view method,
-                                     double averaging_constant,
-                                     const std::optional<double>& range_min,
-                                     const std::optional<double>& range_max);
+FusedCheck check_fused_fake_quantize(
+    const at::Tensor& x, const at::Tensor& observer_on, const at::Tensor& fake_quant_on,
+    const at::Tensor& running_min, const at::Tensor& running_max, const at::Tensor& scale,
+    const at::Tensor& zero_point, const at::Tensor& minval, c10::SymIntArrayRef block_size,
+    c10::ScalarType dtype, int64_t quant_min, int64_t quant_max, c10::string_view method,
+    double averaging_constant, const std::optional<double>& range_min,
+    const std::optional<double>& range_max, const char* op = "fused_fake_quantize");
 // Checks the arguments of the backward it runs when fake_quant_on is set, whatever its
 // value (the Meta kernel cannot read it).
 FloatQuantCheck check_fused_fake_quantize_backward(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& fake_quant_on,
     const at::Tensor& scale, const at::Tensor& zero_point, const at::Tensor& minval,
     c10::ScalarType dtype, int64_t quant_min, int64_t quant_max, bool use_minval);
+
+// fake_quantize_mask_backward: float grad, bool mask of grad's shape, one device.
+void check_fake_quantize_mask_backward(const at::Tensor& grad, const at::Tensor& mask);
 
 // pack: the format and the packed sizes (symbolic sizes pass through).
 struct PackCheck {

@@ -38,6 +38,25 @@ void define_fused(torch::Library& m) {
       "Tensor scale, Tensor zero_point, Tensor minval, ScalarType dtype, int quant_min, "
       "int quant_max, bool use_minval) -> Tensor",
       {at::Tag::pt2_compliant_tag});
+  // fused_fake_quantize_cachemask(<fused_fake_quantize's arguments>) -> (y, mask)
+  //   fused_fake_quantize, and a bool mask of x's shape and layout: true where the
+  //   straight-through gradient passes (fake_quant_on off, or the element's code within
+  //   [quant_min, quant_max] / |x / scale| within the float format's range, with the qparams
+  //   y used). fused_fake_quantize's autograd saves this mask (one byte per element) for
+  //   its backward instead of x.
+  m.def(
+      "fused_fake_quantize_cachemask(Tensor x, Tensor observer_on, Tensor fake_quant_on, "
+      "Tensor(a!) running_min, Tensor(b!) running_max, Tensor(c!) scale, "
+      "Tensor(d!) zero_point, Tensor(e!) minval, SymInt[] block_size, ScalarType dtype, "
+      "int quant_min, int quant_max, bool symmetric, bool use_minval, bool e8m0, str method, "
+      "float averaging_constant=0.01, float? range_min=None, float? range_max=None) "
+      "-> (Tensor, Tensor)",
+      {at::Tag::pt2_compliant_tag});
+  // fake_quantize_mask_backward(grad, mask) -> grad_x
+  //   grad * mask (1.0 where mask, else 0.0: a NaN gradient stays NaN, as in
+  //   fused_fake_quantize_backward); grad_x has mask's layout and grad's dtype.
+  m.def("fake_quantize_mask_backward(Tensor grad, Tensor mask) -> Tensor",
+        {at::Tag::pt2_compliant_tag});
 }
 
 }  // namespace coreai_opt::ops

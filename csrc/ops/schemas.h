@@ -37,9 +37,11 @@ void define_formats(torch::Library& m);
 #define COREAI_OPT_QPARAMS_OPS(X) \
   X(choose_qparams_int)           \
   X(choose_qparams_float)
-#define COREAI_OPT_FUSED_OPS(X) \
-  X(fused_fake_quantize)        \
-  X(fused_fake_quantize_backward)
+#define COREAI_OPT_FUSED_OPS(X)    \
+  X(fused_fake_quantize)           \
+  X(fused_fake_quantize_backward)  \
+  X(fused_fake_quantize_cachemask) \
+  X(fake_quantize_mask_backward)
 #define COREAI_OPT_PACK_OPS(X) \
   X(pack)                      \
   X(unpack)

@@ -49,6 +49,8 @@ TENSOR_OPS = [
     "choose_qparams_float",
     "fused_fake_quantize",
     "fused_fake_quantize_backward",
+    "fused_fake_quantize_cachemask",
+    "fake_quantize_mask_backward",
     "pack",
     "unpack",
     "quantize",

@@ -15,6 +15,7 @@ from ops_cases import (
     fresh_fused_state,
     fused_backward_kwargs,
     fused_kwargs,
+    schema_args,
 )
 
 ops = torch.ops.coreai_opt
@@ -276,23 +277,28 @@ class _CountClones(torch.utils._python_dispatch.TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
 @pytest.mark.parametrize("mode", [False, True], ids=["plain", "dispatch-mode"])
 @pytest.mark.parametrize("f", FORMATS)
-def test_autograd_uses_the_qparams_of_its_own_call(f: FusedFormat, mode: bool) -> None:
+def test_autograd_uses_the_qparams_of_its_own_call(
+    f: FusedFormat, mode: bool, dtype: torch.dtype
+) -> None:
     """Two observing calls before one backward: each gradient uses the switch and qparams
-    its own call saw, though the second call overwrote the state (the autograd node keeps
-    copies: direct copies for plain CPU tensors, aten.clone under a dispatch mode)."""
+    its own call saw, though the second call overwrote the state. A float32 call's node
+    keeps the mask its forward wrote (no copies); other dtypes keep copies of the switch
+    and qparams (direct copies for plain CPU tensors, aten.clone under a dispatch mode)."""
     st = State.fresh([6, 1])
-    x1 = (torch.randn(6, 40) * 3).requires_grad_()
-    x2 = (torch.randn(6, 40) * 0.2).requires_grad_()
+    x1 = (torch.randn(6, 40) * 3).to(dtype).requires_grad_()
+    x2 = (torch.randn(6, 40) * 0.2).to(dtype).requires_grad_()
     counter = _CountClones()
     with counter if mode else contextlib.nullcontext():
         y1 = call_fused(x1, on(True), on(True), st, [1, 40], f, "static")
-        after1 = st.clone()
+    after1 = st.clone()
+    with counter if mode else contextlib.nullcontext():
         y2 = call_fused(x2, on(True), on(True), st, [1, 40], f, "static")
-        after2 = st.clone()
-    assert (counter.clones > 0) == mode
-    g1, g2 = torch.randn(6, 40), torch.randn(6, 40)
+    after2 = st.clone()
+    assert (counter.clones > 0) == (mode and dtype != torch.float32)
+    g1, g2 = torch.randn(6, 40).to(dtype), torch.randn(6, 40).to(dtype)
     gx1, gx2 = torch.autograd.grad((y1, y2), (x1, x2), (g1, g2))
     for gx, g, x, after in ((gx1, g1, x1, after1), (gx2, g2, x2, after2)):
         want = ops.fused_fake_quantize_backward(
@@ -302,6 +308,27 @@ def test_autograd_uses_the_qparams_of_its_own_call(f: FusedFormat, mode: bool) -
         )
         assert_bitexact(gx, want)
     assert not torch.equal(after1.scale, after2.scale)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_autograd_saves_a_mask_for_float32(dtype: torch.dtype) -> None:
+    """For float32 the node saves one bool mask (a byte per element) and not x, which can
+    then be freed; other dtypes save x."""
+    x = (torch.randn(6, 40) * 3).to(dtype).requires_grad_()
+    saved: list[torch.Tensor] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        call_fused(
+            x, on(True), on(True), State.fresh([6, 1]), [1, 40], FORMATS[0].values[0], "static"
+        )
+    if dtype == torch.float32:
+        assert [(t.dtype, tuple(t.shape)) for t in saved] == [(torch.bool, (6, 40))]
+    else:
+        assert any(t is x for t in saved)
 
 
 @pytest.mark.parametrize(("range_min", "range_max"), [(-0.5, None), (None, 0.25)])
@@ -380,3 +407,109 @@ def test_output_keeps_the_input_layout(
     assert_bitexact(gx, ops.fused_fake_quantize_backward(**kw_c))
     kw_meta = {k: v.to("meta") if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
     assert ops.fused_fake_quantize_backward(**kw_meta).stride() == x.stride()
+
+
+# ---- fused_fake_quantize_cachemask / fake_quantize_mask_backward ------------------------------
+
+_REFERENCE = torch._C.DispatchKeySet(torch._C.DispatchKey.CompositeExplicitAutograd)
+
+
+def _cachemask(
+    x: torch.Tensor,
+    quantize: bool,
+    st: State,
+    block: list[int],
+    f: FusedFormat,
+    reference: bool,
+    observe: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    kw = fused_kwargs(x, on(observe), on(quantize), st.tensors(), block, f, "moving_average")
+    op = ops.fused_fake_quantize_cachemask.default
+    args = schema_args(op, kw)
+    return op.redispatch(_REFERENCE, *args) if reference else op(*args)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+@pytest.mark.parametrize("quantize", [True, False], ids=["fq_on", "fq_off"])
+@pytest.mark.parametrize(("x_shape", "q_shape"), SHAPES)
+@pytest.mark.parametrize("f", FORMATS)
+def test_cachemask_is_the_fused_op_and_its_ste_mask(
+    f: FusedFormat,
+    x_shape: tuple[int, ...],
+    q_shape: tuple[int, ...],
+    quantize: bool,
+    dtype: torch.dtype,
+) -> None:
+    """y and the state equal fused_fake_quantize's bit for bit; the mask is where the
+    straight-through gradient passes (fused_fake_quantize_backward of ones), on CPU and the
+    reference; fake_quantize_mask_backward equals fused_fake_quantize_backward."""
+    x = (torch.randn(x_shape) * 3).to(dtype)
+    q = list(q_shape) or [1] * len(x_shape)
+    block = block_size_of(x_shape, q)
+    st_fused, st_cpu, st_ref = State.fresh(q), State.fresh(q), State.fresh(q)
+    # An observing call each (the qparams come from x), then one more without observing on
+    # x with non-finite and out-of-range values (a NaN could not be observed).
+    y_fused = call_fused(x, on(True), on(quantize), st_fused, block, f, "moving_average")
+    y, mask = _cachemask(x, quantize, st_cpu, block, f, reference=False)
+    y_ref, mask_ref = _cachemask(x, quantize, st_ref, block, f, reference=True)
+    assert_bitexact(y, y_fused)
+    assert_bitexact(y_ref, y_fused)
+    assert_state(st_cpu, st_fused)
+    assert_state(st_ref, st_fused)
+    assert torch.equal(mask, mask_ref)
+    x = x.clone()
+    x.view(-1)[:3] = torch.tensor([float("nan"), float("inf"), 1e4]).to(dtype)
+    y_fused = call_fused(x, on(False), on(quantize), st_fused, block, f, "moving_average")
+    y, mask = _cachemask(x, quantize, st_cpu, block, f, reference=False, observe=False)
+    y_ref, mask_ref = _cachemask(x, quantize, st_ref, block, f, reference=True, observe=False)
+    assert_bitexact(y, y_fused)
+    assert_bitexact(y_ref, y_fused)
+    assert mask.dtype == torch.bool and mask.shape == x.shape
+    assert torch.equal(mask, mask_ref)
+    qparams = (st_cpu.scale, st_cpu.zero_point, st_cpu.minval)
+    ones = torch.ones_like(x)
+    ste = ops.fused_fake_quantize_backward(
+        **fused_backward_kwargs(ones, x, on(quantize), qparams, f)
+    )
+    assert torch.equal(mask, ste != 0)
+    g = torch.randn(x_shape).to(dtype)
+    g.view(-1)[3] = float("nan")
+    want = ops.fused_fake_quantize_backward(**fused_backward_kwargs(g, x, on(quantize), qparams, f))
+    assert_bitexact(ops.fake_quantize_mask_backward(g, mask), want)
+    assert_bitexact(ops.fake_quantize_mask_backward.default.redispatch(_REFERENCE, g, mask), want)
+
+
+@pytest.mark.parametrize(("kind", "block", "q_shape"), LAYOUTS)
+@pytest.mark.parametrize("f", [FORMATS[0], FORMATS[3], FORMATS[8]])
+def test_cachemask_keeps_the_input_layout(
+    f: FusedFormat, kind: str, block: list[int], q_shape: tuple[int, ...]
+) -> None:
+    """y and the mask have x's layout (CPU, reference and Meta), with the values of the
+    contiguous call; the masked backward of a contiguous gradient has the mask's layout."""
+    x = _strided_x(kind)
+    y, mask = _cachemask(x, True, State.fresh(list(q_shape)), block, f, reference=False)
+    y_c, mask_c = _cachemask(
+        x.contiguous(), True, State.fresh(list(q_shape)), block, f, reference=False
+    )
+    _, mask_ref = _cachemask(x, True, State.fresh(list(q_shape)), block, f, reference=True)
+    assert y.stride() == x.stride() and mask.stride() == x.stride()
+    assert mask_ref.stride() == x.stride()
+    assert_bitexact(y, y_c)
+    assert torch.equal(mask, mask_c) and torch.equal(mask_ref, mask_c)
+    meta_st = State.fresh(list(q_shape)).to("meta")
+    kw = fused_kwargs(
+        x.to("meta"),
+        on(True).to("meta"),
+        on(True).to("meta"),
+        meta_st.tensors(),
+        block,
+        f,
+        "moving_average",
+    )
+    op = ops.fused_fake_quantize_cachemask.default
+    meta_y, meta_mask = op(*schema_args(op, kw))
+    assert meta_y.stride() == x.stride() and meta_mask.stride() == x.stride()
+    g = torch.randn(x.shape)  # contiguous, unlike the mask
+    gx = ops.fake_quantize_mask_backward(g, mask)
+    assert gx.stride() == x.stride()
+    assert_bitexact(gx, ops.fake_quantize_mask_backward(g, mask_c))

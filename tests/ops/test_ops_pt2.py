@@ -136,6 +136,26 @@ def opcheck_cases() -> list:
             id="fused_bw",
         ),
         pytest.param(
+            ops.fused_fake_quantize_cachemask.default,
+            schema_args(
+                ops.fused_fake_quantize_cachemask.default,
+                fused_kwargs(
+                    x,
+                    on,
+                    on,
+                    fresh_fused_state([4, 1]),
+                    [1, 12],
+                    FusedFormat(torch.int8, -128, 127),
+                    "moving_average",
+                    0.01,
+                    None,
+                    None,
+                ),
+            ),
+            id="fused_cachemask",
+        ),
+        pytest.param(ops.fake_quantize_mask_backward.default, (x, x > 0), id="mask_bw"),
+        pytest.param(
             ops.pack.default,
             (torch.randint(-8, 8, (4, 6), dtype=torch.int8), torch.int4),
             id="pack",

@@ -114,6 +114,10 @@ def _fused_backward(fmt: FusedFormat = _INT8) -> dict:
     return fused_backward_kwargs(torch.ones(4, 8), _x(), _ON, qparams, fmt)
 
 
+def _mask_backward() -> dict:
+    return {"grad": torch.ones(4, 8), "mask": torch.ones(4, 8, dtype=torch.bool)}
+
+
 def _quantize() -> dict:
     return {
         "input": _x(),
@@ -318,6 +322,22 @@ CASES = {
         "fused_fake_quantize_backward",
         lambda: _fused_backward(FusedFormat(torch.float8_e4m3fn)),
         scale=lambda: torch.ones(4, 1, dtype=torch.int32),
+    ),
+    # fused_fake_quantize_cachemask: fused_fake_quantize's checks under its own name
+    "fused_cm/x_dtype": _case("fused_fake_quantize_cachemask", _fused, x=ints),
+    "fused_cm/range_fits": _case("fused_fake_quantize_cachemask", _fused, dtype=torch.int4),
+    "fused_cm/method": _case("fused_fake_quantize_cachemask", _fused, method="ema"),
+    "fused_cm/block_divides": _case("fused_fake_quantize_cachemask", _fused, block_size=[1, 3]),
+    "fused_cm/state_shape": _case(
+        "fused_fake_quantize_cachemask", _fused, running_min=lambda: torch.ones(4, 2)
+    ),
+    # fake_quantize_mask_backward
+    "mask_bw/mask_dtype": _case(
+        "fake_quantize_mask_backward", _mask_backward, mask=lambda: torch.ones(4, 8)
+    ),
+    "mask_bw/grad_dtype": _case("fake_quantize_mask_backward", _mask_backward, grad=ints),
+    "mask_bw/shape": _case(
+        "fake_quantize_mask_backward", _mask_backward, grad=lambda: torch.ones(4, 7)
     ),
     # pack / unpack
     "pack/dtype": _case(

@@ -32,16 +32,24 @@ struct IntMath {
     if constexpr (kMinval) return formats::round_half_even((x - f) / s) + o;
     return formats::round_half_even(x / s) + o;
   }
-  static fVec fq(const fVec& x, const fVec& s, const fVec& o, const fVec& f, const fVec& lo,
-                 const fVec& hi) {
-    const fVec y = (clamp_nan(pre(x, s, o, f), lo, hi) - o) * s;
+  // The value of a pre-rounded code c = pre(x): clamp, remove the offsets, rescale.
+  static fVec value(const fVec& c, const fVec& s, const fVec& o, const fVec& f, const fVec& lo,
+                    const fVec& hi) {
+    const fVec y = (clamp_nan(c, lo, hi) - o) * s;
     if constexpr (kMinval) return y + f;
     return y;
   }
-  static float fq(float x, float s, float o, float f, float lo, float hi) {
-    const float y = (clamp_nan(pre(x, s, o, f), lo, hi) - o) * s;
+  static float value(float c, float s, float o, float f, float lo, float hi) {
+    const float y = (clamp_nan(c, lo, hi) - o) * s;
     if constexpr (kMinval) return y + f;
     return y;
+  }
+  static fVec fq(const fVec& x, const fVec& s, const fVec& o, const fVec& f, const fVec& lo,
+                 const fVec& hi) {
+    return value(pre(x, s, o, f), s, o, f, lo, hi);
+  }
+  static float fq(float x, float s, float o, float f, float lo, float hi) {
+    return value(pre(x, s, o, f), s, o, f, lo, hi);
   }
   static fVec grad(const fVec& g, const fVec& x, const fVec& s, const fVec& o, const fVec& f,
                    const fVec& lo, const fVec& hi) {
@@ -394,6 +402,115 @@ void fake_quantize_float_backward(const at::Tensor& grad, const at::Tensor& x, c
   });
 }
 
+// ---- forward with the straight-through mask (float32) ---------------------------------------
+
+// One run of the integer forward that also stores, per element, whether its code lay in
+// [qmin, qmax] (the straight-through gradient passes) into m. The same arithmetic as
+// int_run's forward, element order kept.
+template <bool kMinval>
+C10_ALWAYS_INLINE void int_run_masked(const float* x, float* y, bool* m, int64_t n,
+                                      const IntParams& p, int64_t q, bool inner_full) {
+  using M = IntMath<kMinval>;
+  const fVec lo(p.qmin), hi(p.qmax);
+  const float qmin = p.qmin, qmax = p.qmax;
+  int64_t j = 0;
+  if (!inner_full) {
+    const float s = p.scale[q], o = p.quant_offset.at(q);
+    const float f = kMinval ? p.float_offset[q] : 0.0f;
+    const fVec vs(s), vo(o), vf(f);
+    for (; j + kF <= n; j += kF) {
+      const fVec c = M::pre(fVec::loadu(x + j), vs, vo, vf);
+      store_mask(m + j, (c >= lo) & (c <= hi));
+      M::value(c, vs, vo, vf, lo, hi).store(y + j);
+    }
+    for (; j < n; ++j) {
+      const float c = M::pre(x[j], s, o, f);
+      m[j] = c >= qmin && c <= qmax;
+      y[j] = M::value(c, s, o, f, qmin, qmax);
+    }
+    return;
+  }
+  const float* s = p.scale + q;
+  const auto& o = p.quant_offset;
+  const float* f = kMinval ? p.float_offset + q : nullptr;
+  for (; j + kF <= n; j += kF) {
+    const fVec vs = fVec::loadu(s + j), vo = load_offsets(o, q + j);
+    const fVec vf = kMinval ? fVec::loadu(f + j) : fVec(0.0f);
+    const fVec c = M::pre(fVec::loadu(x + j), vs, vo, vf);
+    store_mask(m + j, (c >= lo) & (c <= hi));
+    M::value(c, vs, vo, vf, lo, hi).store(y + j);
+  }
+  for (; j < n; ++j) {
+    const float fj = kMinval ? f[j] : 0.0f;
+    const float c = M::pre(x[j], s[j], o.at(q + j), fj);
+    m[j] = c >= qmin && c <= qmax;
+    y[j] = M::value(c, s[j], o.at(q + j), fj, qmin, qmax);
+  }
+}
+
+void fake_quantize_int_masked(const at::Tensor& x, const at::Tensor& y, const at::Tensor& mask,
+                              const QParamLayout& layout, const IntParams& p) {
+  const float* xp = x.const_data_ptr<float>();
+  float* yp = y.mutable_data_ptr<float>();
+  bool* mp = mask.mutable_data_ptr<bool>();
+  auto walk = [&](auto minval_form) {
+    constexpr bool kMinval = decltype(minval_form)::value;
+    // Plain stores (no streaming): the run writes two outputs in element order.
+    for_each_run(layout, [&](int64_t off, int64_t len, int64_t q) {
+      int_run_masked<kMinval>(xp + off, yp + off, mp + off, len, p, q, layout.inner_full());
+    });
+  };
+  if (p.float_offset != nullptr) {
+    walk(std::true_type{});
+  } else {
+    walk(std::false_type{});
+  }
+}
+
+// The float-format forward that also stores whether |x / s| lay within the format's range.
+void fake_quantize_float_masked(const at::Tensor& x, const at::Tensor& y, const at::Tensor& mask,
+                                const QParamLayout& layout, const FloatParams& p) {
+  const formats::FloatFormatInfo info = formats::float_format_info(p.format);
+  const FloatGrid grid(info);
+  const float* xp = x.const_data_ptr<float>();
+  float* yp = y.mutable_data_ptr<float>();
+  bool* mp = mask.mutable_data_ptr<bool>();
+  const bool inner_full = layout.inner_full();
+  const float mx = info.max_value;
+  for_each_run(layout, [&](int64_t off, int64_t len, int64_t q) {
+    const float* xr = xp + off;
+    float* yr = yp + off;
+    bool* mr = mp + off;
+    int64_t j = 0;
+    for (; j + kF <= len; j += kF) {
+      // The same quotient as float_run and the backward: x / s (exact as x * (1 / s) for
+      // the power-of-two scales float_run multiplies by).
+      const fVec vs = inner_full ? fVec::loadu(p.scale + q + j) : fVec(p.scale[q]);
+      const fVec u = fVec::loadu(xr + j) / vs;
+      store_mask(mr + j, (u >= grid.neg_max) & (u <= grid.max_value));
+      (grid.round(clamp_nan(u, grid.neg_max, grid.max_value)) * vs).store(yr + j);
+    }
+    for (; j < len; ++j) {
+      const float s = inner_full ? p.scale[q + j] : p.scale[q];
+      const float u = xr[j] / s;
+      mr[j] = u >= -mx && u <= mx;
+      yr[j] = formats::round_to_float_format(clamp_nan(u, -mx, mx), info) * s;
+    }
+  });
+}
+
+// gx = grad * mask (1.0 or 0.0), float32, all three contiguous.
+void ste_mask_backward(const at::Tensor& grad, const at::Tensor& mask, const at::Tensor& gx) {
+  const float* gp = grad.const_data_ptr<float>();
+  const bool* mp = mask.const_data_ptr<bool>();
+  float* op = gx.mutable_data_ptr<float>();
+  at::parallel_for(0, gx.numel(), kGrain, [&](int64_t begin, int64_t end) {
+    int64_t j = begin;
+    for (; j + kF <= end; j += kF) (fVec::loadu(gp + j) * load_mask(mp + j)).store(op + j);
+    for (; j < end; ++j) op[j] = gp[j] * (mp[j] ? 1.0f : 0.0f);
+  });
+}
+
 }  // namespace
 
 void register_fake_quantize(KernelTable& t) {
@@ -401,6 +518,9 @@ void register_fake_quantize(KernelTable& t) {
   t.fake_quantize_int_backward = &fake_quantize_int_backward;
   t.fake_quantize_float = &fake_quantize_float;
   t.fake_quantize_float_backward = &fake_quantize_float_backward;
+  t.fake_quantize_int_masked = &fake_quantize_int_masked;
+  t.fake_quantize_float_masked = &fake_quantize_float_masked;
+  t.ste_mask_backward = &ste_mask_backward;
 }
 
 }  // namespace CPU_CAPABILITY

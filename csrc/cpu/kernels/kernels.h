@@ -51,6 +51,15 @@ struct KernelTable {
   void (*fake_quantize_float_backward)(const at::Tensor& grad, const at::Tensor& x,
                                        const at::Tensor& gx, const QParamLayout&,
                                        const FloatParams&);
+  // Forward of float32 x that also writes mask (bool, x's shape): true where the
+  // straight-through gradient passes (the code was not clamped / |x / s| within the range).
+  void (*fake_quantize_int_masked)(const at::Tensor& x, const at::Tensor& y, const at::Tensor& mask,
+                                   const QParamLayout&, const IntParams&);
+  void (*fake_quantize_float_masked)(const at::Tensor& x, const at::Tensor& y,
+                                     const at::Tensor& mask, const QParamLayout&,
+                                     const FloatParams&);
+  // gx = grad * mask; float32 grad / gx, bool mask, all contiguous and of one shape.
+  void (*ste_mask_backward)(const at::Tensor& grad, const at::Tensor& mask, const at::Tensor& gx);
   // min / max of x per qparam into float arrays of layout.qnumel entries (NaN propagates).
   void (*minmax)(const at::Tensor& x, const QParamLayout&, float* min_out, float* max_out);
   // LSQ backward (zp form, offsets already rounded): gx elementwise, and per qparam the

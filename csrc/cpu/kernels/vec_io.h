@@ -7,6 +7,7 @@
 #include <ATen/cpu/vec/vec.h>
 
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 namespace coreai_opt::cpu {
@@ -203,6 +204,52 @@ inline float max_nan(float a, float b) { return (a > b || a != a) ? a : b; }
 
 // 1.0f where the mask lane is set, else 0.0f.
 inline fVec mask_to_one(const fVec& mask) { return mask & fVec(1.0f); }
+
+#if defined(CPU_CAPABILITY_AVX2)
+// The kF bytes (one 0 / 1 per bit of an 8-bit lane mask), as one 64-bit store.
+struct LaneBytes {
+  uint64_t bytes[256];
+  constexpr LaneBytes() : bytes() {
+    for (int bits = 0; bits < 256; ++bits) {
+      for (int k = 0; k < 8; ++k) {
+        if (bits & (1 << k)) bytes[bits] |= uint64_t{1} << (8 * k);
+      }
+    }
+  }
+};
+inline constexpr LaneBytes kLaneBytes{};
+#endif
+
+// Stores kF bools: true where the lane of `mask` (all ones or all zeros, as a comparison
+// gives) is set.
+inline void store_mask(bool* p, const fVec& mask) {
+#if defined(CPU_CAPABILITY_AVX512)
+  const __mmask16 k = _mm512_movepi32_mask(_mm512_castps_si512(mask));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm_maskz_set1_epi8(k, 1));
+#elif defined(CPU_CAPABILITY_AVX2)
+  const uint64_t bytes = kLaneBytes.bytes[_mm256_movemask_ps(mask)];
+  std::memcpy(p, &bytes, sizeof(bytes));
+#else
+  float lanes[kF];
+  mask_to_one(mask).store(lanes);
+  for (int64_t k = 0; k < kF; ++k) p[k] = lanes[k] != 0.0f;
+#endif
+}
+
+// kF bools as floats: 1.0f where true, else 0.0f.
+inline fVec load_mask(const bool* p) {
+#if defined(CPU_CAPABILITY_AVX512)
+  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(b));
+#elif defined(CPU_CAPABILITY_AVX2)
+  const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+  return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b));
+#else
+  float lanes[kF];
+  for (int64_t k = 0; k < kF; ++k) lanes[k] = p[k] ? 1.0f : 0.0f;
+  return fVec::loadu(lanes);
+#endif
+}
 
 }  // namespace CPU_CAPABILITY
 }  // namespace coreai_opt::cpu
