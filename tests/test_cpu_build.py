@@ -94,6 +94,19 @@ for dtype in (torch.float32, torch.bfloat16, torch.float16):
     out[key + "lsq_tensor"] = ops.fake_quantize_lsq_backward(
         long, long, inputs["s"][0, 0], inputs["zp"][0, 0].float(), -8, 7, 1.0
     )
+# The float32 forward with the straight-through mask and its backward (vector mask stores
+# and loads per ISA), per channel over runs with tails, int and float formats.
+x = inputs["x"]
+rows = x.shape[0]
+for fmt, qmin, qmax in ((torch.int4, -8, 7), (torch.float8_e4m3fn, 0, 0)):
+    state = [torch.full((rows, 1), float("inf")), torch.full((rows, 1), -float("inf")),
+             torch.ones(rows, 1), torch.zeros(rows, 1, dtype=torch.int32), torch.zeros(rows, 1)]
+    on, off = torch.ones(1, dtype=torch.bool), torch.zeros(1, dtype=torch.bool)
+    args = ([1, x.shape[1]], fmt, qmin, qmax, True, False, False, "static")
+    ops.fused_fake_quantize(x.nan_to_num(0.0, 0.0, 0.0), on, off, *state, *args)  # qparams
+    y, mask = ops.fused_fake_quantize_cachemask(x * 1.5, off, on, *state, *args)
+    out[f"cachemask_{fmt}"] = (y, mask.to(torch.uint8))
+    out[f"mask_bw_{fmt}"] = ops.fake_quantize_mask_backward(x, mask)
 torch.save(out, sys.argv[2])
 """
 
