@@ -284,9 +284,10 @@ def test_autograd_uses_the_qparams_of_its_own_call(
     f: FusedFormat, mode: bool, dtype: torch.dtype
 ) -> None:
     """Two observing calls before one backward: each gradient uses the switch and qparams
-    its own call saw, though the second call overwrote the state. A float32 call's node
-    keeps the mask its forward wrote (no copies); other dtypes keep copies of the switch
-    and qparams (direct copies for plain CPU tensors, aten.clone under a dispatch mode)."""
+    its own call saw, though the second call overwrote the state. A plain float32 CPU
+    call's node keeps the mask its forward wrote; otherwise the node keeps copies of the
+    switch and qparams (direct copies for plain CPU tensors, aten.clone under a dispatch
+    mode)."""
     st = State.fresh([6, 1])
     x1 = (torch.randn(6, 40) * 3).to(dtype).requires_grad_()
     x2 = (torch.randn(6, 40) * 0.2).to(dtype).requires_grad_()
@@ -297,7 +298,7 @@ def test_autograd_uses_the_qparams_of_its_own_call(
     with counter if mode else contextlib.nullcontext():
         y2 = call_fused(x2, on(True), on(True), st, [1, 40], f, "static")
     after2 = st.clone()
-    assert (counter.clones > 0) == (mode and dtype != torch.float32)
+    assert (counter.clones > 0) == mode  # under a mode even float32 keeps x and copies
     g1, g2 = torch.randn(6, 40).to(dtype), torch.randn(6, 40).to(dtype)
     gx1, gx2 = torch.autograd.grad((y1, y2), (x1, x2), (g1, g2))
     for gx, g, x, after in ((gx1, g1, x1, after1), (gx2, g2, x2, after2)):
@@ -312,8 +313,8 @@ def test_autograd_uses_the_qparams_of_its_own_call(
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
 def test_autograd_saves_a_mask_for_float32(dtype: torch.dtype) -> None:
-    """For float32 the node saves one bool mask (a byte per element) and not x, which can
-    then be freed; other dtypes save x."""
+    """For plain float32 CPU tensors the node saves one bool mask (a byte per element) and
+    not x, which can then be freed; other dtypes save x."""
     x = (torch.randn(6, 40) * 3).to(dtype).requires_grad_()
     saved: list[torch.Tensor] = []
 
