@@ -28,7 +28,7 @@ class FusedFakeQuantize : public torch::autograd::Function<FusedFakeQuantize> {
                             bool symmetric, bool use_minval, bool e8m0, c10::string_view method,
                             double averaging_constant, std::optional<double> range_min,
                             std::optional<double> range_max) {
-    if (x.scalar_type() == at::kFloat && plain_cpu(x)) {
+    if (x.scalar_type() == at::kFloat && untraced_cpu(x)) {
       // float32 on the CPU kernels: the forward also writes the straight-through mask (one
       // byte per element), and backward keeps only that, not x (4 bytes per element, often
       // held by nobody else) nor copies of the qparams. Traced calls (torch.compile) keep the

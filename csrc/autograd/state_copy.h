@@ -9,17 +9,20 @@
 
 namespace coreai_opt::autograd {
 
-// True for a contiguous dense CPU tensor with no wrapper or Python key (no subclass, fake
-// or functional tensor), when no TorchDispatchMode is active.
-inline bool plain_cpu(const at::Tensor& t) {
+// True for a strided dense CPU tensor with no wrapper or Python key (no subclass, fake or
+// functional tensor, so not being traced), when no TorchDispatchMode is active.
+inline bool untraced_cpu(const at::Tensor& t) {
   // Autograd, autocast and ADInplaceOrView keys come with every dense tensor.
   const c10::DispatchKeySet functional_keys =
       t.key_set() - c10::autograd_dispatch_keyset - c10::autocast_dispatch_keyset -
       c10::DispatchKeySet(c10::DispatchKey::ADInplaceOrView);
   return functional_keys == c10::DispatchKeySet(c10::DispatchKey::CPU) &&
-         t.layout() == at::kStrided && t.is_contiguous() &&
+         t.layout() == at::kStrided &&
          !c10::impl::tls_is_dispatch_key_included(c10::DispatchKey::Python);
 }
+
+// untraced_cpu and contiguous: what a memcpy can copy.
+inline bool plain_cpu(const at::Tensor& t) { return untraced_cpu(t) && t.is_contiguous(); }
 
 // A copy of t. A plain CPU tensor is copied with one allocation and a memcpy: a clone
 // through the dispatcher costs about a microsecond per tensor, a few percent of a small

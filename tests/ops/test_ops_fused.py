@@ -311,11 +311,13 @@ def test_autograd_uses_the_qparams_of_its_own_call(
     assert not torch.equal(after1.scale, after2.scale)
 
 
+@pytest.mark.parametrize("transposed", [False, True], ids=["contiguous", "transposed"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
-def test_autograd_saves_a_mask_for_float32(dtype: torch.dtype) -> None:
-    """For plain float32 CPU tensors the node saves one bool mask (a byte per element) and
-    not x, which can then be freed; other dtypes save x."""
-    x = (torch.randn(6, 40) * 3).to(dtype).requires_grad_()
+def test_autograd_saves_a_mask_for_float32(dtype: torch.dtype, transposed: bool) -> None:
+    """For float32 CPU tensors (any layout, not traced) the node saves one bool mask (a byte
+    per element) and not x, which can then be freed; other dtypes save x."""
+    x = (torch.randn(40, 6) * 3).t() if transposed else torch.randn(6, 40) * 3
+    x = x.to(dtype).requires_grad_()
     saved: list[torch.Tensor] = []
 
     def pack(t: torch.Tensor) -> torch.Tensor:
