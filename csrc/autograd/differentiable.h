@@ -49,6 +49,20 @@ inline void bump_if_written(const c10::Argument& arg, const at::Tensor& t) {
 template <typename T>
 void bump_if_written(const c10::Argument&, const T&) {}
 
+// op(args...) below autograd, then a version bump of every argument op's schema marks as
+// written: how any Autograd kernel here runs an op whose outputs need no graph node.
+template <typename Sig, typename... A>
+auto call_below(const c10::TypedOperatorHandle<Sig>& op, const A&... args) {
+  auto out = [&] {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return op.call(args...);
+  }();
+  const auto& schema_args = op.schema().arguments();
+  size_t i = 0;
+  (bump_if_written(schema_args[i++], args), ...);
+  return out;
+}
+
 template <typename F, typename Forward = decltype(&F::forward)>
 struct AutogradKernel;
 
@@ -63,16 +77,7 @@ struct AutogradKernel<F, R (*)(AutogradContext*, A...)> {
 
   // The op's kernels below autograd, then the version bumps of the state it wrote: what
   // F::forward and the no-grad fast path share.
-  static R below(A... args) {
-    R out = [&] {
-      at::AutoDispatchBelowADInplaceOrView guard;
-      return op().call(args...);
-    }();
-    const auto& schema_args = op().schema().arguments();
-    size_t i = 0;
-    (bump_if_written(schema_args[i++], args), ...);
-    return out;
-  }
+  static R below(A... args) { return call_below(op(), args...); }
 
   static R call(A... args) {
     if (!at::GradMode::is_enabled()) return below(args...);

@@ -41,17 +41,10 @@ class FusedFakeQuantize : public torch::autograd::Function<FusedFakeQuantize> {
           c10::SymIntArrayRef, c10::ScalarType, int64_t, int64_t, bool, bool, bool,
           c10::string_view, double, std::optional<double>, std::optional<double>);
       static const auto masked = op_handle<MaskedSig>("fused_fake_quantize_cachemask");
-      at::Tensor y, mask;
-      {
-        at::AutoDispatchBelowADInplaceOrView below_autograd;
-        std::tie(y, mask) =
-            masked.call(x, observer_on, fake_quant_on, running_min, running_max, scale, zero_point,
-                        minval, block_size, dtype, quant_min, quant_max, symmetric, use_minval,
-                        e8m0, method, averaging_constant, range_min, range_max);
-      }
-      for (const at::Tensor* written : {&running_min, &running_max, &scale, &zero_point, &minval}) {
-        torch::autograd::impl::bump_version(*written);
-      }
+      auto [y, mask] =
+          call_below(masked, x, observer_on, fake_quant_on, running_min, running_max, scale,
+                     zero_point, minval, block_size, dtype, quant_min, quant_max, symmetric,
+                     use_minval, e8m0, method, averaging_constant, range_min, range_max);
       ctx->save_for_backward({mask});
       return y;
     }
