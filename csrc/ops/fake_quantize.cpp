@@ -17,30 +17,30 @@ void define_fake_quantize(torch::Library& m) {
   //   + m zero_point None in the zp form means 0; passing both offsets is an error. round = half to
   //   even; float32 arithmetic; y has x's dtype. NaN in x gives NaN, +-inf saturates to the range's
   //   ends.
-  m.def(
+  def_layout_preserving(
+      m,
       "fake_quantize_int(Tensor x, Tensor scale, Tensor? zero_point, Tensor? minval, "
-      "int quant_min, int quant_max) -> Tensor",
-      {at::Tag::pt2_compliant_tag});
+      "int quant_min, int quant_max) -> Tensor");
   // fake_quantize_int_backward(grad, x, ...) -> grad_x
   //   Straight-through estimator with the clipping mask, recomputed from x:
   //   grad_x = grad * [qmin <= pre-clamp q <= qmax] (pre-clamp q = round(...) + offset).
-  m.def(
+  def_layout_preserving(
+      m,
       "fake_quantize_int_backward(Tensor grad, Tensor x, Tensor scale, Tensor? zero_point, "
-      "Tensor? minval, int quant_min, int quant_max) -> Tensor",
-      {at::Tag::pt2_compliant_tag});
+      "Tensor? minval, int quant_min, int quant_max) -> Tensor");
   // fake_quantize_float(x, scale, dtype) -> y
   //   dtype: torch.float8_e4m3fn, torch.float8_e5m2 or torch.float4_e2m1fn_x2.
   //   y = round_to_format(clamp(x / s, -max, max)) * s, round to nearest even, saturating.
   //   scale: float32 / float16 / bfloat16 / float64, or float8_e8m0fnu (power-of-two MX
   //   scales); its shape encodes the granularity as for fake_quantize_int. NaN stays NaN.
-  m.def("fake_quantize_float(Tensor x, Tensor scale, ScalarType dtype) -> Tensor",
-        {at::Tag::pt2_compliant_tag});
+  def_layout_preserving(m,
+                        "fake_quantize_float(Tensor x, Tensor scale, ScalarType dtype) -> Tensor");
   // fake_quantize_float_backward(grad, x, scale, dtype) -> grad_x
   //   grad_x = grad * [-max <= x / s <= max]
-  m.def(
+  def_layout_preserving(
+      m,
       "fake_quantize_float_backward(Tensor grad, Tensor x, Tensor scale, ScalarType dtype) "
-      "-> Tensor",
-      {at::Tag::pt2_compliant_tag});
+      "-> Tensor");
 }
 
 }  // namespace coreai_opt::ops

@@ -9,20 +9,20 @@ void define_lsq(torch::Library& m) {
   //   zp_r = round(clamp(zero_point, qmin, qmax)); q = round(x / s) + zp_r;
   //   y = (clamp(q, qmin, qmax) - zp_r) * s. scale and zero_point are float tensors with the
   //   granularity shapes of fake_quantize_int; both receive gradients.
-  m.def(
+  def_layout_preserving(
+      m,
       "fake_quantize_lsq(Tensor x, Tensor scale, Tensor zero_point, int quant_min, "
-      "int quant_max, float grad_factor=1.0) -> Tensor",
-      {at::Tag::pt2_compliant_tag});
+      "int quant_max, float grad_factor=1.0) -> Tensor");
   // fake_quantize_lsq_backward(grad, x, scale, zero_point, ...) -> (dx, dscale, dzero_point)
   //   inside [qmin, qmax]: dx = g, dscale = g * (y - x) / s, dzero_point = 0
   //   below / above:       dx = 0, dscale = g * (qmin|qmax - zp_r), dzero_point = -g * s
   //   dscale and dzero_point are multiplied by grad_factor and summed over each qparam's
   //   elements inside the kernel; they come back in the dtype of scale / zero_point.
   //   A NaN in x gives dx = 0 there and NaN in both sums of its qparam.
-  m.def(
+  def_layout_preserving(
+      m,
       "fake_quantize_lsq_backward(Tensor grad, Tensor x, Tensor scale, Tensor zero_point, "
-      "int quant_min, int quant_max, float grad_factor) -> (Tensor, Tensor, Tensor)",
-      {at::Tag::pt2_compliant_tag});
+      "int quant_min, int quant_max, float grad_factor) -> (Tensor, Tensor, Tensor)");
 }
 
 }  // namespace coreai_opt::ops

@@ -19,6 +19,15 @@ void define_pack(torch::Library& m);
 void define_coreai_export(torch::Library& m);
 void define_formats(torch::Library& m);
 
+// Defines an op whose outputs of x's shape take x's layout (torch.empty_like) and whose
+// kernels run in any dense layout without a copy: the fake-quantize ops and their backward
+// ops. The flexible_layout tag lets Inductor hand them the layout it picked (channels_last
+// after a conv) instead of converting to the traced strides and back around every
+// fake-quantizer; the Meta kernels give the output strides for the layout it picks.
+inline void def_layout_preserving(torch::Library& m, const char* schema) {
+  m.def(schema, {at::Tag::pt2_compliant_tag, at::Tag::flexible_layout});
+}
+
 }  // namespace coreai_opt::ops
 
 // The tensor ops of each family as X-macro lists, so every device that implements a family

@@ -92,3 +92,35 @@ def test_outputs_take_the_input_layout(kind: str, q_shape: tuple[int, ...], path
             exact = a.shape == x.shape
             tol = {"rtol": 0, "atol": 0} if exact else {"rtol": 1e-4, "atol": 1e-5}
             torch.testing.assert_close(a, b, equal_nan=True, **tol, msg=name)
+
+
+# The ops whose outputs of x's shape take x's layout: tagged flexible_layout, so Inductor
+# hands them the layout it picked for x (channels_last after a conv) instead of converting x
+# to the traced strides and the result back. The tests above are what makes the tag safe.
+LAYOUT_PRESERVING = {
+    "fake_quantize_int",
+    "fake_quantize_int_backward",
+    "fake_quantize_float",
+    "fake_quantize_float_backward",
+    "fake_quantize_lsq",
+    "fake_quantize_lsq_backward",
+    "fused_fake_quantize",
+    "fused_fake_quantize_backward",
+    "fused_fake_quantize_cachemask",
+    "fake_quantize_mask_backward",
+}
+
+
+def test_exactly_the_layout_preserving_ops_are_tagged_flexible_layout() -> None:
+    names = {
+        schema.name.split("::")[1]
+        for schema in torch._C._jit_get_all_schemas()
+        if schema.name.startswith("coreai_opt::")
+    }
+    assert names >= LAYOUT_PRESERVING
+    tagged = set()
+    for name in names:
+        default = getattr(ops, name).default
+        if torch.Tag.flexible_layout in default.tags:
+            tagged.add(name)
+    assert tagged == LAYOUT_PRESERVING

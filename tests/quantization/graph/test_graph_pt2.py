@@ -63,9 +63,10 @@ def test_compiled_qat_step_matches_the_uncompiled_one() -> None:
 
 
 class _HeadsAndConv(nn.Module):
-    """A conv (Inductor stores its activations channels_last) and nn.MultiheadAttention
-    (fake-quantized matmul inputs are head-split transposed views): the layouts for which the
-    fused op must return the strides Inductor traced."""
+    """A conv (Inductor stores its activations channels_last and, the fused op being tagged
+    flexible_layout, hands them to it so) and nn.MultiheadAttention (fake-quantized matmul
+    inputs are head-split transposed views): the fused op's outputs must take the strides its
+    Meta kernel gives for whatever layout Inductor picks."""
 
     def __init__(self) -> None:
         super().__init__()
