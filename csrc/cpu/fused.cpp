@@ -139,11 +139,15 @@ std::tuple<at::Tensor, at::Tensor> fused_fake_quantize_cachemask(
 at::Tensor fake_quantize_mask_backward(const at::Tensor& grad, const at::Tensor& mask) {
   ops::check_fake_quantize_mask_backward(grad, mask);
   at::Tensor gx = at::empty_like(mask, grad.options().dtype(grad.scalar_type()));
-  if (grad.scalar_type() == at::kFloat && mask.is_contiguous() && gx.is_contiguous()) {
-    if (gx.numel() > 0) kernels().ste_mask_backward(grad.contiguous(), mask, gx);
+  // The kernel walks flat memory, so it serves any dense layout (channels_last, transposed)
+  // that grad, mask and gx share; gx takes a dense mask's strides, and a grad laid out
+  // otherwise is copied into them first.
+  if (grad.scalar_type() == at::kFloat && mask.is_non_overlapping_and_dense()) {
+    const at::Tensor g = grad.strides() == mask.strides() ? grad : at::empty_like(gx).copy_(grad);
+    if (gx.numel() > 0) kernels().ste_mask_backward(g, mask, gx);
     return gx;
   }
-  // Other dtypes and layouts: the same product through ATen, in mask's layout.
+  // Other dtypes and non-dense masks: the same product through ATen, in mask's layout.
   gx.copy_(grad.mul(mask.to(grad.scalar_type())));
   return gx;
 }

@@ -513,6 +513,12 @@ def test_cachemask_keeps_the_input_layout(
     meta_y, meta_mask = op(*schema_args(op, kw))
     assert meta_y.stride() == x.stride() and meta_mask.stride() == x.stride()
     g = torch.randn(x.shape)  # contiguous, unlike the mask
+    want = ops.fake_quantize_mask_backward(g, mask_c)
     gx = ops.fake_quantize_mask_backward(g, mask)
     assert gx.stride() == x.stride()
-    assert_bitexact(gx, ops.fake_quantize_mask_backward(g, mask_c))
+    assert_bitexact(gx, want)
+    g_like = torch.empty_like(x).copy_(g)  # laid out as the mask: no copy of grad
+    assert_bitexact(ops.fake_quantize_mask_backward(g_like, mask), want)
+    # A mask with gaps (every other row) takes the ATen product, with the same values.
+    sliced = mask[::2]
+    assert_bitexact(ops.fake_quantize_mask_backward(g[::2], sliced), want[::2])
