@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from ops_cases import TENSOR_OPS
 from torch._C import DispatchKey, DispatchKeySet
 
 ops = torch.ops.coreai_opt
@@ -94,33 +95,16 @@ def test_outputs_take_the_input_layout(kind: str, q_shape: tuple[int, ...], path
             torch.testing.assert_close(a, b, equal_nan=True, **tol, msg=name)
 
 
-# The ops whose outputs of x's shape take x's layout: tagged flexible_layout, so Inductor
-# hands them the layout it picked for x (channels_last after a conv) instead of converting x
-# to the traced strides and the result back. The tests above are what makes the tag safe.
-LAYOUT_PRESERVING = {
-    "fake_quantize_int",
-    "fake_quantize_int_backward",
-    "fake_quantize_float",
-    "fake_quantize_float_backward",
-    "fake_quantize_lsq",
-    "fake_quantize_lsq_backward",
-    "fused_fake_quantize",
-    "fused_fake_quantize_backward",
-    "fused_fake_quantize_cachemask",
-    "fake_quantize_mask_backward",
-}
+# The ops whose outputs of x's shape take x's layout (the fake-quantize ops and their backward
+# ops): tagged flexible_layout, so Inductor hands them the layout it picked for x
+# (channels_last after a conv) instead of converting x to the traced strides and the result
+# back. The tests above are what makes the tag safe.
+LAYOUT_PRESERVING = {name for name in TENSOR_OPS if "fake_quantize" in name}
 
 
 def test_exactly_the_layout_preserving_ops_are_tagged_flexible_layout() -> None:
-    names = {
-        schema.name.split("::")[1]
-        for schema in torch._C._jit_get_all_schemas()
-        if schema.name.startswith("coreai_opt::")
+    assert len(LAYOUT_PRESERVING) == 10
+    tagged = {
+        name for name in TENSOR_OPS if torch.Tag.flexible_layout in getattr(ops, name).default.tags
     }
-    assert names >= LAYOUT_PRESERVING
-    tagged = set()
-    for name in names:
-        default = getattr(ops, name).default
-        if torch.Tag.flexible_layout in default.tags:
-            tagged.add(name)
     assert tagged == LAYOUT_PRESERVING
