@@ -412,6 +412,35 @@ def test_output_keeps_the_input_layout(
     assert ops.fused_fake_quantize_backward(**kw_meta).stride() == x.stride()
 
 
+@pytest.mark.parametrize("reference", [False, True], ids=["cpu", "reference"])
+def test_an_input_with_gaps_gives_contiguous_outputs(reference: bool) -> None:
+    """A view with gaps (what Inductor may hand a flexible_layout op): y, the mask and grad_x
+    are contiguous, as Meta says, with the values and state of a contiguous copy's call."""
+    f = FORMATS[0].values[0]
+    x = (torch.randn(32, 8, 6, 10) * 2)[..., ::2]
+    st, st_c = State.fresh([1, 8, 1, 1]), State.fresh([1, 8, 1, 1])
+    y, mask = _cachemask(x, True, st, [32, 1, 6, 5], f, reference=reference)
+    y_c, mask_c = _cachemask(x.contiguous(), True, st_c, [32, 1, 6, 5], f, reference=False)
+    assert y.is_contiguous() and mask.is_contiguous()
+    assert_bitexact(y, y_c)
+    assert torch.equal(mask, mask_c)
+    assert_state(st, st_c)
+    meta_y, meta_mask = _cachemask(
+        x.to("meta"), True, State.fresh([1, 8, 1, 1]).to("meta"), [32, 1, 6, 5], f, False
+    )
+    assert meta_y.is_contiguous() and meta_mask.is_contiguous()
+    g = torch.randn(x.shape)
+    qparams = (st.scale, st.zero_point, st.minval)
+    op = ops.fused_fake_quantize_backward.default
+    kw = fused_backward_kwargs(g, x, on(True), qparams, f)
+    gx = op.redispatch(_REFERENCE, *schema_args(op, kw)) if reference else op(**kw)
+    assert gx.is_contiguous()
+    want = ops.fused_fake_quantize_backward(
+        **fused_backward_kwargs(g, x.contiguous(), on(True), qparams, f)
+    )
+    assert_bitexact(gx, want)
+
+
 # ---- fused_fake_quantize_cachemask / fake_quantize_mask_backward ------------------------------
 
 _REFERENCE = torch._C.DispatchKeySet(torch._C.DispatchKey.CompositeExplicitAutograd)

@@ -95,6 +95,27 @@ def test_outputs_take_the_input_layout(kind: str, q_shape: tuple[int, ...], path
             torch.testing.assert_close(a, b, equal_nan=True, **tol, msg=name)
 
 
+@pytest.mark.parametrize("path", ["cpu", "reference", "meta"])
+def test_an_input_with_gaps_gives_a_contiguous_output(path: str) -> None:
+    """Inductor may hand a flexible_layout op a view with gaps (a slice of a buffer): the
+    outputs are contiguous (torch.empty_like's rule) on every path, with the values of the
+    same call on a contiguous copy."""
+    x = (torch.randn(32, 8, 6, 10) * 2)[..., ::2]
+    assert not x.is_contiguous() and x.stride()[-1] == 2
+    g = torch.randn(x.shape)
+    for name, make in _calls(x, (1, 8, 1, 1)).items():
+        overload, args = make(x, g)
+        _, args_c = make(x.contiguous(), g)
+        if path == "meta":
+            meta = tuple(a.to("meta") if isinstance(a, torch.Tensor) else a for a in args)
+            assert _first(overload(*meta)).is_contiguous(), name
+            continue
+        call = overload if path == "cpu" else lambda *a, o=overload: o.redispatch(_REFERENCE, *a)
+        got = _first(call(*args))
+        assert got.is_contiguous(), name
+        torch.testing.assert_close(got, _first(overload(*args_c)), rtol=0, atol=0, msg=name)
+
+
 # The ops whose outputs of x's shape take x's layout (the fake-quantize ops and their backward
 # ops): tagged flexible_layout, so Inductor hands them the layout it picked for x
 # (channels_last after a conv) instead of converting x to the traced strides and the result
