@@ -14,7 +14,12 @@ from coreai_opt.quantization._graph.insert import is_fq_node
 from coreai_opt.quantization._graph.patterns import _REGISTRY
 from coreai_opt.quantization.config import ModuleQuantizerConfig, OpQuantizerConfig
 from coreai_opt.quantization.graph_patterns import register_annotation_pattern
-from coreai_opt.quantization.spec import default_activation_quantization_spec
+from coreai_opt.quantization.spec import (
+    PerChannelGranularity,
+    QuantizationSpec,
+    default_activation_quantization_spec,
+    default_weight_quantization_spec,
+)
 
 
 def _coreai_targets(gm: torch.fx.GraphModule) -> list[str]:
@@ -97,6 +102,59 @@ def test_inductor_qat_step_matches_the_uncompiled_one() -> None:
             torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5)
         with torch.no_grad():
             torch.testing.assert_close(compiled(x), eager(x), rtol=1e-4, atol=1e-5)
+
+
+class _TwoConvs(nn.Module):
+    """conv-relu-conv: activations Inductor keeps channels_last, which the flexible_layout
+    fake-quantize ops then receive as they are."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(torch.relu(self.conv1(x)))
+
+
+@pytest.mark.parametrize("lsq", [False, True], ids=["per-channel", "lsq"])
+def test_inductor_conv_qat_step_matches_the_uncompiled_one(lsq: bool) -> None:
+    """Under Inductor the fake-quantize ops take the channels_last activations as they are:
+    per-channel activation qparams (along the channel dimension, the innermost one in
+    memory) with fullgraph=True, and LSQ weights (their fake-quantizers read the switches
+    on the host, so the graph breaks there). The gradients are those of the uncompiled
+    step."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 6, 6)
+    activation = QuantizationSpec(dtype=torch.int8, granularity=PerChannelGranularity(axis=1))
+    weight = QuantizationSpec(
+        dtype=torch.int4,
+        qscheme="asymmetric",
+        fake_quantize_cls="lsq",
+        granularity=PerChannelGranularity(axis=0),
+    )
+    config = QuantizerConfig(
+        global_config=ModuleQuantizerConfig(
+            op_input_spec={0: activation},
+            op_output_spec={0: activation},
+            op_state_spec={"weight": weight if lsq else default_weight_quantization_spec()},
+        )
+    )
+    model = _TwoConvs()
+    q = Quantizer(model, config)
+    eager = q.prepare((x,))
+    compiled_model = copy.deepcopy(eager)
+    compiled = torch.compile(compiled_model, fullgraph=not lsq)
+    q2 = Quantizer(model, config)
+    with q.training_mode(eager), q2.training_mode(compiled_model):
+        for fwd, m in ((eager, eager), (compiled, compiled_model)):
+            m.zero_grad()
+            fwd(x).square().mean().backward()
+    grads = [(n, p.grad) for n, p in compiled_model.named_parameters()]
+    assert any("scale" in n for n, _ in grads) == lsq  # LSQ's learnable qparams
+    for (name, a), b in zip(grads, eager.parameters(), strict=True):
+        torch.testing.assert_close(a, b.grad, rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_a_registered_pattern_quantizes_an_op_the_registry_lacks() -> None:
