@@ -24,6 +24,7 @@ from coreai_opt.quantization._graph.insert import (
     insert_fake_quantizers,
     remove_fake_quantizer_node,
 )
+from coreai_opt.quantization._graph.memory_format import mark_channels_last_fake_quantizers
 from coreai_opt.quantization._graph.patterns import annotation_patterns
 from coreai_opt.quantization._graph.train_eval import make_train_eval_switchable
 from coreai_opt.quantization._mode import (
@@ -96,6 +97,7 @@ class GraphMode(ModeImplementation):
         with torch.no_grad():
             gm(*example_inputs)
         _lifecycle.remove_disabled_fake_quantizers(gm, self.remove_fake_quantizer)
+        mark_channels_last_fake_quantizers(gm, placement.activations)
         _lifecycle.set_switches(gm, observer=False, fake_quant=True)
         gm.train(was_training)
         self._preserve_attributes(model, gm)

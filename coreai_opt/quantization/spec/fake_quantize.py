@@ -406,6 +406,11 @@ class FakeQuantize(_QuantizerCommon):
     non-persistent placeholders instead. Qparams are float32 whatever the input dtype.
     """
 
+    # Set by graph mode's prepare on fake-quantizers at a convolution's input or output
+    # (coreai_opt/quantization/_graph/memory_format.py): under torch.compile on CPU, a 4-D
+    # input is asked for channels_last, the layout Inductor gives the convolutions.
+    _compile_channels_last: bool = False
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """Same arguments as the common constructor (see ``_QuantizerCommon.__init__``)."""
         super().__init__(*args, **kwargs)
@@ -538,6 +543,15 @@ class FakeQuantize(_QuantizerCommon):
 
     def _forward_traceable(self, x: torch.Tensor) -> torch.Tensor:
         # What torch.compile / torch.export trace: no caches, no attribute writes.
+        if (
+            self._compile_channels_last
+            and x.dim() == 4
+            and x.device.type == "cpu"
+            and not torch.compiler.is_exporting()
+        ):
+            # Inductor folds this into the kernel that produces x (no copy when x is
+            # already channels_last); export keeps the traced layout.
+            x = x.contiguous(memory_format=torch.channels_last)
         return _ops.fused_fake_quantize_packed(x, self._fused_args(x))
 
     def _forward_python(self, x: torch.Tensor) -> torch.Tensor:
