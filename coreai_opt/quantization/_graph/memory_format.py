@@ -19,7 +19,7 @@ Uncompiled runs, ``torch.export`` and other devices never read the mark.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import fx, nn
@@ -81,64 +81,63 @@ def _known_not_4d(node: fx.Node) -> bool:
     return isinstance(val, torch.Tensor) and val.dim() != 4
 
 
-def _conv_upstream(node: fx.Node, gm: fx.GraphModule) -> bool:
-    """True when *node* is a convolution's output, possibly through layout-following ops."""
+def _reachable(
+    start: Iterable[fx.Node], follow: Callable[[fx.Node], Iterable[fx.Node]]
+) -> Iterator[fx.Node]:
+    """Each node reachable from *start*, once, going on from every node to follow(node)."""
     seen: set[fx.Node] = set()
-    todo = [node]
+    todo = list(start)
     while todo:
         n = todo.pop()
         if n in seen:
             continue
         seen.add(n)
-        if is_one_of(n, _CONVS):
-            return True
-        if _follows_layout(n, gm):
-            todo.extend(i for i in n.all_input_nodes if _is_4d(i, gm))
-    return False
+        yield n
+        todo.extend(follow(n))
 
 
-def _feeds_conv(node: fx.Node, gm: fx.GraphModule) -> bool:
-    """True when *node* is a convolution's input, possibly through layout-following ops."""
-    seen: set[fx.Node] = set()
-    todo = list(node.users)
-    while todo:
-        n = todo.pop()
-        if n in seen:
-            continue
-        seen.add(n)
-        if is_one_of(n, _CONVS):
-            return True
-        if _follows_layout(n, gm):
-            todo.extend(n.users)
-    return False
+def _conv_upstream(x: fx.Node, gm: fx.GraphModule) -> bool:
+    """True when *x* is a convolution's output, possibly through layout-following ops."""
+
+    def inputs(n: fx.Node) -> list[fx.Node]:
+        if is_one_of(n, _CONVS) or not _follows_layout(n, gm):
+            return []
+        return [i for i in n.all_input_nodes if _is_4d(i, gm)]
+
+    return any(is_one_of(n, _CONVS) for n in _reachable([x], inputs))
 
 
-def _layout_escapes(node: fx.Node, gm: fx.GraphModule) -> bool:
-    """True when a tensor laid out by *node* can reach the graph's output or a ``view``.
+def _feeds_conv(call: fx.Node, gm: fx.GraphModule) -> bool:
+    """True when *call*'s output is a convolution's input, possibly through
+    layout-following ops."""
+
+    def users(n: fx.Node) -> list[fx.Node]:
+        return list(n.users) if _follows_layout(n, gm) else []
+
+    return any(is_one_of(n, _CONVS) for n in _reachable(call.users, users))
+
+
+def _layout_escapes(call: fx.Node) -> bool:
+    """True when a tensor laid out by *call* can reach the graph's output or a ``view``.
 
     A channels_last tensor keeps that layout through every op with a 4-D output (a
     convolution of it is channels_last too), so the walk follows all of them (and every
     node whose rank it does not know).
     """
-    seen: set[fx.Node] = set()
-    todo = list(node.users)
-    while todo:
-        n = todo.pop()
-        if n in seen:
-            continue
-        seen.add(n)
-        if n.op == "output" or is_one_of(n, _STRIDE_BOUND):
-            return True
-        if not _known_not_4d(n):
-            todo.extend(n.users)
-    return False
+
+    def users(n: fx.Node) -> list[fx.Node]:
+        return [] if _known_not_4d(n) else list(n.users)
+
+    return any(
+        n.op == "output" or is_one_of(n, _STRIDE_BOUND) for n in _reachable(call.users, users)
+    )
 
 
 def _prefers_channels_last(call: fx.Node, gm: fx.GraphModule) -> bool:
     x = call.args[0] if call.args else None
     if not (isinstance(x, fx.Node) and _is_4d(x, gm)):
         return False
-    if _layout_escapes(call, gm):
+    if _layout_escapes(call):
         return False
     return _feeds_conv(call, gm) or _conv_upstream(x, gm)
 

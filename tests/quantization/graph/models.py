@@ -26,6 +26,19 @@ class ConvBnNet(nn.Module):
         return self.fc(self.drop(y)) + 1
 
 
+class TwoConvs(nn.Module):
+    """conv → relu → conv: activations Inductor keeps channels_last, and a 4-D model
+    output."""
+
+    def __init__(self, channels: int = 8) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(torch.relu(self.conv1(x)))
+
+
 class Block(nn.Module):
     """Two linears with a sigmoid between them."""
 

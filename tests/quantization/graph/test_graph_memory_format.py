@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 
 import torch
+from models import TwoConvs
 from torch import nn
 
 from coreai_opt.quantization import Quantizer, QuantizerConfig
@@ -51,18 +52,6 @@ class ConvThenView(nn.Module):
         return self.fc(y.view(y.shape[0], -1))
 
 
-class ConvOut(nn.Module):
-    """Two convs whose 4-D output is the model's (its strides are the caller's)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
-        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2(torch.relu(self.conv1(x)))
-
-
 def _prepare(model: nn.Module, x: torch.Tensor) -> tuple[Quantizer, torch.fx.GraphModule]:
     q = Quantizer(model, QuantizerConfig())
     return q, q.prepare((x,))
@@ -84,7 +73,7 @@ def test_activations_next_to_convolutions_are_marked() -> None:
 def test_views_and_outputs_keep_the_traced_layout() -> None:
     """A channels_last input makes every 4-D tensor computed from it channels_last (conv
     outputs too), so nothing is marked upstream of a view or of a 4-D model output."""
-    for make in (ConvThenView, ConvOut):
+    for make in (ConvThenView, TwoConvs):
         _, gm = _prepare(make(), torch.randn(2, 3, 8, 8))
         assert sum(1 for n in gm.graph.nodes if is_fq_node(n)) >= 3
         assert _marked(gm) == {}, make.__name__

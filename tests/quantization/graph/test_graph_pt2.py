@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from models import ConvBnNet, TwoBlocks
+from models import ConvBnNet, TwoBlocks, TwoConvs
 from torch import nn
 
 from coreai_opt.quantization import Quantizer, QuantizerConfig
@@ -104,19 +104,6 @@ def test_inductor_qat_step_matches_the_uncompiled_one() -> None:
             torch.testing.assert_close(compiled(x), eager(x), rtol=1e-4, atol=1e-5)
 
 
-class _TwoConvs(nn.Module):
-    """conv-relu-conv: activations Inductor keeps channels_last, which the flexible_layout
-    fake-quantize ops then receive as they are."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
-        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv2(torch.relu(self.conv1(x)))
-
-
 @pytest.mark.parametrize("lsq", [False, True], ids=["per-channel", "lsq"])
 def test_inductor_conv_qat_step_matches_the_uncompiled_one(lsq: bool) -> None:
     """Under Inductor the fake-quantize ops take the channels_last activations as they are:
@@ -141,7 +128,7 @@ def test_inductor_conv_qat_step_matches_the_uncompiled_one(lsq: bool) -> None:
             op_state_spec={"weight": weight if lsq else default_weight_quantization_spec()},
         )
     )
-    model = _TwoConvs()
+    model = TwoConvs()
     q = Quantizer(model, config)
     eager = q.prepare((x,))
     compiled_model = copy.deepcopy(eager)
