@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 
 import torch
-from torch import fx, nn
+from torch import fx
 
 from coreai_opt.quantization._graph.insert import is_fq_node
 from coreai_opt.quantization._graph.op_kinds import (
@@ -54,7 +54,7 @@ _LAYOUT_FOLLOWING = (
     + (aten.addcmul, aten.div, aten.dropout, aten.feature_dropout, aten.clone)
 )
 # Ops that need the traced strides of their input.
-_STRIDE_BOUND = (aten.view, aten._unsafe_view, aten.as_strided, aten.view_as)
+_STRIDE_BOUND = (aten.view, aten._unsafe_view, aten.as_strided, aten.view_as, aten.unflatten)
 
 
 def _follows_layout(node: fx.Node, gm: fx.GraphModule) -> bool:
@@ -153,7 +153,7 @@ def mark_channels_last_fake_quantizers(gm: fx.GraphModule, activations: Iterable
             calls.setdefault(str(node.target), []).append(node)
     marked = []
     for name in activations:
-        fq: nn.Module = gm.get_submodule(name) if name in calls else None
+        fq = gm.get_submodule(name) if name in calls else None
         if not isinstance(fq, FakeQuantize):
             continue
         fq._compile_channels_last = all(_prefers_channels_last(n, gm) for n in calls[name])
