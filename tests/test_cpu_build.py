@@ -78,6 +78,11 @@ for dtype in (torch.float32, torch.bfloat16, torch.float16):
     out[key + "int"] = ops.fake_quantize_int(x, inputs["s"], inputs["zp"], None, -8, 7)
     out[key + "minval"] = ops.fake_quantize_int(x, inputs["s"], None, inputs["mv"], -8, 7)
     out[key + "bw"] = ops.fake_quantize_int_backward(x, x, inputs["s"], inputs["zp"], None, -8, 7)
+    # A grad laid out unlike x: copied into x's order in 16 x 16 tiles, ragged at the edges.
+    g_t = x.t().contiguous().t()
+    out[key + "bw_t"] = ops.fake_quantize_int_backward(
+        g_t, x, inputs["s"], inputs["zp"], None, -8, 7
+    )
     for fmt in (torch.float8_e4m3fn, torch.float8_e5m2, torch.float4_e2m1fn_x2):
         out[key + str(fmt)] = ops.fake_quantize_float(x, inputs["s"], fmt)
     out[key + "minmax"] = ops.minmax(x, [1, 37])
@@ -107,6 +112,7 @@ for fmt, qmin, qmax in ((torch.int4, -8, 7), (torch.float8_e4m3fn, 0, 0)):
     y, mask = ops.fused_fake_quantize_cachemask(x * 1.5, off, on, *state, *args)
     out[f"cachemask_{fmt}"] = (y, mask.to(torch.uint8))
     out[f"mask_bw_{fmt}"] = ops.fake_quantize_mask_backward(x, mask)
+    out[f"mask_bw_t_{fmt}"] = ops.fake_quantize_mask_backward(x, mask.t().contiguous().t())
 torch.save(out, sys.argv[2])
 """
 

@@ -141,9 +141,10 @@ at::Tensor fake_quantize_mask_backward(const at::Tensor& grad, const at::Tensor&
   at::Tensor gx = at::empty_like(mask, grad.options().dtype(grad.scalar_type()));
   // The kernel walks flat memory, so it serves any dense layout (channels_last, transposed)
   // that grad, mask and gx share; gx takes a dense mask's strides, and a grad laid out
-  // otherwise is copied into them first.
+  // otherwise is first copied into the mask's memory order (in tiles, contiguous_copy.h).
   if (grad.scalar_type() == at::kFloat && mask.is_non_overlapping_and_dense()) {
-    const at::Tensor g = grad.strides() == mask.strides() ? grad : at::empty_like(gx).copy_(grad);
+    const at::Tensor g =
+        grad.strides() == mask.strides() ? grad : contiguous_copy(grad.permute(memory_order(mask)));
     if (gx.numel() > 0) kernels().ste_mask_backward(g, mask, gx);
     return gx;
   }

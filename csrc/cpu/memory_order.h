@@ -18,9 +18,21 @@
 #include <numeric>
 #include <vector>
 
+#include "cpu/contiguous_copy.h"
 #include "formats/qparam_layout.h"
 
 namespace coreai_opt::cpu {
+
+// t's dimensions from the largest stride to the smallest (ties keep their order):
+// t.permute(memory_order(t)) is contiguous when t is dense.
+inline std::vector<int64_t> memory_order(const at::Tensor& t) {
+  const auto strides = t.strides();
+  std::vector<int64_t> order(t.dim());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t a, int64_t b) { return strides[a] > strides[b]; });
+  return order;
+}
 
 // One elementwise call laid out in the memory order of its output.
 class OrderedCall {
@@ -32,11 +44,7 @@ class OrderedCall {
       : out_(at::empty_like(x)), layout_(std::move(logical)) {
     const bool contiguous = out_.is_contiguous();
     if (!contiguous) {
-      const auto strides = out_.strides();
-      order_.resize(out_.dim());
-      std::iota(order_.begin(), order_.end(), 0);
-      std::stable_sort(order_.begin(), order_.end(),
-                       [&](int64_t a, int64_t b) { return strides[a] > strides[b]; });
+      order_ = memory_order(out_);
       const auto wide =
           std::count_if(q_sizes.begin(), q_sizes.end(), [](int64_t s) { return s > 1; });
       permuted_ = wide <= 1 && out_.permute(order_).is_contiguous();
@@ -52,9 +60,10 @@ class OrderedCall {
     }
   }
 
-  // Another input of x's shape (grad) in the call's order, contiguous, of x's dtype.
+  // Another input of x's shape (grad) in the call's order, contiguous, of x's dtype (a
+  // grad laid out unlike x is transposed in tiles, contiguous_copy.h).
   at::Tensor input(const at::Tensor& t) const {
-    return view(t).to(out_.scalar_type()).contiguous();
+    return contiguous_copy(view(t).to(out_.scalar_type()));
   }
   const at::Tensor& x() const { return x_view_; }
   // Where the kernel writes: contiguous, in the call's order.

@@ -95,6 +95,35 @@ def test_outputs_take_the_input_layout(kind: str, q_shape: tuple[int, ...], path
             torch.testing.assert_close(a, b, equal_nan=True, **tol, msg=name)
 
 
+@pytest.mark.parametrize("x_cl", [True, False], ids=["x-channels-last", "grad-channels-last"])
+def test_grad_laid_out_unlike_x(x_cl: bool) -> None:
+    """A grad whose layout differs from x's (NCHW against channels_last, either way) is
+    copied into x's memory order in 16 x 16 tiles with ragged edges (37 channels, 5 x 7
+    pixels): the backward ops, and the mask backward with a mask laid out as x, give the
+    values of the all-contiguous call."""
+    x = torch.randn(3, 37, 5, 7) * 2
+    g = torch.randn(x.shape)
+    cl = torch.channels_last
+    x_in, g_in = (x.to(memory_format=cl), g) if x_cl else (x, g.to(memory_format=cl))
+    for q_shape in ((1, 1, 1, 1), (1, 37, 1, 1)):
+        for name, make in _calls(x_in, q_shape).items():
+            if "backward" not in name:
+                continue
+            overload, args = make(x_in, g_in)
+            _, want_args = make(x, g)
+            got, want = overload(*args), overload(*want_args)
+            got_t = got if isinstance(got, tuple) else (got,)
+            want_t = want if isinstance(want, tuple) else (want,)
+            for a, b in zip(got_t, want_t, strict=True):
+                exact = a.shape == x.shape
+                tol = {"rtol": 0, "atol": 0} if exact else {"rtol": 1e-4, "atol": 1e-5}
+                torch.testing.assert_close(a, b, **tol, msg=name)
+    mask = torch.empty_like(x_in, dtype=torch.bool).copy_(x > 0)  # laid out as x
+    got = ops.fake_quantize_mask_backward(g_in, mask)
+    assert got.stride() == x_in.stride()
+    assert torch.equal(got, ops.fake_quantize_mask_backward(g, x > 0))
+
+
 @pytest.mark.parametrize("path", ["cpu", "reference", "meta"])
 def test_an_input_with_gaps_gives_a_contiguous_output(path: str) -> None:
     """Inductor may hand a flexible_layout op a view with gaps (a slice of a buffer): the

@@ -12,6 +12,7 @@ const KernelTable& COREAI_CONCAT(kernel_table_, CPU_CAPABILITY)() {
     register_fake_quantize(t);
     register_observe(t);
     register_lsq(t);
+    register_transpose(t);
     return t;
   }();
   return table;

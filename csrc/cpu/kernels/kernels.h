@@ -66,6 +66,10 @@ struct KernelTable {
   // sums of d(y)/d(scale) * grad and d(y)/d(zero_point) * grad (before grad_factor).
   void (*lsq_backward)(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& gx,
                        const QParamLayout&, const IntParams&, double* dscale, double* dzero_point);
+  // dst[b][c][r] = src[b][r][c]: src [batch, rows, cols] and dst [batch, cols, rows], both
+  // contiguous float32 arrays (contiguous_copy.h).
+  void (*transpose_batched)(const float* src, float* dst, int64_t batch, int64_t rows,
+                            int64_t cols);
 };
 
 // One table per compiled ISA (kernel_table.cpp, named by token pasting CPU_CAPABILITY).

@@ -9,6 +9,7 @@ inline namespace CPU_CAPABILITY {
 void register_fake_quantize(KernelTable& t);
 void register_observe(KernelTable& t);
 void register_lsq(KernelTable& t);
+void register_transpose(KernelTable& t);
 
 }  // namespace CPU_CAPABILITY
 }  // namespace coreai_opt::cpu
