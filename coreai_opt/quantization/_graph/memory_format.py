@@ -41,8 +41,8 @@ __all__ = ["mark_channels_last_fake_quantizers"]
 aten = torch.ops.aten
 
 _CONVS = WEIGHTED["conv"] + WEIGHTED["conv_transpose"]
-# Ops whose output Inductor lays out as their 4-D input: elementwise ops, batch norm (also
-# the conv-bn QAT form's addcmul), pools, dropout, copies.
+# Ops whose output Inductor lays out as their 4-D input: elementwise ops (the conv-bn QAT
+# form's rescale among them), batch norm, pools, dropout, copies.
 _LAYOUT_FOLLOWING = (
     ACTIVATIONS
     + BATCH_NORM

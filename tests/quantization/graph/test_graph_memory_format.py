@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 
 import torch
-from models import TwoConvs
+from models import ConvBnNet, TwoConvs
 from torch import nn
 
 from coreai_opt.quantization import Quantizer, QuantizerConfig
@@ -68,6 +68,13 @@ def test_activations_next_to_convolutions_are_marked() -> None:
         if is_fq_node(n) and any(u.name.startswith("linear") for u in n.users)
     ]
     assert linear_fqs and not set(linear_fqs) & set(_marked(gm).values())
+
+
+def test_the_conv_bn_qat_form_after_the_last_convolution_is_followed() -> None:
+    """conv-bn-relu as the last convolution block (its output reaches the fake-quantizer
+    through the QAT form's rescale and batch norm): marked, as in the benchmark's CNN."""
+    _, gm = _prepare(ConvBnNet(), torch.randn(2, 3, 8, 8))
+    assert set(_marked(gm)) >= {"x", "relu"}
 
 
 def test_views_and_outputs_keep_the_traced_layout() -> None:
