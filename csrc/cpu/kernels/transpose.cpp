@@ -8,6 +8,7 @@
 #include <algorithm>
 
 #include "cpu/kernels/kernels_isa.h"
+#include "cpu/kernels/layout_walk.h"
 
 namespace coreai_opt::cpu {
 inline namespace CPU_CAPABILITY {
@@ -20,8 +21,10 @@ constexpr int64_t kTile = 16;
 // contiguous.
 void transpose_batched(const float* src, float* dst, int64_t batch, int64_t rows, int64_t cols) {
   const int64_t row_tiles = (rows + kTile - 1) / kTile;
-  // One task per (batch, band of kTile rows): contiguous reads of src, strided writes.
-  at::parallel_for(0, batch * row_tiles, 1, [&](int64_t begin, int64_t end) {
+  // One task per (batch, band of kTile rows): contiguous reads of src, strided writes. A
+  // chunk takes about kGrain elements, so a small tensor stays on the calling thread.
+  const int64_t grain = std::max<int64_t>(1, kGrain / std::max<int64_t>(1, kTile * cols));
+  at::parallel_for(0, batch * row_tiles, grain, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / row_tiles;
       const int64_t r0 = (task % row_tiles) * kTile;
