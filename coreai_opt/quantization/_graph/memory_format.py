@@ -19,6 +19,7 @@ Uncompiled runs, ``torch.export`` and other devices never read the mark.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterable, Iterator
 
 import torch
@@ -66,9 +67,7 @@ def _follows_layout(node: fx.Node, gm: fx.GraphModule) -> bool:
 
 def _is_4d(node: fx.Node, gm: fx.GraphModule) -> bool:
     if node.op == "get_attr":  # a weight: read the module's own tensor
-        value: object = gm
-        for part in str(node.target).split("."):
-            value = getattr(value, part, None)
+        value = operator.attrgetter(str(node.target))(gm)
     else:
         value = node.meta.get("val")
     return isinstance(value, torch.Tensor) and value.dim() == 4
