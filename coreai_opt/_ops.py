@@ -235,6 +235,21 @@ def fused_fake_quantize_backward(
     )
 
 
+def channel_scale_shift(
+    x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``x * scale[c] + shift[c]`` with channels on dim 1 (the product rounded first);
+    differentiable in all three, its backward one pass over grad and x on CPU."""
+    return _ops.channel_scale_shift(x, scale, shift)
+
+
+def channel_scale_shift_backward(
+    grad: torch.Tensor, x: torch.Tensor, scale: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(grad_x, grad_scale, grad_shift) of :func:`channel_scale_shift`."""
+    return _ops.channel_scale_shift_backward(grad, x, scale)
+
+
 def pack(q: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Packs int4/uint4/fp4 (2 a byte) or int2/uint2 (4 a byte) along the last dimension."""
     return _ops.pack(q, dtype)

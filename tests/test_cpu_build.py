@@ -113,6 +113,18 @@ for fmt, qmin, qmax in ((torch.int4, -8, 7), (torch.float8_e4m3fn, 0, 0)):
     out[f"cachemask_{fmt}"] = (y, mask.to(torch.uint8))
     out[f"mask_bw_{fmt}"] = ops.fake_quantize_mask_backward(x, mask)
     out[f"mask_bw_t_{fmt}"] = ops.fake_quantize_mask_backward(x, mask.t().contiguous().t())
+# channel_scale_shift: planes whose length leaves tails past the 16 sum lanes (37 * 3 = 111;
+# 2075 > one 1024-element flush), and channels_last rows of 37 channels.
+long = inputs["long"]
+for name, xc in (
+    ("planes", x.view(8, 3, 37, 3)),
+    ("long_planes", long.view(8, 3, 2075)),
+    ("rows", x.view(24, 37, 3, 1).contiguous(memory_format=torch.channels_last)),
+):
+    c = xc.shape[1]
+    sc, sh = inputs["s"].flatten()[:c].contiguous(), inputs["mv"].flatten()[:c].contiguous()
+    out[f"css_{name}"] = ops.channel_scale_shift(xc, sc, sh)
+    out[f"css_bw_{name}"] = ops.channel_scale_shift_backward(-xc * 0.5, xc, sc)
 torch.save(out, sys.argv[2])
 """
 

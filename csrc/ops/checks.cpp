@@ -408,6 +408,51 @@ void check_fake_quantize_mask_backward(const at::Tensor& grad, const at::Tensor&
                     mask.device(), " but grad is on ", grad.device(), "; they must match");
 }
 
+namespace {
+
+// scale / shift of channel_scale_shift: one value per channel (x's dim 1), x's dtype and
+// device.
+void check_channel_vector(const at::Tensor& x, const at::Tensor& v, const char* op,
+                          const char* arg) {
+  TORCH_CHECK_TYPE(v.scalar_type() == x.scalar_type(), "coreai_opt.", op, ": ", arg, " has dtype ",
+                   dtype_name(v.scalar_type()), " but x has ", dtype_name(x.scalar_type()),
+                   "; they must match");
+  TORCH_CHECK_VALUE(v.device() == x.device(), "coreai_opt.", op, ": ", arg, " is on ", v.device(),
+                    " but x is on ", x.device(), "; they must match");
+  TORCH_CHECK_VALUE(v.dim() == 1, "coreai_opt.", op, ": ", arg, " has shape ",
+                    shape_str(v.sym_sizes()), "; allowed: one dimension of x.size(1) entries");
+  if (!concrete(x) || !concrete(v)) return;
+  TORCH_CHECK_VALUE(v.size(0) == x.size(1), "coreai_opt.", op, ": ", arg, " has ", v.size(0),
+                    " entries but x has ", x.size(1), " channels (x.size(1)); they must match");
+}
+
+}  // namespace
+
+void check_channel_scale_shift(const at::Tensor& x, const at::Tensor& scale,
+                               const std::optional<at::Tensor>& shift) {
+  const char* op = "channel_scale_shift";
+  check_float_input(x, op, "x");
+  TORCH_CHECK_VALUE(x.dim() >= 2, "coreai_opt.", op, ": x has ", x.dim(),
+                    " dimensions; allowed: 2 or more (batch, channels, ...)");
+  check_channel_vector(x, scale, op, "scale");
+  if (shift.has_value()) check_channel_vector(x, *shift, op, "shift");
+}
+
+void check_channel_scale_shift_backward(const at::Tensor& grad, const at::Tensor& x,
+                                        const at::Tensor& scale) {
+  const char* op = "channel_scale_shift_backward";
+  check_float_input(x, op, "x");
+  TORCH_CHECK_VALUE(x.dim() >= 2, "coreai_opt.", op, ": x has ", x.dim(),
+                    " dimensions; allowed: 2 or more (batch, channels, ...)");
+  check_channel_vector(x, scale, op, "scale");
+  check_grad(grad, x, op);
+  TORCH_CHECK_TYPE(grad.scalar_type() == x.scalar_type(), "coreai_opt.", op, ": grad has dtype ",
+                   dtype_name(grad.scalar_type()), " but x has ", dtype_name(x.scalar_type()),
+                   "; they must match");
+  TORCH_CHECK_VALUE(grad.device() == x.device(), "coreai_opt.", op, ": grad is on ", grad.device(),
+                    " but x is on ", x.device(), "; they must match");
+}
+
 PackCheck check_pack(const at::Tensor& q, c10::ScalarType dtype) {
   const char* op = "pack";
   const auto fmt = packable_format_of(dtype, op);

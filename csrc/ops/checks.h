@@ -131,6 +131,14 @@ FloatQuantCheck check_fused_fake_quantize_backward(
 // fake_quantize_mask_backward: float grad, bool mask of grad's shape, one device.
 void check_fake_quantize_mask_backward(const at::Tensor& grad, const at::Tensor& mask);
 
+// channel_scale_shift: x of rank >= 2 and a float dtype; scale (and shift, when given) 1-D
+// with x.size(1) entries, x's dtype and device.
+void check_channel_scale_shift(const at::Tensor& x, const at::Tensor& scale,
+                               const std::optional<at::Tensor>& shift);
+// channel_scale_shift_backward: the forward's checks, and grad of x's shape.
+void check_channel_scale_shift_backward(const at::Tensor& grad, const at::Tensor& x,
+                                        const at::Tensor& scale);
+
 // pack: the format and the packed sizes (symbolic sizes pass through).
 struct PackCheck {
   QuantFormat format;

@@ -15,5 +15,6 @@ TORCH_LIBRARY(coreai_opt, m) {
   coreai_opt::ops::define_pack(m);
   coreai_opt::ops::define_coreai_export(m);
   coreai_opt::ops::define_formats(m);
+  coreai_opt::ops::define_channel(m);
   coreai_opt::eager::define_eager(m);
 }

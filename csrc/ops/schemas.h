@@ -3,7 +3,7 @@
 //
 // Every family has one file of the same name in each folder: ops/ (schemas and their
 // comments), cpu/, meta/, reference/, autograd/ (and cuda/ with cuda_host/ once CUDA kernels
-// land): fake_quantize, lsq, observe, qparams, fused, pack, coreai_export.
+// land): fake_quantize, lsq, observe, qparams, fused, pack, coreai_export, channel.
 #pragma once
 
 #include <torch/library.h>
@@ -18,6 +18,7 @@ void define_fused(torch::Library& m);
 void define_pack(torch::Library& m);
 void define_coreai_export(torch::Library& m);
 void define_formats(torch::Library& m);
+void define_channel(torch::Library& m);
 
 // Defines an op whose outputs of x's shape take x's layout (torch.empty_like) and whose
 // kernels run in any dense layout without a copy: the fake-quantize ops and their backward
@@ -54,6 +55,9 @@ inline void def_layout_preserving(torch::Library& m, const char* schema) {
 #define COREAI_OPT_PACK_OPS(X) \
   X(pack)                      \
   X(unpack)
+#define COREAI_OPT_CHANNEL_OPS(X) \
+  X(channel_scale_shift)          \
+  X(channel_scale_shift_backward)
 #define COREAI_OPT_COREAI_EXPORT_OPS(X) \
   X(quantize)                           \
   X(dequantize)                         \

@@ -56,6 +56,8 @@ TENSOR_OPS = [
     "quantize",
     "dequantize",
     "blockwise_shift_scale",
+    "channel_scale_shift",
+    "channel_scale_shift_backward",
 ]
 
 

@@ -156,6 +156,20 @@ def opcheck_cases() -> list:
         ),
         pytest.param(ops.fake_quantize_mask_backward.default, (x, x > 0), id="mask_bw"),
         pytest.param(
+            ops.channel_scale_shift.default,
+            (
+                torch.randn(2, 4, 3, 5, requires_grad=True),
+                torch.rand(4, requires_grad=True),
+                torch.randn(4, requires_grad=True),
+            ),
+            id="channel_scale_shift",
+        ),
+        pytest.param(
+            ops.channel_scale_shift_backward.default,
+            (torch.randn(2, 4, 3, 5), torch.randn(2, 4, 3, 5), torch.rand(4)),
+            id="channel_scale_shift_bw",
+        ),
+        pytest.param(
             ops.pack.default,
             (torch.randint(-8, 8, (4, 6), dtype=torch.int8), torch.int4),
             id="pack",

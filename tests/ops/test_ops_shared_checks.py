@@ -118,6 +118,14 @@ def _mask_backward() -> dict:
     return {"grad": torch.ones(4, 8), "mask": torch.ones(4, 8, dtype=torch.bool)}
 
 
+def _channel() -> dict:
+    return {"x": torch.ones(2, 4, 3), "scale": torch.ones(4), "shift": torch.zeros(4)}
+
+
+def _channel_backward() -> dict:
+    return {"grad": torch.ones(2, 4, 3), "x": torch.ones(2, 4, 3), "scale": torch.ones(4)}
+
+
 def _quantize() -> dict:
     return {
         "input": _x(),
@@ -390,6 +398,24 @@ CASES = {
         scale=lambda: torch.ones(4).to(torch.float8_e8m0fnu),
     ),
     "dequantize/output_dtype": _case("dequantize", _dequantize, output_dtype=torch.int8),
+    "channel/x_dtype": _case("channel_scale_shift", _channel, x=lambda: torch.ones(2, 4, 3).int()),
+    "channel/x_rank": _case("channel_scale_shift", _channel, x=lambda: torch.ones(4)),
+    "channel/scale_channels": _case("channel_scale_shift", _channel, scale=lambda: torch.ones(3)),
+    "channel/scale_rank": _case("channel_scale_shift", _channel, scale=lambda: torch.ones(1, 4)),
+    "channel/shift_dtype": _case(
+        "channel_scale_shift", _channel, shift=lambda: torch.zeros(4, dtype=torch.float16)
+    ),
+    "channel_bw/grad_shape": _case(
+        "channel_scale_shift_backward", _channel_backward, grad=lambda: torch.ones(2, 4, 2)
+    ),
+    "channel_bw/grad_dtype": _case(
+        "channel_scale_shift_backward",
+        _channel_backward,
+        grad=lambda: torch.ones(2, 4, 3, dtype=torch.bfloat16),
+    ),
+    "channel_bw/scale_channels": _case(
+        "channel_scale_shift_backward", _channel_backward, scale=lambda: torch.ones(5)
+    ),
     "blockwise/rank": _case("blockwise_shift_scale", _blockwise, scale=lambda: torch.ones(4)),
     "blockwise/divides": _case("blockwise_shift_scale", _blockwise, scale=lambda: torch.ones(4, 3)),
     "blockwise/fp4_divides": _case(

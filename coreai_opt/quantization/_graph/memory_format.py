@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 import torch
 from torch import fx
 
+from coreai_opt.quantization._graph.conv_bn import ConvBnRescale
 from coreai_opt.quantization._graph.insert import is_fq_node
 from coreai_opt.quantization._graph.op_kinds import (
     ACTIVATIONS,
@@ -43,7 +44,7 @@ aten = torch.ops.aten
 
 _CONVS = WEIGHTED["conv"] + WEIGHTED["conv_transpose"]
 # Ops whose output Inductor lays out as their 4-D input: elementwise ops (the conv-bn QAT
-# form's rescale among them), batch norm, pools, dropout, copies.
+# form's rescale when traced), batch norm, pools, dropout, copies.
 _LAYOUT_FOLLOWING = (
     ACTIVATIONS
     + BATCH_NORM
@@ -61,7 +62,9 @@ _STRIDE_BOUND = (aten.view, aten._unsafe_view, aten.as_strided, aten.view_as, at
 def _follows_layout(node: fx.Node, gm: fx.GraphModule) -> bool:
     if node.op == "call_module":
         module = gm.get_submodule(str(node.target))
-        return isinstance(module, TrainEvalBatchNorm | TrainEvalDropout) or is_fq_node(node)
+        # The conv-bn QAT form's rescale is aten's product and sum under torch.compile.
+        layout_following = TrainEvalBatchNorm | TrainEvalDropout | ConvBnRescale
+        return isinstance(module, layout_following) or is_fq_node(node)
     return is_one_of(node, _LAYOUT_FOLLOWING)
 
 

@@ -13,6 +13,7 @@ const KernelTable& COREAI_CONCAT(kernel_table_, CPU_CAPABILITY)() {
     register_observe(t);
     register_lsq(t);
     register_transpose(t);
+    register_channel(t);
     return t;
   }();
   return table;

@@ -70,6 +70,19 @@ struct KernelTable {
   // contiguous float32 arrays (contiguous_copy.h).
   void (*transpose_batched)(const float* src, float* dst, int64_t batch, int64_t rows,
                             int64_t cols);
+  // channel_scale_shift on float32 arrays: y = x * scale[c] + shift[c] (shift may be null),
+  // x and y [outer, channels, inner] (planes) or [rows, channels] (rows), contiguous.
+  void (*channel_scale_shift_planes)(const float* x, const float* scale, const float* shift,
+                                     float* y, int64_t outer, int64_t channels, int64_t inner);
+  void (*channel_scale_shift_rows)(const float* x, const float* scale, const float* shift, float* y,
+                                   int64_t rows, int64_t channels);
+  // Its backward: gx = g * scale[c]; gscale[c] = sum g * x; gshift[c] = sum g (same forms).
+  void (*channel_scale_shift_backward_planes)(const float* g, const float* x, const float* scale,
+                                              float* gx, float* gscale, float* gshift,
+                                              int64_t outer, int64_t channels, int64_t inner);
+  void (*channel_scale_shift_backward_rows)(const float* g, const float* x, const float* scale,
+                                            float* gx, float* gscale, float* gshift, int64_t rows,
+                                            int64_t channels);
 };
 
 // One table per compiled ISA (kernel_table.cpp, named by token pasting CPU_CAPABILITY).

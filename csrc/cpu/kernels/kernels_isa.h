@@ -10,6 +10,7 @@ void register_fake_quantize(KernelTable& t);
 void register_observe(KernelTable& t);
 void register_lsq(KernelTable& t);
 void register_transpose(KernelTable& t);
+void register_channel(KernelTable& t);
 
 }  // namespace CPU_CAPABILITY
 }  // namespace coreai_opt::cpu

@@ -9,6 +9,7 @@ from torch import nn
 
 from coreai_opt._export_backend import ExportBackend
 from coreai_opt.quantization import Quantizer, QuantizerConfig
+from coreai_opt.quantization._graph.conv_bn import ConvBnRescale
 from coreai_opt.quantization._graph.insert import is_fq_node
 
 
@@ -78,3 +79,40 @@ def test_unquantized_conv_bn_is_left_alone() -> None:
     gm = Quantizer(model, config).prepare((x,))
     assert not any(n.target is torch.ops.aten.sqrt.default for n in gm.graph.nodes)
     torch.testing.assert_close(gm(x), model(x), rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize(
+    ("make", "shape"), [(ConvBnNet, (4, 3, 8, 8)), (ConvTBn, (2, 4, 5, 5))], ids=["conv", "convT"]
+)
+def test_qat_rescale_runs_one_op_eagerly_and_aten_ops_when_traced(make, shape) -> None:
+    """The rescale after the conv is coreai_opt.channel_scale_shift in an eager QAT step and
+    aten's product (and sum, with a bias) under export; both give the same output and
+    gradients as the aten form."""
+    torch.manual_seed(0)
+    x = torch.randn(shape)
+    model = _trained_stats(make(), x)
+    gm = Quantizer(model, QuantizerConfig()).prepare((x,))
+    gm.train()
+    rescales = [n for n in gm.graph.nodes if n.op == "call_module" and "bn_rescale" in n.target]
+    assert len(rescales) == 1
+    rescale = gm.get_submodule(rescales[0].target)
+    assert isinstance(rescale, ConvBnRescale)
+    # The module against the aten form, forward and backward.
+    y = torch.randn(shape[0], 6, 4, 4) if make is ConvBnNet else torch.randn(2, 6, 10, 10)
+    inverse, bias = torch.rand(6) + 0.5, torch.randn(6)
+    ours = [t.clone().requires_grad_() for t in (y, inverse, bias)]
+    theirs = [t.clone().requires_grad_() for t in (y, inverse, bias)]
+    got = rescale(*ours)
+    want = theirs[0] * theirs[1].view(1, -1, 1, 1) + theirs[2].view(1, -1, 1, 1)
+    assert torch.equal(got, want)
+    g = torch.randn_like(y)
+    got.backward(g)
+    want.backward(g)
+    assert torch.equal(ours[0].grad, theirs[0].grad)
+    for a, b in zip(ours[1:], theirs[1:], strict=True):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-5)
+    # Exported, the QAT graph holds aten ops there and no channel_scale_shift.
+    exported = torch.export.export(gm, (x,)).graph_module
+    targets = {n.target for n in exported.graph.nodes if n.op == "call_function"}
+    assert torch.ops.coreai_opt.channel_scale_shift.default not in targets
+    assert torch.ops.aten.mul.Tensor in targets
