@@ -1,11 +1,17 @@
 // Autograd of the fused family: the straight-through estimator of the fake-quantize the op
 // ran (or the identity when fake_quant_on is off); the state it writes gets no gradient.
-// float32 inputs on the CPU kernels run fused_fake_quantize_cachemask and keep only its
-// mask (a byte per element) for fake_quantize_mask_backward; other dtypes, devices and
-// traced calls keep x and copies of the qparams.
+// float32 inputs on the CPU kernels, outside tracing, run fused_fake_quantize_cachemask and
+// keep only its mask (a byte per element) in a MaskBackward node; other dtypes, devices and
+// traced calls keep x and copies of the qparams (FusedFakeQuantize).
 #include "autograd/differentiable.h"
 
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/functions/utils.h>
+
+#include <memory>
 #include <tuple>
+#include <type_traits>
+#include <utility>
 
 #include "autograd/state_copy.h"
 #include "ops/checks.h"
@@ -15,6 +21,65 @@ namespace coreai_opt::autograd {
 
 namespace {
 
+// A new autograd node held the way this torch holds them: c10::intrusive_ptr in recent
+// releases, std::shared_ptr before (Edge::function's type says which).
+using NodePtr = decltype(torch::autograd::Edge::function);
+template <typename N, typename... A>
+NodePtr make_node(A&&... args) {
+  if constexpr (std::is_same_v<NodePtr, std::shared_ptr<torch::autograd::Node>>) {
+    return std::make_shared<N>(std::forward<A>(args)...);
+  } else {
+    return c10::make_intrusive<N>(std::forward<A>(args)...);
+  }
+}
+
+// The backward node of the float32 CPU form: grad * the saved straight-through mask. A node
+// of its own rather than a torch::autograd::Function, because the engine moves a node's
+// incoming gradient into apply(): when that tensor and its storage have no other owner
+// (no other node's input, no hook, no .grad, no view), nothing can observe it, and the mask
+// multiplies it in place (fake_quantize_mask_backward_), which saves a full-size allocation
+// and a write to fresh memory per fake-quantizer: 18-76 us (mean 44 us) of SmallCNN's
+// eager QAT step, against the out-of-place op, in one process over 8 rounds.
+class MaskBackward : public torch::autograd::Node {
+ public:
+  explicit MaskBackward(const at::Tensor& mask) : mask_(mask, /*is_output=*/false) {}
+  std::string name() const override { return "coreai_opt::FusedFakeQuantizeBackward"; }
+  torch::autograd::variable_list apply(torch::autograd::variable_list&& grads) override {
+    using MaskBackwardSig = at::Tensor(const at::Tensor&, const at::Tensor&);
+    static const auto out_of_place = op_handle<MaskBackwardSig>("fake_quantize_mask_backward");
+    using InPlaceSig = void(const at::Tensor&, const at::Tensor&);
+    static const auto in_place = op_handle<InPlaceSig>("fake_quantize_mask_backward_");
+    const at::Tensor mask = mask_.unpack();
+    at::Tensor grad = std::move(grads[0]);
+    torch::autograd::variable_list out(1);
+    if (!grad.defined() || !should_compute_output(0)) return out;
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    if (sole_owner(grad) && grad.strides() == mask.strides()) {
+      in_place.call(grad, mask);
+      out[0] = std::move(grad);
+    } else {
+      out[0] = out_of_place.call(grad, mask);
+    }
+    return out;
+  }
+  void release_variables() override { mask_.reset_data(); }
+
+ private:
+  // Nothing but this reference holds the tensor or its storage, and it is a plain float32
+  // CPU tensor that needs no gradient itself (create_graph off).
+  static bool sole_owner(const at::Tensor& t) {
+    return t.use_count() == 1 && !t.is_view() && t.storage().use_count() == 1 &&
+           t.device().is_cpu() && t.scalar_type() == at::kFloat && !t.requires_grad() &&
+           !t.is_inference() && t.is_non_overlapping_and_dense();
+  }
+  torch::autograd::SavedVariable mask_;
+};
+
+// Every other call (other dtypes, other devices, torch.compile / torch.export tracing)
+// saves x and copies of the qparams. Traced calls keep this form because it is faster
+// there, though it saves more: with the mask form (its backward as the op or as a multiply
+// Inductor fuses) SmallCNN's compiled QAT step took 1.38-1.42x float against 1.29-1.32x,
+// for 1.23x float saved bytes against 1.82x (one process per measure, compile caches off).
 class FusedFakeQuantize : public torch::autograd::Function<FusedFakeQuantize> {
  public:
   static constexpr const char* kName = "fused_fake_quantize";
@@ -28,27 +93,6 @@ class FusedFakeQuantize : public torch::autograd::Function<FusedFakeQuantize> {
                             bool symmetric, bool use_minval, bool e8m0, c10::string_view method,
                             double averaging_constant, std::optional<double> range_min,
                             std::optional<double> range_max) {
-    if (x.scalar_type() == at::kFloat && untraced_cpu(x)) {
-      // float32 on the CPU kernels: the forward also writes the straight-through mask (one
-      // byte per element), and backward keeps only that, not x (4 bytes per element, often
-      // held by nobody else) nor copies of the qparams. Traced calls (torch.compile) keep the
-      // form below, which is faster there though it saves more: with the mask form (its
-      // backward as the op or as a multiply Inductor fuses) SmallCNN's compiled QAT step
-      // took 1.38-1.42x float against 1.29-1.32x, for 1.23x float saved bytes against 1.82x
-      // (one process per measure, compile caches off).
-      using MaskedSig = std::tuple<at::Tensor, at::Tensor>(
-          const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-          const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-          c10::SymIntArrayRef, c10::ScalarType, int64_t, int64_t, bool, bool, bool,
-          c10::string_view, double, std::optional<double>, std::optional<double>);
-      static const auto masked = op_handle<MaskedSig>("fused_fake_quantize_cachemask");
-      auto [y, mask] =
-          call_below(masked, x, observer_on, fake_quant_on, running_min, running_max, scale,
-                     zero_point, minval, block_size, dtype, quant_min, quant_max, symmetric,
-                     use_minval, e8m0, method, averaging_constant, range_min, range_max);
-      ctx->save_for_backward({mask});
-      return y;
-    }
     const at::Tensor y = AutogradKernel<FusedFakeQuantize>::below(
         x, observer_on, fake_quant_on, running_min, running_max, scale, zero_point, minval,
         block_size, dtype, quant_min, quant_max, symmetric, use_minval, e8m0, method,
@@ -76,17 +120,11 @@ class FusedFakeQuantize : public torch::autograd::Function<FusedFakeQuantize> {
         at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
                    const at::Tensor&, const at::Tensor&, c10::ScalarType, int64_t, int64_t, bool);
     static const auto bw = op_handle<BackwardSig>("fused_fake_quantize_backward");
-    using MaskBackwardSig = at::Tensor(const at::Tensor&, const at::Tensor&);
-    static const auto mask_bw = op_handle<MaskBackwardSig>("fake_quantize_mask_backward");
     const auto s = ctx->get_saved_variables();
     // Straight to the kernels: the backward ops are not differentiable, so their Autograd
     // kernels would only box the call and run it below autograd.
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     tensor_list out(19);
-    if (s.size() == 1) {  // the float32 form: the mask alone
-      out[0] = mask_bw.call(grads[0], s[0]);
-      return out;
-    }
     const auto gx =
         bw.call(grads[0], s[0], s[1], s[2], s[3], s[4], ctx->saved_data["dtype"].toScalarType(),
                 ctx->saved_data["qmin"].toInt(), ctx->saved_data["qmax"].toInt(),
@@ -96,13 +134,48 @@ class FusedFakeQuantize : public torch::autograd::Function<FusedFakeQuantize> {
   }
 };
 
+// The Autograd kernel: float32 x on the CPU kernels, outside tracing, runs
+// fused_fake_quantize_cachemask and records a MaskBackward node that keeps only its mask (a
+// byte per element), not x (4 bytes per element, often held by nobody else) nor copies of
+// the qparams; every other call goes through FusedFakeQuantize.
+at::Tensor fused_fake_quantize_autograd(
+    const at::Tensor& x, const at::Tensor& observer_on, const at::Tensor& fake_quant_on,
+    const at::Tensor& running_min, const at::Tensor& running_max, const at::Tensor& scale,
+    const at::Tensor& zero_point, const at::Tensor& minval, c10::SymIntArrayRef block_size,
+    c10::ScalarType dtype, int64_t quant_min, int64_t quant_max, bool symmetric, bool use_minval,
+    bool e8m0, c10::string_view method, double averaging_constant, std::optional<double> range_min,
+    std::optional<double> range_max) {
+  if (at::GradMode::is_enabled() && requires_grad(x) && x.scalar_type() == at::kFloat &&
+      untraced_cpu(x)) {
+    using MaskedSig = std::tuple<at::Tensor, at::Tensor>(
+        const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+        const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+        c10::SymIntArrayRef, c10::ScalarType, int64_t, int64_t, bool, bool, bool, c10::string_view,
+        double, std::optional<double>, std::optional<double>);
+    static const auto masked = op_handle<MaskedSig>("fused_fake_quantize_cachemask");
+    auto [y, mask] =
+        call_below(masked, x, observer_on, fake_quant_on, running_min, running_max, scale,
+                   zero_point, minval, block_size, dtype, quant_min, quant_max, symmetric,
+                   use_minval, e8m0, method, averaging_constant, range_min, range_max);
+    auto node = make_node<MaskBackward>(mask);
+    node->set_next_edges(torch::autograd::collect_next_edges(x));
+    torch::autograd::set_history(y, node);
+    return y;
+  }
+  return AutogradKernel<FusedFakeQuantize>::call(
+      x, observer_on, fake_quant_on, running_min, running_max, scale, zero_point, minval,
+      block_size, dtype, quant_min, quant_max, symmetric, use_minval, e8m0, method,
+      averaging_constant, range_min, range_max);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(coreai_opt, Autograd, m) {
-  m.impl("fused_fake_quantize", autograd_kernel<FusedFakeQuantize>);
+  m.impl("fused_fake_quantize", &fused_fake_quantize_autograd);
   COREAI_OPT_NON_DIFFERENTIABLE(fused_fake_quantize_backward)
   COREAI_OPT_NON_DIFFERENTIABLE(fused_fake_quantize_cachemask)
   COREAI_OPT_NON_DIFFERENTIABLE(fake_quantize_mask_backward)
+  COREAI_OPT_NON_DIFFERENTIABLE(fake_quantize_mask_backward_)
 }
 
 }  // namespace coreai_opt::autograd

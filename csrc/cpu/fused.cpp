@@ -153,6 +153,18 @@ at::Tensor fake_quantize_mask_backward(const at::Tensor& grad, const at::Tensor&
   return gx;
 }
 
+void fake_quantize_mask_backward_(const at::Tensor& grad, const at::Tensor& mask) {
+  ops::check_fake_quantize_mask_backward(grad, mask, "fake_quantize_mask_backward_");
+  // The vectorized kernel reads and writes one flat index at a time, so it may write into
+  // the grad it reads when both share one dense layout.
+  if (grad.scalar_type() == at::kFloat && mask.is_non_overlapping_and_dense() &&
+      grad.strides() == mask.strides()) {
+    if (grad.numel() > 0) kernels().ste_mask_backward(grad, mask, grad);
+    return;
+  }
+  grad.mul_(mask.to(grad.scalar_type()));
+}
+
 at::Tensor fused_fake_quantize_backward(const at::Tensor& grad, const at::Tensor& x,
                                         const at::Tensor& fake_quant_on, const at::Tensor& scale,
                                         const at::Tensor& zero_point, const at::Tensor& minval,

@@ -55,6 +55,10 @@ at::Tensor fake_quantize_mask_backward(const at::Tensor& grad, const at::Tensor&
   return at::empty_like(mask, grad.options().dtype(grad.scalar_type()));
 }
 
+void fake_quantize_mask_backward_(const at::Tensor& grad, const at::Tensor& mask) {
+  ops::check_fake_quantize_mask_backward(grad, mask, "fake_quantize_mask_backward_");
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(coreai_opt, Meta, m) { COREAI_OPT_FUSED_OPS(COREAI_OPT_IMPL) }

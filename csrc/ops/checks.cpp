@@ -397,8 +397,8 @@ FloatQuantCheck check_fused_fake_quantize_backward(
   return {fmt, std::move(layout)};
 }
 
-void check_fake_quantize_mask_backward(const at::Tensor& grad, const at::Tensor& mask) {
-  const char* op = "fake_quantize_mask_backward";
+void check_fake_quantize_mask_backward(const at::Tensor& grad, const at::Tensor& mask,
+                                       const char* op) {
   check_float_input(grad, op, "grad");
   TORCH_CHECK_TYPE(mask.scalar_type() == at::kBool, "coreai_opt.", op, ": mask has dtype ",
                    dtype_name(mask.scalar_type()),

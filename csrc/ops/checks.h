@@ -129,7 +129,9 @@ FloatQuantCheck check_fused_fake_quantize_backward(
     c10::ScalarType dtype, int64_t quant_min, int64_t quant_max, bool use_minval);
 
 // fake_quantize_mask_backward: float grad, bool mask of grad's shape, one device.
-void check_fake_quantize_mask_backward(const at::Tensor& grad, const at::Tensor& mask);
+// (also its in-place form, under that op's name)
+void check_fake_quantize_mask_backward(const at::Tensor& grad, const at::Tensor& mask,
+                                       const char* op = "fake_quantize_mask_backward");
 
 // channel_scale_shift: x of rank >= 2 and a float dtype; scale (and shift, when given) 1-D
 // with x.size(1) entries, x's dtype and device.

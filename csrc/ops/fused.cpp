@@ -56,6 +56,12 @@ void define_fused(torch::Library& m) {
   //   grad * mask (1.0 where mask, else 0.0: a NaN gradient stays NaN, as in
   //   fused_fake_quantize_backward); grad_x has mask's layout and grad's dtype.
   def_layout_preserving(m, "fake_quantize_mask_backward(Tensor grad, Tensor mask) -> Tensor");
+  // fake_quantize_mask_backward_(grad, mask) -> ()
+  //   The same product written into grad (what the fused op's backward node runs when it
+  //   holds the only reference to the incoming gradient and its storage). Returns nothing:
+  //   functionalization refuses custom ops whose outputs alias an input.
+  m.def("fake_quantize_mask_backward_(Tensor(a!) grad, Tensor mask) -> ()",
+        {at::Tag::pt2_compliant_tag});
 }
 
 }  // namespace coreai_opt::ops

@@ -51,7 +51,8 @@ inline void def_layout_preserving(torch::Library& m, const char* schema) {
   X(fused_fake_quantize)           \
   X(fused_fake_quantize_backward)  \
   X(fused_fake_quantize_cachemask) \
-  X(fake_quantize_mask_backward)
+  X(fake_quantize_mask_backward)   \
+  X(fake_quantize_mask_backward_)
 #define COREAI_OPT_PACK_OPS(X) \
   X(pack)                      \
   X(unpack)

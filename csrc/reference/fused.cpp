@@ -113,6 +113,11 @@ at::Tensor fake_quantize_mask_backward(const at::Tensor& grad, const at::Tensor&
   return laid_out_as(mask, grad * mask.to(grad.scalar_type()));
 }
 
+void fake_quantize_mask_backward_(const at::Tensor& grad, const at::Tensor& mask) {
+  ops::check_fake_quantize_mask_backward(grad, mask, "fake_quantize_mask_backward_");
+  grad.mul_(mask.to(grad.scalar_type()));
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(coreai_opt, CompositeExplicitAutograd, m) {

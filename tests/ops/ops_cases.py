@@ -51,6 +51,7 @@ TENSOR_OPS = [
     "fused_fake_quantize_backward",
     "fused_fake_quantize_cachemask",
     "fake_quantize_mask_backward",
+    "fake_quantize_mask_backward_",
     "pack",
     "unpack",
     "quantize",

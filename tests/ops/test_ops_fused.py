@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
@@ -551,3 +552,94 @@ def test_cachemask_keeps_the_input_layout(
     # A mask with gaps (every other row) takes the ATen product, with the same values.
     sliced = mask[::2]
     assert_bitexact(ops.fake_quantize_mask_backward(g[::2], sliced), want[::2])
+
+
+def _masked_pair(shape: tuple[int, ...] = (6, 40)) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x, y = fused fake-quantize of x) on the float32 CPU form, x needing a gradient; a
+    third of x lies outside the range, so the mask has zeros."""
+    x = (torch.randn(shape) * 3).requires_grad_()
+    y = call_fused(
+        x,
+        on(True),
+        on(True),
+        State.fresh([shape[0], 1]),
+        [1, shape[1]],
+        FORMATS[0].values[0],
+        "static",
+    )
+    return x, y
+
+
+def _mask_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The straight-through mask of y's call, from its backward with a gradient of ones."""
+    (g,) = torch.autograd.grad(y, x, torch.ones_like(y), retain_graph=True)
+    return g
+
+
+def _mask_backward_ops(run: Callable[[], None]) -> list[str]:
+    """The mask backward ops *run* dispatches (the profiler records op names, no tensors)."""
+    with torch.profiler.profile() as prof:
+        run()
+    return [e.name for e in prof.events() if e.name.startswith("coreai_opt::fake_quantize_mask")]
+
+
+def test_backward_writes_into_a_gradient_nothing_else_holds() -> None:
+    """When the incoming gradient has no other owner, the backward multiplies it in place
+    (fake_quantize_mask_backward_); with a hook on it (Python code can keep it), out of
+    place. Both give grad * mask."""
+    x, y = _masked_pair()
+    mask = _mask_of(x, y)
+    ran = _mask_backward_ops(lambda: (y * 2.0).sum().backward())
+    assert ran == ["coreai_opt::fake_quantize_mask_backward_"]
+    assert torch.equal(x.grad, 2.0 * mask)
+    x, y = _masked_pair()
+    mask = _mask_of(x, y)
+    y.register_hook(lambda g: None)
+    ran = _mask_backward_ops(lambda: (y * 2.0).sum().backward())
+    assert ran == ["coreai_opt::fake_quantize_mask_backward"]
+    assert torch.equal(x.grad, 2.0 * mask)
+
+
+def test_backward_leaves_a_shared_gradient_alone() -> None:
+    """A gradient someone else can see (retained on y, kept by a hook, handed to two
+    fake-quantizers, the caller's own) is not written: every observer sees its value."""
+    torch.manual_seed(0)
+    # retained on y
+    x, y = _masked_pair()
+    mask = _mask_of(x, y)
+    y.retain_grad()
+    w = torch.randn_like(y)
+    (y * w).sum().backward()
+    assert torch.equal(y.grad, w)
+    assert torch.equal(x.grad, w * mask)
+    # kept by a hook
+    x, y = _masked_pair()
+    mask = _mask_of(x, y)
+    kept: list[torch.Tensor] = []
+    y.register_hook(lambda g: kept.append(g))
+    (y * w).sum().backward()
+    assert torch.equal(kept[0], w)
+    assert torch.equal(x.grad, w * mask)
+    # one gradient tensor for two fake-quantizers (an add's backward hands out the same one)
+    x1, y1 = _masked_pair()
+    x2, y2 = _masked_pair()
+    m1, m2 = _mask_of(x1, y1), _mask_of(x2, y2)
+    ((y1 + y2) * w).sum().backward()
+    assert torch.equal(x1.grad, w * m1)
+    assert torch.equal(x2.grad, w * m2)
+    # the caller's own gradient
+    x, y = _masked_pair()
+    mask = _mask_of(x, y)
+    g = torch.randn_like(y)
+    g_before = g.clone()
+    y.backward(g)
+    assert torch.equal(g, g_before)
+    assert torch.equal(x.grad, g * mask)
+
+
+def test_backward_twice_needs_retain_graph() -> None:
+    _x, y = _masked_pair()
+    loss = (y * 2.0).sum()
+    loss.backward()
+    with pytest.raises(RuntimeError, match="second time"):
+        loss.backward()

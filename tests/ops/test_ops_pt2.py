@@ -156,6 +156,9 @@ def opcheck_cases() -> list:
         ),
         pytest.param(ops.fake_quantize_mask_backward.default, (x, x > 0), id="mask_bw"),
         pytest.param(
+            ops.fake_quantize_mask_backward_.default, (x.clone(), x > 0), id="mask_bw_inplace"
+        ),
+        pytest.param(
             ops.channel_scale_shift.default,
             (
                 torch.randn(2, 4, 3, 5, requires_grad=True),

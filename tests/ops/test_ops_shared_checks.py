@@ -344,6 +344,12 @@ CASES = {
         "fake_quantize_mask_backward", _mask_backward, mask=lambda: torch.ones(4, 8)
     ),
     "mask_bw/grad_dtype": _case("fake_quantize_mask_backward", _mask_backward, grad=ints),
+    "mask_bw_/mask_dtype": _case(
+        "fake_quantize_mask_backward_", _mask_backward, mask=lambda: torch.ones(4, 8)
+    ),
+    "mask_bw_/grad_shape": _case(
+        "fake_quantize_mask_backward_", _mask_backward, grad=lambda: torch.ones(4, 7)
+    ),
     "mask_bw/shape": _case(
         "fake_quantize_mask_backward", _mask_backward, grad=lambda: torch.ones(4, 7)
     ),

@@ -58,7 +58,8 @@ struct KernelTable {
   void (*fake_quantize_float_masked)(const at::Tensor& x, const at::Tensor& y,
                                      const at::Tensor& mask, const QParamLayout&,
                                      const FloatParams&);
-  // gx = grad * mask; float32 grad / gx, bool mask, all contiguous and of one shape.
+  // gx = grad * mask; float32 grad / gx, bool mask, all contiguous and of one shape; gx may
+  // be grad itself (fake_quantize_mask_backward_).
   void (*ste_mask_backward)(const at::Tensor& grad, const at::Tensor& mask, const at::Tensor& gx);
   // min / max of x per qparam into float arrays of layout.qnumel entries (NaN propagates).
   void (*minmax)(const at::Tensor& x, const QParamLayout&, float* min_out, float* max_out);
