@@ -65,12 +65,12 @@ class MaskBackward : public torch::autograd::Node {
   void release_variables() override { mask_.reset_data(); }
 
  private:
-  // Nothing but this reference holds the tensor or its storage, and it is a plain float32
-  // CPU tensor that needs no gradient itself (create_graph off).
+  // Nothing but this reference holds the tensor or its storage, and it needs no gradient
+  // itself (create_graph off). Its dtype and device are y's (float32, CPU: the only form
+  // that records this node); the op's kernel handles any layout it shares with the mask.
   static bool sole_owner(const at::Tensor& t) {
     return t.use_count() == 1 && !t.is_view() && t.storage().use_count() == 1 &&
-           t.device().is_cpu() && t.scalar_type() == at::kFloat && !t.requires_grad() &&
-           !t.is_inference() && t.is_non_overlapping_and_dense();
+           !t.requires_grad() && !t.is_inference();
   }
   torch::autograd::SavedVariable mask_;
 };

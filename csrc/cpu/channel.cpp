@@ -5,7 +5,9 @@
 #include <ATen/ops/empty_like.h>
 #include <torch/library.h>
 
+#include "cpu/contiguous_copy.h"
 #include "cpu/kernels/kernels.h"
+#include "cpu/memory_order.h"
 #include "ops/channel_math.h"
 #include "ops/checks.h"
 #include "ops/schemas.h"
@@ -21,7 +23,6 @@ struct ChannelWalk {
   int64_t outer = 0;  // planes: x.size(0); rows: the number of rows
   int64_t channels = 0;
   int64_t inner = 1;
-  at::MemoryFormat format = at::MemoryFormat::Contiguous;  // the layout grad is brought to
 };
 
 std::optional<ChannelWalk> walk_of(const at::Tensor& x) {
@@ -39,7 +40,6 @@ std::optional<ChannelWalk> walk_of(const at::Tensor& x) {
                    : (x.dim() == 5 ? at::MemoryFormat::ChannelsLast3d : at::MemoryFormat::Preserve);
   if (cl != at::MemoryFormat::Preserve && x.is_contiguous(cl)) {
     w.outer = x.numel() / w.channels;
-    w.format = cl;
     return w;
   }
   return std::nullopt;
@@ -71,7 +71,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> channel_scale_shift_backward(
   ops::check_channel_scale_shift_backward(grad, x, scale);
   const auto walk = walk_of(x);
   if (!walk.has_value()) return ops::channel_scale_shift_backward_composite(grad, x, scale);
-  const at::Tensor g = grad.is_contiguous(walk->format) ? grad : grad.contiguous(walk->format);
+  // grad in x's memory order: a copy only when laid out otherwise (in tiles for the
+  // NCHW / channels_last pair, contiguous_copy.h).
+  const at::Tensor g =
+      grad.strides() == x.strides() ? grad : contiguous_copy(grad.permute(memory_order(x)));
   const at::Tensor s = scale.contiguous();
   at::Tensor gx = at::empty_like(x);
   at::Tensor gscale = at::empty({walk->channels}, scale.options());

@@ -426,25 +426,27 @@ void check_channel_vector(const at::Tensor& x, const at::Tensor& v, const char* 
                     " entries but x has ", x.size(1), " channels (x.size(1)); they must match");
 }
 
+// x and scale, as both ops of the family take them.
+void check_channel_x_and_scale(const at::Tensor& x, const at::Tensor& scale, const char* op) {
+  check_float_input(x, op, "x");
+  TORCH_CHECK_VALUE(x.dim() >= 2, "coreai_opt.", op, ": x has ", x.dim(),
+                    " dimensions; allowed: 2 or more (batch, channels, ...)");
+  check_channel_vector(x, scale, op, "scale");
+}
+
 }  // namespace
 
 void check_channel_scale_shift(const at::Tensor& x, const at::Tensor& scale,
                                const std::optional<at::Tensor>& shift) {
   const char* op = "channel_scale_shift";
-  check_float_input(x, op, "x");
-  TORCH_CHECK_VALUE(x.dim() >= 2, "coreai_opt.", op, ": x has ", x.dim(),
-                    " dimensions; allowed: 2 or more (batch, channels, ...)");
-  check_channel_vector(x, scale, op, "scale");
+  check_channel_x_and_scale(x, scale, op);
   if (shift.has_value()) check_channel_vector(x, *shift, op, "shift");
 }
 
 void check_channel_scale_shift_backward(const at::Tensor& grad, const at::Tensor& x,
                                         const at::Tensor& scale) {
   const char* op = "channel_scale_shift_backward";
-  check_float_input(x, op, "x");
-  TORCH_CHECK_VALUE(x.dim() >= 2, "coreai_opt.", op, ": x has ", x.dim(),
-                    " dimensions; allowed: 2 or more (batch, channels, ...)");
-  check_channel_vector(x, scale, op, "scale");
+  check_channel_x_and_scale(x, scale, op);
   check_grad(grad, x, op);
   TORCH_CHECK_TYPE(grad.scalar_type() == x.scalar_type(), "coreai_opt.", op, ": grad has dtype ",
                    dtype_name(grad.scalar_type()), " but x has ", dtype_name(x.scalar_type()),
