@@ -24,7 +24,7 @@ void define_fake_quantize(torch::Library& m) {
   // fake_quantize_int_backward(grad, x, ...) -> grad_x
   //   Straight-through estimator with the clipping mask, recomputed from x:
   //   grad_x = grad * [qmin <= pre-clamp q <= qmax] (pre-clamp q = round(...) + offset).
-  def_layout_preserving(
+  def_layout_preserving_backward(
       m,
       "fake_quantize_int_backward(Tensor grad, Tensor x, Tensor scale, Tensor? zero_point, "
       "Tensor? minval, int quant_min, int quant_max) -> Tensor");
@@ -37,7 +37,7 @@ void define_fake_quantize(torch::Library& m) {
                         "fake_quantize_float(Tensor x, Tensor scale, ScalarType dtype) -> Tensor");
   // fake_quantize_float_backward(grad, x, scale, dtype) -> grad_x
   //   grad_x = grad * [-max <= x / s <= max]
-  def_layout_preserving(
+  def_layout_preserving_backward(
       m,
       "fake_quantize_float_backward(Tensor grad, Tensor x, Tensor scale, ScalarType dtype) "
       "-> Tensor");

@@ -33,7 +33,7 @@ void define_fused(torch::Library& m) {
   //                              quant_min, quant_max, use_minval) -> grad_x
   //   The STE of the matching fake-quantize when fake_quant_on, else grad unchanged;
   //   grad_x has x's layout (grad may have any).
-  def_layout_preserving(
+  def_layout_preserving_backward(
       m,
       "fused_fake_quantize_backward(Tensor grad, Tensor x, Tensor fake_quant_on, "
       "Tensor scale, Tensor zero_point, Tensor minval, ScalarType dtype, int quant_min, "
@@ -55,7 +55,8 @@ void define_fused(torch::Library& m) {
   // fake_quantize_mask_backward(grad, mask) -> grad_x
   //   grad * mask (1.0 where mask, else 0.0: a NaN gradient stays NaN, as in
   //   fused_fake_quantize_backward); grad_x has mask's layout and grad's dtype.
-  def_layout_preserving(m, "fake_quantize_mask_backward(Tensor grad, Tensor mask) -> Tensor");
+  def_layout_preserving_backward(m,
+                                 "fake_quantize_mask_backward(Tensor grad, Tensor mask) -> Tensor");
   // fake_quantize_mask_backward_(grad, mask) -> ()
   //   The same product written into grad (what the fused op's backward node runs when it
   //   holds the only reference to the incoming gradient and its storage). Returns nothing:

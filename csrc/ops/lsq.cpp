@@ -19,7 +19,7 @@ void define_lsq(torch::Library& m) {
   //   dscale and dzero_point are multiplied by grad_factor and summed over each qparam's
   //   elements inside the kernel; they come back in the dtype of scale / zero_point.
   //   A NaN in x gives dx = 0 there and NaN in both sums of its qparam.
-  def_layout_preserving(
+  def_layout_preserving_backward(
       m,
       "fake_quantize_lsq_backward(Tensor grad, Tensor x, Tensor scale, Tensor zero_point, "
       "int quant_min, int quant_max, float grad_factor) -> (Tensor, Tensor, Tensor)");

@@ -146,18 +146,24 @@ def test_an_input_with_gaps_gives_a_contiguous_output(path: str) -> None:
 
 
 # The ops whose outputs of x's shape take x's layout (the fake-quantize ops and their backward
-# ops): tagged flexible_layout, so Inductor hands them the layout it picked for x
-# (channels_last after a conv) instead of converting x to the traced strides and the result
-# back. The tests above are what makes the tag safe.
+# ops). The forward ops are tagged flexible_layout, so Inductor hands them the layout it
+# picked for x (channels_last after a conv) instead of converting x to the traced strides
+# and the result back; the tests above are what makes the tag safe. The backward ops are
+# tagged needs_fixed_stride_order, so Inductor writes grad in the order traced for it (x's)
+# rather than leave it to the op to transpose.
 # (fake_quantize_mask_backward_ writes into its grad argument: its output is that tensor.)
 LAYOUT_PRESERVING = {
     name for name in TENSOR_OPS if "fake_quantize" in name and not name.endswith("_")
 }
+LAYOUT_PRESERVING_BACKWARD = {name for name in LAYOUT_PRESERVING if name.endswith("_backward")}
 
 
-def test_exactly_the_layout_preserving_ops_are_tagged_flexible_layout() -> None:
+def test_the_layout_preserving_ops_carry_their_inductor_layout_tags() -> None:
     assert len(LAYOUT_PRESERVING) == 10
-    tagged = {
-        name for name in TENSOR_OPS if torch.Tag.flexible_layout in getattr(ops, name).default.tags
-    }
-    assert tagged == LAYOUT_PRESERVING
+    assert len(LAYOUT_PRESERVING_BACKWARD) == 5
+
+    def tagged(tag: torch.Tag) -> set[str]:
+        return {name for name in TENSOR_OPS if tag in getattr(ops, name).default.tags}
+
+    assert tagged(torch.Tag.flexible_layout) == LAYOUT_PRESERVING - LAYOUT_PRESERVING_BACKWARD
+    assert tagged(torch.Tag.needs_fixed_stride_order) == LAYOUT_PRESERVING_BACKWARD
