@@ -76,10 +76,10 @@ class MaskBackward : public torch::autograd::Node {
 };
 
 // Every other call (other dtypes, other devices, torch.compile / torch.export tracing)
-// saves x and copies of the qparams. Traced calls keep this form because it is faster
-// there, though it saves more: with the mask form (its backward as the op or as a multiply
-// Inductor fuses) SmallCNN's compiled QAT step took 1.38-1.42x float against 1.29-1.32x,
-// for 1.23x float saved bytes against 1.82x (one process per measure, compile caches off).
+// saves x and copies of the qparams. Traced calls gain nothing from the mask form: with the
+// traced call running fused_fake_quantize_cachemask and fake_quantize_mask_backward,
+// SmallCNN's compiled QAT step moved by -64 to +83 us per round, in one process, in the
+// direction of whichever copy was compiled first (5 rounds in each compile order).
 class FusedFakeQuantize : public torch::autograd::Function<FusedFakeQuantize> {
  public:
   static constexpr const char* kName = "fused_fake_quantize";

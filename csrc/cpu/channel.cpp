@@ -5,7 +5,6 @@
 #include <ATen/ops/empty_like.h>
 #include <torch/library.h>
 
-#include "cpu/contiguous_copy.h"
 #include "cpu/kernels/kernels.h"
 #include "cpu/memory_order.h"
 #include "ops/channel_math.h"
@@ -71,10 +70,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> channel_scale_shift_backward(
   ops::check_channel_scale_shift_backward(grad, x, scale);
   const auto walk = walk_of(x);
   if (!walk.has_value()) return ops::channel_scale_shift_backward_composite(grad, x, scale);
-  // grad in x's memory order: a copy only when laid out otherwise (in tiles for the
-  // NCHW / channels_last pair, contiguous_copy.h).
-  const at::Tensor g =
-      grad.strides() == x.strides() ? grad : contiguous_copy(grad.permute(memory_order(x)));
+  const at::Tensor g = in_memory_order_of(grad, x);
   const at::Tensor s = scale.contiguous();
   at::Tensor gx = at::empty_like(x);
   at::Tensor gscale = at::empty({walk->channels}, scale.options());

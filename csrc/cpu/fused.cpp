@@ -143,8 +143,7 @@ at::Tensor fake_quantize_mask_backward(const at::Tensor& grad, const at::Tensor&
   // that grad, mask and gx share; gx takes a dense mask's strides, and a grad laid out
   // otherwise is first copied into the mask's memory order (in tiles, contiguous_copy.h).
   if (grad.scalar_type() == at::kFloat && mask.is_non_overlapping_and_dense()) {
-    const at::Tensor g =
-        grad.strides() == mask.strides() ? grad : contiguous_copy(grad.permute(memory_order(mask)));
+    const at::Tensor g = in_memory_order_of(grad, mask);
     if (gx.numel() > 0) kernels().ste_mask_backward(g, mask, gx);
     return gx;
   }

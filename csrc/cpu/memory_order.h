@@ -34,6 +34,13 @@ inline std::vector<int64_t> memory_order(const at::Tensor& t) {
   return order;
 }
 
+// t's elements in ref's memory order, as one contiguous block (t and ref of one shape, ref
+// dense): t itself when laid out as ref, else a copy (in tiles for a transposed layout,
+// contiguous_copy.h). What a kernel that walks ref's flat memory reads t through.
+inline at::Tensor in_memory_order_of(const at::Tensor& t, const at::Tensor& ref) {
+  return t.strides() == ref.strides() ? t : contiguous_copy(t.permute(memory_order(ref)));
+}
+
 // One elementwise call laid out in the memory order of its output.
 class OrderedCall {
  public:

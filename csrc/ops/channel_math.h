@@ -29,17 +29,16 @@ inline std::vector<int64_t> non_channel_dims(const at::Tensor& x) {
 inline at::Tensor channel_scale_shift_composite(const at::Tensor& x, const at::Tensor& scale,
                                                 const std::optional<at::Tensor>& shift) {
   const auto shape = channel_view_shape(x);
-  at::Tensor v = x * scale.reshape(shape);
-  if (shift.has_value()) v = v + shift->reshape(shape);
-  at::Tensor y = at::empty_like(x);  // x's layout, as every device returns
-  y.copy_(v);
+  at::Tensor y = at::empty_like(x);         // x's layout, as every device returns
+  at::mul_out(y, x, scale.reshape(shape));  // the product rounded, then the sum
+  if (shift.has_value()) y.add_(shift->reshape(shape));
   return y;
 }
 
 inline std::tuple<at::Tensor, at::Tensor, at::Tensor> channel_scale_shift_backward_composite(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& scale) {
   at::Tensor gx = at::empty_like(x);
-  gx.copy_(grad * scale.reshape(channel_view_shape(x)));
+  at::mul_out(gx, grad, scale.reshape(channel_view_shape(x)));
   const auto dims = non_channel_dims(x);
   // Products and sums in float32 at least (half inputs), returned in x's dtype.
   const auto acc = at::promote_types(x.scalar_type(), at::kFloat);

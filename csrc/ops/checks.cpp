@@ -410,15 +410,21 @@ void check_fake_quantize_mask_backward(const at::Tensor& grad, const at::Tensor&
 
 namespace {
 
+// An argument of the channel family that must have x's dtype and device.
+void check_dtype_and_device_of_x(const at::Tensor& x, const at::Tensor& t, const char* op,
+                                 const char* arg) {
+  TORCH_CHECK_TYPE(t.scalar_type() == x.scalar_type(), "coreai_opt.", op, ": ", arg, " has dtype ",
+                   dtype_name(t.scalar_type()), " but x has ", dtype_name(x.scalar_type()),
+                   "; they must match");
+  TORCH_CHECK_VALUE(t.device() == x.device(), "coreai_opt.", op, ": ", arg, " is on ", t.device(),
+                    " but x is on ", x.device(), "; they must match");
+}
+
 // scale / shift of channel_scale_shift: one value per channel (x's dim 1), x's dtype and
 // device.
 void check_channel_vector(const at::Tensor& x, const at::Tensor& v, const char* op,
                           const char* arg) {
-  TORCH_CHECK_TYPE(v.scalar_type() == x.scalar_type(), "coreai_opt.", op, ": ", arg, " has dtype ",
-                   dtype_name(v.scalar_type()), " but x has ", dtype_name(x.scalar_type()),
-                   "; they must match");
-  TORCH_CHECK_VALUE(v.device() == x.device(), "coreai_opt.", op, ": ", arg, " is on ", v.device(),
-                    " but x is on ", x.device(), "; they must match");
+  check_dtype_and_device_of_x(x, v, op, arg);
   TORCH_CHECK_VALUE(v.dim() == 1, "coreai_opt.", op, ": ", arg, " has shape ",
                     shape_str(v.sym_sizes()), "; allowed: one dimension of x.size(1) entries");
   if (!concrete(x) || !concrete(v)) return;
@@ -448,11 +454,7 @@ void check_channel_scale_shift_backward(const at::Tensor& grad, const at::Tensor
   const char* op = "channel_scale_shift_backward";
   check_channel_x_and_scale(x, scale, op);
   check_grad(grad, x, op);
-  TORCH_CHECK_TYPE(grad.scalar_type() == x.scalar_type(), "coreai_opt.", op, ": grad has dtype ",
-                   dtype_name(grad.scalar_type()), " but x has ", dtype_name(x.scalar_type()),
-                   "; they must match");
-  TORCH_CHECK_VALUE(grad.device() == x.device(), "coreai_opt.", op, ": grad is on ", grad.device(),
-                    " but x is on ", x.device(), "; they must match");
+  check_dtype_and_device_of_x(x, grad, op, "grad");
 }
 
 PackCheck check_pack(const at::Tensor& q, c10::ScalarType dtype) {

@@ -22,10 +22,10 @@ void define_channel(torch::Library& m);
 
 // Defines an op whose outputs of x's shape take x's layout (torch.empty_like) and whose
 // kernels run in any dense layout without a copy: the fake-quantize ops (their backward ops
-// are defined by def_layout_preserving_backward, below). The flexible_layout tag lets Inductor hand
-// them the layout it picked (channels_last after a conv) instead of converting to the traced
-// strides and back around every fake-quantizer; the Meta kernels give the output strides for the
-// layout it picks.
+// are defined by def_layout_preserving_backward, below). The flexible_layout tag lets
+// Inductor hand them the layout it picked (channels_last after a conv) instead of converting
+// to the traced strides and back around every fake-quantizer; the Meta kernels give the
+// output strides for the layout it picks.
 inline void def_layout_preserving(torch::Library& m, const char* schema) {
   m.def(schema, {at::Tag::pt2_compliant_tag, at::Tag::flexible_layout});
 }
