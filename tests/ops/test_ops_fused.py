@@ -285,10 +285,10 @@ def test_autograd_uses_the_qparams_of_its_own_call(
     f: FusedFormat, mode: bool, dtype: torch.dtype
 ) -> None:
     """Two observing calls before one backward: each gradient uses the switch and qparams
-    its own call saw, though the second call overwrote the state. A plain float32 CPU
-    call's node keeps the mask its forward wrote; otherwise the node keeps copies of the
-    switch and qparams (direct copies for plain CPU tensors, aten.clone under a dispatch
-    mode)."""
+    its own call saw, though the second call overwrote the state. A float32 CPU call's node
+    keeps the mask its forward wrote, under a dispatch mode too (what torch.compile traces);
+    other dtypes keep copies of the switch and qparams (direct copies for plain CPU
+    tensors, aten.clone under a dispatch mode)."""
     st = State.fresh([6, 1])
     x1 = (torch.randn(6, 40) * 3).to(dtype).requires_grad_()
     x2 = (torch.randn(6, 40) * 0.2).to(dtype).requires_grad_()
@@ -299,7 +299,7 @@ def test_autograd_uses_the_qparams_of_its_own_call(
     with counter if mode else contextlib.nullcontext():
         y2 = call_fused(x2, on(True), on(True), st, [1, 40], f, "static")
     after2 = st.clone()
-    assert (counter.clones > 0) == mode  # under a mode even float32 keeps x and copies
+    assert (counter.clones > 0) == (mode and dtype != torch.float32)
     g1, g2 = torch.randn(6, 40).to(dtype), torch.randn(6, 40).to(dtype)
     gx1, gx2 = torch.autograd.grad((y1, y2), (x1, x2), (g1, g2))
     for gx, g, x, after in ((gx1, g1, x1, after1), (gx2, g2, x2, after2)):
@@ -643,3 +643,41 @@ def test_backward_twice_needs_retain_graph() -> None:
     loss.backward()
     with pytest.raises(RuntimeError, match="second time"):
         loss.backward()
+
+
+def test_traced_float32_call_saves_the_mask() -> None:
+    """Under AOTAutograd (what torch.compile runs) a float32 CPU call traces
+    fused_fake_quantize_cachemask forward and fake_quantize_mask_backward backward, so the
+    backward keeps the one-byte mask, not x; the state is written and the gradient is the
+    uncompiled one."""
+    from torch._dynamo.backends.common import aot_autograd
+    from torch._functorch.aot_autograd import make_boxed_func
+
+    torch._dynamo.reset()
+    traced: list[set[object]] = []
+
+    def capture(gm: torch.fx.GraphModule, _inputs: object) -> object:
+        # An op that writes its arguments is traced inside auto_functionalized(op, ...).
+        calls = [n for n in gm.graph.nodes if n.op == "call_function"]
+        traced.append(
+            {n.args[0] if "auto_functionalized" in str(n.target) else n.target for n in calls}
+        )
+        return make_boxed_func(gm.forward)
+
+    f = FORMATS[0].values[0]
+    compiled_state, eager_state = State.fresh([6, 1]), State.fresh([6, 1])
+
+    def run(x: torch.Tensor, st: State) -> torch.Tensor:
+        return call_fused(x, on(True), on(True), st, [1, 40], f, "static")
+
+    compiled = torch.compile(run, backend=aot_autograd(fw_compiler=capture, bw_compiler=capture))
+    x = (torch.randn(6, 40) * 3).requires_grad_()
+    g = torch.randn(6, 40)
+    (gx_compiled,) = torch.autograd.grad(compiled(x, compiled_state), x, g)
+    (gx_eager,) = torch.autograd.grad(run(x, eager_state), x, g)
+    forward, backward = traced
+    assert ops.fused_fake_quantize_cachemask.default in forward
+    assert ops.fake_quantize_mask_backward.default in backward
+    assert ops.fused_fake_quantize_backward.default not in backward
+    assert_bitexact(gx_compiled, gx_eager)
+    assert_bitexact(compiled_state.scale, eager_state.scale)
