@@ -26,6 +26,7 @@ from coreai_opt.quantization._graph.insert import (
 )
 from coreai_opt.quantization._graph.memory_format import mark_channels_last_fake_quantizers
 from coreai_opt.quantization._graph.patterns import annotation_patterns
+from coreai_opt.quantization._graph.trace_plans import refresh_trace_plans
 from coreai_opt.quantization._graph.train_eval import make_train_eval_switchable
 from coreai_opt.quantization._mode import (
     ModeImplementation,
@@ -101,6 +102,7 @@ class GraphMode(ModeImplementation):
         _lifecycle.set_switches(gm, observer=False, fake_quant=True)
         gm.train(was_training)
         self._preserve_attributes(model, gm)
+        refresh_trace_plans(gm)  # last: after every attribute prepare sets on the FQs
         return _lifecycle.mark_prepared(gm)
 
     def _preserve_attributes(self, model: nn.Module, gm: fx.GraphModule) -> None:

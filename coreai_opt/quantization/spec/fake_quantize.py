@@ -404,12 +404,22 @@ class FakeQuantize(_QuantizerCommon):
     ``load_state_dict`` resizes it to the stored shapes. For float formats the
     calculator has no ``zero_point`` / ``minval``; the fused op receives unused
     non-persistent placeholders instead. Qparams are float32 whatever the input dtype.
+
+    Under ``torch.compile`` the constant arguments of the fused op come from a trace plan
+    (``refresh_trace_plan``; graph mode's prepare builds it, an eager forward rebuilds it)
+    while it matches the attribute versions of this module and its calculator, so Dynamo
+    guards one tuple instead of each attribute; otherwise they are read from the attributes.
     """
 
     # Set by graph mode's prepare on fake-quantizers at a convolution's input or output
     # (coreai_opt/quantization/_graph/memory_format.py): under torch.compile on CPU, a 4-D
     # input is asked for channels_last, the layout Inductor gives the convolutions.
     _compile_channels_last: bool = False
+
+    # What torch.compile reads instead of the attributes (see _build_trace_plan); None until
+    # built. A class default, so that one unpickled from an older save (which has no such
+    # attribute) still compiles.
+    _trace_plan: tuple[object, ...] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """Same arguments as the common constructor (see ``_QuantizerCommon.__init__``)."""
@@ -432,15 +442,35 @@ class FakeQuantize(_QuantizerCommon):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Fake-quantize *x* (see the class docstring)."""
+        if torch.compiler.is_compiling():
+            return self._forward_compiled(x)
         if self._disabled:
             return x
         if self._pattern is None and not self._first_observation(x):
             return x
         if self._method is None:
             return self._forward_python(x)
-        if torch.compiler.is_compiling():
-            return self._forward_traceable(x)
         return self._forward_fast(x)
+
+    def _forward_compiled(self, x: torch.Tensor) -> torch.Tensor:
+        # What torch.compile / torch.export trace. With a valid trace plan Dynamo reads one
+        # tuple of constants instead of about thirty attributes, each of which it would
+        # guard: fewer guards to check before every call of the compiled model.
+        plan = self._trace_plan
+        if (
+            plan is not None
+            and not torch.compiler.is_exporting()
+            and len(plan[2]) == x.dim()
+            and plan[0] == (x.dtype, self.attr_version, self.qparams_calculator.attr_version)
+        ):
+            return self._forward_planned(x, plan)
+        if self._disabled:
+            return x
+        if self._pattern is None and not self._first_observation(x):
+            return x
+        if self._method is None:
+            return self._forward_python(x)
+        return self._forward_traceable(x)
 
     def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
         # Eager hot path: the op's arguments are built once per (shape, dtype, state epoch)
@@ -468,6 +498,7 @@ class FakeQuantize(_QuantizerCommon):
         if args_key != self._args_key:
             self._packed_args = self._fused_args(x)
             self._args_key = args_key
+            self._trace_plan = self._build_trace_plan(x.dtype)
         y = _ops.fused_fake_quantize_direct(x, self._packed_args)
         if key is not None and not observing:
             # Never cached while observing: the next call would see other qparams.
@@ -511,10 +542,16 @@ class FakeQuantize(_QuantizerCommon):
             bool(calc.e8m0),
         )
 
+    def _constant_args(self, x_dtype: torch.dtype) -> tuple[object, ...]:
+        # The fused op's arguments after block_size: format, method, averaging constant and
+        # the pinned range for an input of x_dtype.
+        calc = self.qparams_calculator
+        lo, hi = calc.effective_float_range(x_dtype)
+        return (*self.kernel_format(), self._method, calc.averaging_constant_value, lo, hi)
+
     def _fused_args(self, x: torch.Tensor) -> tuple[object, ...]:
         calc = self.qparams_calculator
         observer_on = self._observer_off if self._export_mode else self.observer_enabled
-        lo, hi = calc.effective_float_range(x.dtype)
         state = self.kernel_state()
         if self._pattern is not None and len(self._pattern) != x.dim():
             # A per-tensor FQ shared by tensors of several ranks (graph mode calls one FQ on
@@ -534,12 +571,53 @@ class FakeQuantize(_QuantizerCommon):
             self.fake_quant_enabled,
             *state,
             block_size,
-            *self.kernel_format(),
-            self._method,
-            calc.averaging_constant_value,
-            lo,
-            hi,
+            *self._constant_args(x.dtype),
         )
+
+    def _build_trace_plan(self, x_dtype: torch.dtype) -> tuple[object, ...] | None:
+        # Everything _forward_compiled needs besides the state tensors, as one nested tuple
+        # of literals: ((x dtype, own attr_version, calculator's attr_version), constant
+        # arguments, block pattern, channels_last request, export mode, float format).
+        # Dynamo guards the tuple by value (one check) and the two versions, which move on
+        # every change that could alter these values (StateEpochMixin), so a stale plan is
+        # never used: the compiled model recompiles and reads the attributes instead.
+        if self._disabled or self._pattern is None or self._method is None or self.is_stateless:
+            return None
+        constants = self._constant_args(x_dtype)
+        key = (x_dtype, self.attr_version, self.qparams_calculator.attr_version)
+        return (
+            key,
+            constants,
+            tuple(self._pattern),
+            bool(self._compile_channels_last),
+            bool(self._export_mode),
+            bool(self.is_float),
+        )
+
+    def refresh_trace_plan(self, x_dtype: torch.dtype | None = None) -> None:
+        """Precompute, for inputs of *x_dtype* (None: the dtype of the current plan, if
+        any), the constant arguments that torch.compile reads from a trace plan instead of
+        from this module's attributes (graph mode's prepare calls it last; an eager forward
+        refreshes it after any change)."""
+        if x_dtype is None:
+            plan = self._trace_plan
+            if plan is None:
+                return
+            x_dtype = plan[0][0]  # type: ignore[index]
+        self._trace_plan = self._build_trace_plan(x_dtype)
+
+    def _forward_planned(self, x: torch.Tensor, plan: tuple[Any, ...]) -> torch.Tensor:
+        _, constants, pattern, channels_last, export_mode, is_float = plan
+        if channels_last and x.dim() == 4 and x.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)  # see _forward_traceable
+        calc = self.qparams_calculator
+        observer_on = self._observer_off if export_mode else self.observer_enabled
+        zero_point = self._unused_zero_point if is_float else calc.zero_point
+        minval = self._unused_minval if is_float else calc.minval
+        block_size = [s if p == _FULL else p for s, p in zip(x.shape, pattern, strict=True)]
+        state = (calc.running_min, calc.running_max, calc.scale, zero_point, minval)
+        args = (observer_on, self.fake_quant_enabled, *state, block_size, *constants)
+        return _ops.fused_fake_quantize_packed(x, args)
 
     def _forward_traceable(self, x: torch.Tensor) -> torch.Tensor:
         # What torch.compile / torch.export trace: no caches, no attribute writes.

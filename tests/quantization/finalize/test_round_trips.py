@@ -93,9 +93,12 @@ package's (``torch.ops.coreai_opt``, ``_eager_modules``)."""
 HAS_OWN_OPS = hasattr(torch.ops.coreai_opt, "quantize")
 ROUND_TRIPS = ("save_load", "state_dict", "deepcopy")
 
-# Attributes that are caches derived from the state (rebuilt on demand) or the generated
-# code of a GraphModule (re-generated, with other node names, when it is unpickled).
-_CACHE_ATTRS = frozenset({"_args_key", "_packed_args", "_version_cache", "_code"})
+# Attributes that are caches derived from the state (rebuilt on demand), change counters
+# (a copy made by load_state_dict counts its own prepare's changes), or the generated code of
+# a GraphModule (re-generated, with other node names, when it is unpickled).
+_CACHE_ATTRS = frozenset(
+    {"_args_key", "_packed_args", "_version_cache", "_trace_plan", "attr_version", "_code"}
+)
 
 # -- known failures: causes outside coreai_opt/quantization/finalize ----------------------
 
