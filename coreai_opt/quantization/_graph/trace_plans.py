@@ -4,7 +4,7 @@ Under ``torch.compile`` a ``FakeQuantize`` with a valid trace plan reads its con
 arguments (format, method, averaging constant, pinned range, block pattern, layout request)
 from one tuple instead of from about thirty attributes, so Dynamo checks one guard on that
 tuple where it would check one per attribute before every call of the compiled model
-(``FakeQuantize._forward_compiled``). A plan is keyed on the input dtype and on the
+(``FakeQuantize._usable_trace_plan``). A plan is keyed on the input dtype and on the
 attribute versions of the fake-quantizer and its calculator, so prepare builds it after
 every attribute prepare sets (``mark_channels_last_fake_quantizers`` included); an eager
 forward rebuilds it after any later change.

@@ -442,20 +442,26 @@ class FakeQuantize(_QuantizerCommon):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Fake-quantize *x* (see the class docstring)."""
-        if torch.compiler.is_compiling():
-            return self._forward_compiled(x)
+        compiling = torch.compiler.is_compiling()
+        if compiling:
+            plan = self._usable_trace_plan(x)
+            if plan is not None:
+                return self._forward_planned(x, plan)
         if self._disabled:
             return x
         if self._pattern is None and not self._first_observation(x):
             return x
         if self._method is None:
             return self._forward_python(x)
+        if compiling:
+            return self._forward_traceable(x)
         return self._forward_fast(x)
 
-    def _forward_compiled(self, x: torch.Tensor) -> torch.Tensor:
-        # What torch.compile / torch.export trace. With a valid trace plan Dynamo reads one
-        # tuple of constants instead of about thirty attributes, each of which it would
-        # guard: fewer guards to check before every call of the compiled model.
+    def _usable_trace_plan(self, x: torch.Tensor) -> tuple[Any, ...] | None:
+        # Under torch.compile (not export): the trace plan when it was built for x's dtype
+        # and rank and for the current attributes. Dynamo then reads one tuple of constants
+        # instead of about thirty attributes, each of which it would guard: fewer guards to
+        # check before every call of the compiled model.
         plan = self._trace_plan
         if (
             plan is not None
@@ -463,14 +469,8 @@ class FakeQuantize(_QuantizerCommon):
             and len(plan[2]) == x.dim()
             and plan[0] == (x.dtype, self.attr_version, self.qparams_calculator.attr_version)
         ):
-            return self._forward_planned(x, plan)
-        if self._disabled:
-            return x
-        if self._pattern is None and not self._first_observation(x):
-            return x
-        if self._method is None:
-            return self._forward_python(x)
-        return self._forward_traceable(x)
+            return plan
+        return None
 
     def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
         # Eager hot path: the op's arguments are built once per (shape, dtype, state epoch)
@@ -575,7 +575,7 @@ class FakeQuantize(_QuantizerCommon):
         )
 
     def _build_trace_plan(self, x_dtype: torch.dtype) -> tuple[object, ...] | None:
-        # Everything _forward_compiled needs besides the state tensors, as one nested tuple
+        # Everything _forward_planned needs besides the state tensors, as one nested tuple
         # of literals: ((x dtype, own attr_version, calculator's attr_version), constant
         # arguments, block pattern, channels_last request, export mode, float format).
         # Dynamo guards the tuple by value (one check) and the two versions, which move on
