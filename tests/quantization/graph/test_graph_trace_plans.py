@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+import torch._dynamo.testing
 from models import TwoBlocks
 from torch import nn
 
@@ -175,4 +176,23 @@ def test_a_change_to_another_model_does_not_recompile() -> None:
         other.load_state_dict(gm.state_dict())
         _fqs(other)[0].qparams_calculator.averaging_constant = 0.5
         compiled(x)
+    assert counter.frame_count == 1
+
+
+def test_a_planned_model_compiles_with_dynamic_shapes() -> None:
+    """The block size comes from the plan's pattern and x's (symbolic) shape: one compiled
+    model serves every batch size, as the uncompiled one does."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 16)
+    q = Quantizer(TwoBlocks(), QuantizerConfig())
+    gm = q.prepare((x,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    assert all(_plan_is_valid(fq) for fq in _fqs(gm))
+    reference = copy.deepcopy(gm)
+    counter = torch._dynamo.testing.CompileCounterWithBackend("aot_eager")
+    torch._dynamo.reset()
+    compiled = torch.compile(gm, backend=counter, dynamic=True)
+    with torch.no_grad():
+        for batch in (4, 7, 9):
+            xb = torch.randn(batch, 16)
+            assert torch.equal(compiled(xb), reference(xb))
     assert counter.frame_count == 1
