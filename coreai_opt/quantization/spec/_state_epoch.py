@@ -9,7 +9,7 @@ unpickling / deepcopy, the first forward sizing the state, or an attribute set b
 its next forward when the counter moved. The check is one integer comparison per hooked
 module call.
 
-Each module also counts its own changes (``attr_version``): what a fake-quantizer derives
+Each module also counts its own changes (``_attr_version``): what a fake-quantizer derives
 from its attributes for torch.compile (``FakeQuantize``'s trace plan) is keyed on the
 versions of that module and its calculator, so that a change anywhere else in the process
 does not invalidate it (and recompile every compiled model).
@@ -56,18 +56,18 @@ class StateEpochMixin(torch.nn.Module):
     """Attributes of this class that no kernel argument is derived from (e.g. the per-call
     results a stateless calculator keeps for inspection): setting them bumps nothing."""
 
-    attr_version: int = 0
+    _attr_version: int = 0
     """How many times this module's watched attributes or state tensors may have changed
     (the instance's own counter; the class value 0 until the first change)."""
 
     def _changed(self) -> None:
         bump()
         # Straight into __dict__: a plain attribute, and no recursion into __setattr__.
-        self.__dict__["attr_version"] = self.attr_version + 1
+        self.__dict__["_attr_version"] = self._attr_version + 1
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Any other attribute (float_range, averaging constant, export mode, granularity,
-        # ...) may change the arguments derived from it. attr_version does not move when a
+        # ...) may change the arguments derived from it. _attr_version does not move when a
         # plain value is set to what it already was (load_state_dict re-sets such flags).
         if name not in _UNWATCHED and name not in self._epoch_unwatched:
             if _same_plain_value(self.__dict__.get(name, _ABSENT), value):
@@ -81,7 +81,7 @@ class StateEpochMixin(torch.nn.Module):
         # (.half(), .to(torch.float64), ...): only the device follows, taken from what *fn*
         # gives, and the original tensor is moved (never converted to the model's dtype and
         # back, which would round the qparams). The kernels compute qparams in float32.
-        # Only tensors move: attr_version stays (nothing derived from attributes changes).
+        # Only tensors move: _attr_version stays (nothing derived from attributes changes).
         bump()
 
         def keep_dtype(t: torch.Tensor) -> torch.Tensor:
@@ -93,11 +93,11 @@ class StateEpochMixin(torch.nn.Module):
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)
         # Values are copied into the state tensors; a tensor replaced (resized) or an
-        # attribute changed on the way went through __setattr__, which moved attr_version.
+        # attribute changed on the way went through __setattr__, which moved _attr_version.
         bump()
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         # A copy (deepcopy, unpickling) has new tensors but the same attribute values, so
-        # its attr_version, copied with the rest, stays valid for what is derived from them.
+        # its _attr_version, copied with the rest, stays valid for what is derived from them.
         bump()

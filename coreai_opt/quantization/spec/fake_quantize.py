@@ -467,7 +467,7 @@ class FakeQuantize(_QuantizerCommon):
             plan is not None
             and not torch.compiler.is_exporting()
             and len(plan[2]) == x.dim()
-            and plan[0] == (x.dtype, self.attr_version, self.qparams_calculator.attr_version)
+            and plan[0] == (x.dtype, self._attr_version, self.qparams_calculator._attr_version)
         ):
             return plan
         return None
@@ -576,7 +576,7 @@ class FakeQuantize(_QuantizerCommon):
 
     def _build_trace_plan(self, x_dtype: torch.dtype) -> tuple[object, ...] | None:
         # Everything _forward_planned needs besides the state tensors, as one nested tuple
-        # of literals: ((x dtype, own attr_version, calculator's attr_version), constant
+        # of literals: ((x dtype, own _attr_version, calculator's _attr_version), constant
         # arguments, block pattern, channels_last request, export mode, float format).
         # Dynamo guards the tuple by value (one check) and the two versions, which move on
         # every change that could alter these values (StateEpochMixin), so a stale plan is
@@ -584,7 +584,7 @@ class FakeQuantize(_QuantizerCommon):
         if self._disabled or self._pattern is None or self._method is None or self.is_stateless:
             return None
         constants = self._constant_args(x_dtype)
-        key = (x_dtype, self.attr_version, self.qparams_calculator.attr_version)
+        key = (x_dtype, self._attr_version, self.qparams_calculator._attr_version)
         return (
             key,
             constants,

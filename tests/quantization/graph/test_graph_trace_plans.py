@@ -48,8 +48,8 @@ def _plan_is_valid(fq: FakeQuantize, dtype: torch.dtype = torch.float32) -> bool
     plan = fq._trace_plan
     return plan is not None and plan[0] == (
         dtype,
-        fq.attr_version,
-        fq.qparams_calculator.attr_version,
+        fq._attr_version,
+        fq.qparams_calculator._attr_version,
     )
 
 
