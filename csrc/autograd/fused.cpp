@@ -34,13 +34,24 @@ NodePtr make_node(A&&... args) {
   }
 }
 
-// The ops the two mask forms call.
+// The ops the mask forms call.
 using CachemaskSig = std::tuple<at::Tensor, at::Tensor>(
     const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
     const at::Tensor&, const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef, c10::ScalarType,
     int64_t, int64_t, bool, bool, bool, c10::string_view, double, std::optional<double>,
     std::optional<double>);
 using MaskBackwardSig = at::Tensor(const at::Tensor&, const at::Tensor&);
+
+// Arguments of fused_fake_quantize (one gradient slot each in a Function's backward).
+constexpr size_t kFusedArgs = 19;
+
+// fused_fake_quantize_cachemask below autograd, given fused_fake_quantize's arguments:
+// (y, mask).
+template <typename... A>
+std::tuple<at::Tensor, at::Tensor> cachemask_below(const A&... args) {
+  static const auto masked = op_handle<CachemaskSig>("fused_fake_quantize_cachemask");
+  return call_below(masked, args...);
+}
 
 // The backward node of the float32 CPU form: grad * the saved straight-through mask. A node
 // of its own rather than a torch::autograd::Function, because the engine moves a node's
@@ -92,20 +103,10 @@ class MaskBackward : public torch::autograd::Node {
 // tensors of one step fell from 35.29 to 24.09 MiB (block) and 4.83 to 3.26 MiB (CNN).
 class TracedMaskFakeQuantize : public torch::autograd::Function<TracedMaskFakeQuantize> {
  public:
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x,
-                            const at::Tensor& observer_on, const at::Tensor& fake_quant_on,
-                            const at::Tensor& running_min, const at::Tensor& running_max,
-                            const at::Tensor& scale, const at::Tensor& zero_point,
-                            const at::Tensor& minval, c10::SymIntArrayRef block_size,
-                            c10::ScalarType dtype, int64_t quant_min, int64_t quant_max,
-                            bool symmetric, bool use_minval, bool e8m0, c10::string_view method,
-                            double averaging_constant, std::optional<double> range_min,
-                            std::optional<double> range_max) {
-    static const auto masked = op_handle<CachemaskSig>("fused_fake_quantize_cachemask");
-    auto [y, mask] =
-        call_below(masked, x, observer_on, fake_quant_on, running_min, running_max, scale,
-                   zero_point, minval, block_size, dtype, quant_min, quant_max, symmetric,
-                   use_minval, e8m0, method, averaging_constant, range_min, range_max);
+  // x, then the rest of fused_fake_quantize's arguments as the caller passes them.
+  template <typename... Rest>
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const Rest&... rest) {
+    auto [y, mask] = cachemask_below(x, rest...);
     ctx->save_for_backward({mask});
     return y;
   }
@@ -113,7 +114,7 @@ class TracedMaskFakeQuantize : public torch::autograd::Function<TracedMaskFakeQu
     static const auto bw = op_handle<MaskBackwardSig>("fake_quantize_mask_backward");
     const auto s = ctx->get_saved_variables();
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    tensor_list out(19);
+    tensor_list out(kFusedArgs);
     out[0] = bw.call(grads[0], s[0]);
     return out;
   }
@@ -165,7 +166,7 @@ class FusedFakeQuantize : public torch::autograd::Function<FusedFakeQuantize> {
     // Straight to the kernels: the backward ops are not differentiable, so their Autograd
     // kernels would only box the call and run it below autograd.
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    tensor_list out(19);
+    tensor_list out(kFusedArgs);
     const auto gx =
         bw.call(grads[0], s[0], s[1], s[2], s[3], s[4], ctx->saved_data["dtype"].toScalarType(),
                 ctx->saved_data["qmin"].toInt(), ctx->saved_data["qmax"].toInt(),
@@ -189,11 +190,10 @@ at::Tensor fused_fake_quantize_autograd(
   const bool float_cpu_grad = at::GradMode::is_enabled() && requires_grad(x) &&
                               x.scalar_type() == at::kFloat && x.device().is_cpu();
   if (float_cpu_grad && untraced_cpu(x)) {
-    static const auto masked = op_handle<CachemaskSig>("fused_fake_quantize_cachemask");
     auto [y, mask] =
-        call_below(masked, x, observer_on, fake_quant_on, running_min, running_max, scale,
-                   zero_point, minval, block_size, dtype, quant_min, quant_max, symmetric,
-                   use_minval, e8m0, method, averaging_constant, range_min, range_max);
+        cachemask_below(x, observer_on, fake_quant_on, running_min, running_max, scale, zero_point,
+                        minval, block_size, dtype, quant_min, quant_max, symmetric, use_minval,
+                        e8m0, method, averaging_constant, range_min, range_max);
     auto node = make_node<MaskBackward>(mask);
     node->set_next_edges(torch::autograd::collect_next_edges(x));
     torch::autograd::set_history(y, node);

@@ -26,7 +26,6 @@ from coreai_opt.quantization._graph.insert import (
 )
 from coreai_opt.quantization._graph.memory_format import mark_channels_last_fake_quantizers
 from coreai_opt.quantization._graph.patterns import annotation_patterns
-from coreai_opt.quantization._graph.trace_plans import refresh_trace_plans
 from coreai_opt.quantization._graph.train_eval import make_train_eval_switchable
 from coreai_opt.quantization._mode import (
     ModeImplementation,
@@ -38,6 +37,7 @@ from coreai_opt.quantization._mode import (
 )
 from coreai_opt.quantization.config import ExecutionMode
 from coreai_opt.quantization.config.resolution import build_module_config_dict
+from coreai_opt.quantization.spec.fake_quantize import FakeQuantize
 
 __all__ = ["GraphMode"]
 
@@ -102,7 +102,11 @@ class GraphMode(ModeImplementation):
         _lifecycle.set_switches(gm, observer=False, fake_quant=True)
         gm.train(was_training)
         self._preserve_attributes(model, gm)
-        refresh_trace_plans(gm)  # last: after every attribute prepare sets on the FQs
+        # Last, after every attribute prepare sets on the FQs: re-key the trace plans the
+        # calibration forward built (what a FakeQuantize reads under torch.compile).
+        for fq in fq_modules(gm).values():
+            if isinstance(fq, FakeQuantize):
+                fq.refresh_trace_plan()
         return _lifecycle.mark_prepared(gm)
 
     def _preserve_attributes(self, model: nn.Module, gm: fx.GraphModule) -> None:

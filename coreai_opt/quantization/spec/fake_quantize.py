@@ -406,7 +406,7 @@ class FakeQuantize(_QuantizerCommon):
     non-persistent placeholders instead. Qparams are float32 whatever the input dtype.
 
     Under ``torch.compile`` the constant arguments of the fused op come from a trace plan
-    (``refresh_trace_plan``; graph mode's prepare builds it, an eager forward rebuilds it)
+    (an eager forward builds it, graph mode's prepare re-keys it: ``refresh_trace_plan``)
     while it matches the attribute versions of this module and its calculator, so Dynamo
     guards one tuple instead of each attribute; otherwise they are read from the attributes.
     """
@@ -594,17 +594,14 @@ class FakeQuantize(_QuantizerCommon):
             bool(self.is_float),
         )
 
-    def refresh_trace_plan(self, x_dtype: torch.dtype | None = None) -> None:
-        """Precompute, for inputs of *x_dtype* (None: the dtype of the current plan, if
-        any), the constant arguments that torch.compile reads from a trace plan instead of
-        from this module's attributes (graph mode's prepare calls it last; an eager forward
-        refreshes it after any change)."""
-        if x_dtype is None:
-            plan = self._trace_plan
-            if plan is None:
-                return
-            x_dtype = plan[0][0]  # type: ignore[index]
-        self._trace_plan = self._build_trace_plan(x_dtype)
+    def refresh_trace_plan(self) -> None:
+        """Rebuild the trace plan (what torch.compile reads instead of this module's
+        attributes) from the current attributes, for the input dtype it was built for;
+        nothing without a plan. An eager forward builds one; graph mode's prepare calls this
+        last, after the attributes it sets."""
+        plan = self._trace_plan
+        if plan is not None:
+            self._trace_plan = self._build_trace_plan(plan[0][0])  # type: ignore[index]
 
     def _forward_planned(self, x: torch.Tensor, plan: tuple[Any, ...]) -> torch.Tensor:
         _, constants, pattern, channels_last, export_mode, is_float = plan

@@ -1,6 +1,7 @@
 """Trace plans: under torch.compile a prepared model's fake-quantizers read their constant
-arguments from one tuple built at prepare (coreai_opt/quantization/_graph/trace_plans.py),
-keyed on the attribute versions of the fake-quantizer and its calculator."""
+arguments from one tuple built at prepare (FakeQuantize.refresh_trace_plan, called last by
+graph mode's prepare), keyed on the attribute versions of the fake-quantizer and its
+calculator."""
 
 from __future__ import annotations
 
