@@ -53,6 +53,12 @@ std::tuple<at::Tensor, at::Tensor> cachemask_below(const A&... args) {
   return call_below(masked, args...);
 }
 
+// fake_quantize_mask_backward, the out-of-place backward both mask forms run.
+const c10::TypedOperatorHandle<MaskBackwardSig>& mask_backward_op() {
+  static const auto op = op_handle<MaskBackwardSig>("fake_quantize_mask_backward");
+  return op;
+}
+
 // The backward node of the float32 CPU form: grad * the saved straight-through mask. A node
 // of its own rather than a torch::autograd::Function, because the engine moves a node's
 // incoming gradient into apply(): when that tensor and its storage have no other owner
@@ -65,7 +71,7 @@ class MaskBackward : public torch::autograd::Node {
   explicit MaskBackward(const at::Tensor& mask) : mask_(mask, /*is_output=*/false) {}
   std::string name() const override { return "coreai_opt::FusedFakeQuantizeBackward"; }
   torch::autograd::variable_list apply(torch::autograd::variable_list&& grads) override {
-    static const auto out_of_place = op_handle<MaskBackwardSig>("fake_quantize_mask_backward");
+    const auto& out_of_place = mask_backward_op();
     using InPlaceSig = void(const at::Tensor&, const at::Tensor&);
     static const auto in_place = op_handle<InPlaceSig>("fake_quantize_mask_backward_");
     const at::Tensor mask = mask_.unpack();
@@ -111,11 +117,10 @@ class TracedMaskFakeQuantize : public torch::autograd::Function<TracedMaskFakeQu
     return y;
   }
   static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
-    static const auto bw = op_handle<MaskBackwardSig>("fake_quantize_mask_backward");
     const auto s = ctx->get_saved_variables();
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     tensor_list out(kFusedArgs);
-    out[0] = bw.call(grads[0], s[0]);
+    out[0] = mask_backward_op().call(grads[0], s[0]);
     return out;
   }
 };

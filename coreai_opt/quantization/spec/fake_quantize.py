@@ -176,6 +176,20 @@ def disable_fake_quant(module: torch.nn.Module) -> None:
         module.disable_fake_quant()
 
 
+def _block_size_of(shape: Sequence[int], pattern: Sequence[int]) -> list[int]:
+    """The block size for *shape* of a block pattern (``_FULL`` takes the dimension's size)."""
+    return [s if p == _FULL else p for s, p in zip(shape, pattern, strict=True)]
+
+
+def _compile_layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """*x* as a traced fake-quantizer passes it to the fused op: channels_last when asked for
+    a 4-d CPU input (Inductor folds the conversion into the kernel that produces x, and it is
+    no copy when x is already channels_last), else unchanged."""
+    if channels_last and x.dim() == 4 and x.device.type == "cpu":
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
 def _block_pattern(
     granularity: QuantizationGranularity,
     shape: Sequence[int],
@@ -364,7 +378,7 @@ class _QuantizerCommon(FakeQuantizeImplBase):
     def _block_size(self, shape: Sequence[int]) -> list[int]:
         pattern = self._pattern
         assert pattern is not None
-        return [s if p == _FULL else p for s, p in zip(shape, pattern, strict=True)]
+        return _block_size_of(shape, pattern)
 
     def _switch_text(self) -> str:
         obs = "on" if int(self.observer_enabled[0]) else "off"
@@ -524,9 +538,13 @@ class FakeQuantize(_QuantizerCommon):
     def kernel_state(self) -> list[torch.Tensor]:
         """running_min, running_max, scale, zero_point, minval as the fused op takes them
         (float formats get placeholders for the integer offsets)."""
+        return self._kernel_state_for(self.is_float)
+
+    def _kernel_state_for(self, is_float: bool) -> list[torch.Tensor]:
+        # kernel_state with the format kind given (a trace plan holds it as a literal).
         calc = self.qparams_calculator
-        zero_point = self._unused_zero_point if self.is_float else calc.zero_point
-        minval = self._unused_minval if self.is_float else calc.minval
+        zero_point = self._unused_zero_point if is_float else calc.zero_point
+        minval = self._unused_minval if is_float else calc.minval
         return [calc.running_min, calc.running_max, calc.scale, zero_point, minval]
 
     def kernel_format(self) -> tuple[torch.dtype, int, int, bool, bool, bool]:
@@ -605,28 +623,17 @@ class FakeQuantize(_QuantizerCommon):
 
     def _forward_planned(self, x: torch.Tensor, plan: tuple[Any, ...]) -> torch.Tensor:
         _, constants, pattern, channels_last, export_mode, is_float = plan
-        if channels_last and x.dim() == 4 and x.device.type == "cpu":
-            x = x.contiguous(memory_format=torch.channels_last)  # see _forward_traceable
-        calc = self.qparams_calculator
+        x = _compile_layout(x, channels_last)
         observer_on = self._observer_off if export_mode else self.observer_enabled
-        zero_point = self._unused_zero_point if is_float else calc.zero_point
-        minval = self._unused_minval if is_float else calc.minval
-        block_size = [s if p == _FULL else p for s, p in zip(x.shape, pattern, strict=True)]
-        state = (calc.running_min, calc.running_max, calc.scale, zero_point, minval)
+        state = self._kernel_state_for(is_float)
+        block_size = _block_size_of(x.shape, pattern)
         args = (observer_on, self.fake_quant_enabled, *state, block_size, *constants)
         return _ops.fused_fake_quantize_packed(x, args)
 
     def _forward_traceable(self, x: torch.Tensor) -> torch.Tensor:
         # What torch.compile / torch.export trace: no caches, no attribute writes.
-        if (
-            self._compile_channels_last
-            and x.dim() == 4
-            and x.device.type == "cpu"
-            and not torch.compiler.is_exporting()
-        ):
-            # Inductor folds this into the kernel that produces x (no copy when x is
-            # already channels_last); export keeps the traced layout.
-            x = x.contiguous(memory_format=torch.channels_last)
+        # Export keeps the traced layout.
+        x = _compile_layout(x, self._compile_channels_last and not torch.compiler.is_exporting())
         return _ops.fused_fake_quantize_packed(x, self._fused_args(x))
 
     def _forward_python(self, x: torch.Tensor) -> torch.Tensor:
