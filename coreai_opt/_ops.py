@@ -210,9 +210,29 @@ _FUSED_DIRECT = _direct(_ops.fused_fake_quantize.default)
 
 
 def fused_fake_quantize_direct(x: torch.Tensor, args: tuple[object, ...]) -> torch.Tensor:
-    """:func:`fused_fake_quantize_packed` through the op's C++ entry point: the eager hot
-    path of a fake-quantizer (never under torch.compile)."""
+    """:func:`fused_fake_quantize_packed` through the op's C++ entry point (never under
+    torch.compile)."""
     return _FUSED_DIRECT(x, *args)
+
+
+def bind_fused_fake_quantize(args: tuple[object, ...]) -> tuple[torch.ScriptObject, int]:
+    """Bind :func:`fused_fake_quantize`'s arguments after ``x`` (*args*, in schema order)
+    in C++: ``(owner, handle)``, where *handle* is valid for
+    :func:`fused_fake_quantize_bound` while *owner* lives. The owner holds the state
+    tensors by reference, as *args* does."""
+    owner = _ops._bind_fused_fake_quantize(*args)
+    return owner, int(owner.handle())
+
+
+_BOUND_DIRECT = _direct(_ops._fused_fake_quantize_bound.default)
+
+
+def fused_fake_quantize_bound(x: torch.Tensor, handle: int) -> torch.Tensor:
+    """``fused_fake_quantize(x, <the arguments bound under handle>)``: the eager hot path
+    of a fake-quantizer, which converts two arguments instead of nineteen (about 2.6 us
+    less per call). Not for torch.compile, torch.export or torch.jit.trace, which would
+    record the handle as a constant."""
+    return _BOUND_DIRECT(x, handle)
 
 
 def fused_fake_quantize_backward(

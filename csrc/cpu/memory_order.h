@@ -11,6 +11,7 @@
 // on a contiguous temporary that is then copied into out.
 #pragma once
 
+#include <ATen/EmptyTensor.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty_like.h>
 
@@ -41,6 +42,16 @@ inline at::Tensor in_memory_order_of(const at::Tensor& t, const at::Tensor& ref)
   return t.strides() == ref.strides() ? t : contiguous_copy(t.permute(memory_order(ref)));
 }
 
+// torch.empty_like(like, dtype=dtype) for a CPU tensor: the same strides when like is
+// non-overlapping and dense, allocated straight from the CPU allocator rather than through
+// the dispatcher (empty_like, then empty_strided). Inside SmallCNN's eager QAT step a small
+// fused call spent 1.5 us of its 4.3 us setting up its OrderedCall, 1.0-1.1 us with this.
+inline at::Tensor empty_cpu_like(const at::Tensor& like, c10::ScalarType dtype) {
+  if (!like.is_non_overlapping_and_dense())
+    return at::empty_like(like, like.options().dtype(dtype));
+  return at::detail::empty_strided_cpu(like.sizes(), like.strides(), dtype);
+}
+
 // One elementwise call laid out in the memory order of its output.
 class OrderedCall {
  public:
@@ -48,7 +59,7 @@ class OrderedCall {
   // layout of x and q_sizes, used as is unless the call runs permuted.
   OrderedCall(const at::Tensor& x, const std::vector<int64_t>& q_sizes,
               formats::QParamLayout logical)
-      : out_(at::empty_like(x)), layout_(std::move(logical)) {
+      : out_(empty_cpu_like(x, x.scalar_type())), layout_(std::move(logical)) {
     const bool contiguous = out_.is_contiguous();
     if (!contiguous) {
       order_ = memory_order(out_);
@@ -70,7 +81,8 @@ class OrderedCall {
   // Another input of x's shape (grad) in the call's order, contiguous, of x's dtype (a
   // grad laid out unlike x is transposed in tiles, contiguous_copy.h).
   at::Tensor input(const at::Tensor& t) const {
-    return contiguous_copy(view(t).to(out_.scalar_type()));
+    const at::Tensor v = view(t);
+    return contiguous_copy(v.scalar_type() == out_.scalar_type() ? v : v.to(out_.scalar_type()));
   }
   const at::Tensor& x() const { return x_view_; }
   // Where the kernel writes: contiguous, in the call's order.
@@ -86,7 +98,7 @@ class OrderedCall {
   // A second output of x's shape and layout in another dtype (the fused op's mask): returns
   // where the kernel writes it, in the call's order like out(); finish_extra() gives it.
   const at::Tensor& extra_output(c10::ScalarType dtype) {
-    extra_ = at::empty_like(out_, out_.options().dtype(dtype));
+    extra_ = empty_cpu_like(out_, dtype);
     extra_view_ = direct_ ? view(extra_) : at::empty_like(extra_, at::MemoryFormat::Contiguous);
     return extra_view_;
   }

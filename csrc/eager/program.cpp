@@ -12,24 +12,13 @@
 #include <unordered_map>
 
 #include "eager/frames.h"
+#include "ops/fused_op_handle.h"
 
 namespace coreai_opt::eager {
 
 namespace {
 
-using FusedSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                            const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                            const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef,
-                            c10::ScalarType, int64_t, int64_t, bool, bool, bool, c10::string_view,
-                            double, std::optional<double>, std::optional<double>);
 using PythonSig = at::Tensor(const at::Tensor&, int64_t);
-
-const c10::TypedOperatorHandle<FusedSig>& fused_op() {
-  static const auto handle = c10::Dispatcher::singleton()
-                                 .findSchemaOrThrow("coreai_opt::fused_fake_quantize", "")
-                                 .typed<FusedSig>();
-  return handle;
-}
 
 const c10::TypedOperatorHandle<PythonSig>& python_op() {
   static const auto handle =
@@ -192,10 +181,10 @@ at::Tensor EagerProgram::apply(int64_t slot_index, const at::Tensor& x) const {
   // re-apply fake-quant but never observe: the forward already saw this batch.
   const bool in_backward = torch::autograd::get_current_graph_task_id() != -1;
   const at::Tensor& observer = (in_backward || s.export_mode) ? s.observer_off : s.observer_on;
-  return fused_op().call(x, observer, s.fake_quant_on, s.running_min, s.running_max, s.scale,
-                         s.zero_point, s.minval, block, s.dtype, s.quant_min, s.quant_max,
-                         s.symmetric, s.use_minval, s.e8m0, s.method, s.averaging_constant,
-                         s.range_min[ri], s.range_max[ri]);
+  return ops::fused_fake_quantize_op().call(
+      x, observer, s.fake_quant_on, s.running_min, s.running_max, s.scale, s.zero_point, s.minval,
+      block, s.dtype, s.quant_min, s.quant_max, s.symmetric, s.use_minval, s.e8m0, s.method,
+      s.averaging_constant, s.range_min[ri], s.range_max[ri]);
 }
 
 }  // namespace coreai_opt::eager

@@ -12,6 +12,7 @@ TORCH_LIBRARY(coreai_opt, m) {
   coreai_opt::ops::define_observe(m);
   coreai_opt::ops::define_qparams(m);
   coreai_opt::ops::define_fused(m);
+  coreai_opt::ops::define_bound_fused(m);
   coreai_opt::ops::define_pack(m);
   coreai_opt::ops::define_coreai_export(m);
   coreai_opt::ops::define_formats(m);

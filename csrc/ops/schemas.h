@@ -15,6 +15,7 @@ void define_lsq(torch::Library& m);
 void define_observe(torch::Library& m);
 void define_qparams(torch::Library& m);
 void define_fused(torch::Library& m);
+void define_bound_fused(torch::Library& m);
 void define_pack(torch::Library& m);
 void define_coreai_export(torch::Library& m);
 void define_formats(torch::Library& m);

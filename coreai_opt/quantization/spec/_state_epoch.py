@@ -30,7 +30,15 @@ EPOCH = [0]
 # Attributes whose change cannot affect what the kernels are given: the caches that
 # depend on the epoch themselves, and the train/eval flag.
 _UNWATCHED = frozenset(
-    {"_args_key", "_packed_args", "_version_cache", "_trace_plan", "_lsq_initialized", "training"}
+    {
+        "_args_key",
+        "_packed_args",
+        "_bound_args",
+        "_version_cache",
+        "_trace_plan",
+        "_lsq_initialized",
+        "training",
+    }
 )
 
 

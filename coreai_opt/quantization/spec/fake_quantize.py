@@ -64,6 +64,8 @@ __all__ = ["FakeQuantizeImplBase"]
 
 logger = logging.getLogger(__name__)
 
+_tracing_state = torch._C._get_tracing_state
+
 _FULL = -1
 """Block-pattern entry meaning "the whole dimension, whatever its size"."""
 
@@ -446,6 +448,8 @@ class FakeQuantize(_QuantizerCommon):
         self.register_buffer("_unused_minval", torch.empty(0), persistent=False)
         self._args_key: tuple[object, ...] | None = None
         self._packed_args: tuple[object, ...] = ()
+        # The packed arguments bound in C++ (owner, handle): what the eager hot path calls.
+        self._bound_args: tuple[torch.ScriptObject, int] | None = None
         self._version_cache: tuple[object, torch.Tensor | None, tuple[int, ...]] | None = None
 
     def _size_extra_state(self, qshape: tuple[int, ...]) -> None:
@@ -511,15 +515,28 @@ class FakeQuantize(_QuantizerCommon):
         args_key = (x.shape, x.dtype, _state_epoch.EPOCH[0])
         if args_key != self._args_key:
             self._packed_args = self._fused_args(x)
+            self._bound_args = _ops.bind_fused_fake_quantize(self._packed_args)
             self._args_key = args_key
             self._trace_plan = self._build_trace_plan(x.dtype)
-        y = _ops.fused_fake_quantize_direct(x, self._packed_args)
+        bound = self._bound_args
+        if bound is not None and _tracing_state() is None:
+            y = _ops.fused_fake_quantize_bound(x, bound[1])
+        else:  # torch.jit.trace records the op with its tensors, not a handle
+            y = _ops.fused_fake_quantize_direct(x, self._packed_args)
         if key is not None and not observing:
             # Never cached while observing: the next call would see other qparams.
             versions = self._state_versions()
             if versions is not None:
                 self._version_cache = (key, y, versions)
         return y
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The C++ binding is per process and per set of tensors: a copy (deepcopy,
+        # pickling) binds its own on its first call.
+        state = super().__getstate__()
+        state["_bound_args"] = None
+        state["_args_key"] = None
+        return state
 
     def _state_versions(self) -> tuple[int, ...] | None:
         # The versions of the state tensors in the packed arguments (running range,

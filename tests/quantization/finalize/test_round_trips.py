@@ -97,7 +97,15 @@ ROUND_TRIPS = ("save_load", "state_dict", "deepcopy")
 # (a copy made by load_state_dict counts its own prepare's changes), or the generated code of
 # a GraphModule (re-generated, with other node names, when it is unpickled).
 _CACHE_ATTRS = frozenset(
-    {"_args_key", "_packed_args", "_version_cache", "_trace_plan", "_attr_version", "_code"}
+    {
+        "_args_key",
+        "_packed_args",
+        "_bound_args",
+        "_version_cache",
+        "_trace_plan",
+        "_attr_version",
+        "_code",
+    }
 )
 
 # -- known failures: causes outside coreai_opt/quantization/finalize ----------------------
