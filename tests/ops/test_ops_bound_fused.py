@@ -13,7 +13,11 @@ import torch
 from ops_cases import FusedFormat, fresh_fused_state, fused_kwargs, schema_args
 
 from coreai_opt import _ops
-from coreai_opt.quantization.spec import QuantizationComponentFactory, QuantizationSpec
+from coreai_opt.quantization.spec import (
+    QuantizationComponentFactory,
+    QuantizationSpec,
+    _state_epoch,
+)
 
 ops = torch.ops.coreai_opt
 INT8 = FusedFormat(torch.int8, -128, 127)
@@ -135,3 +139,19 @@ def test_jit_trace_records_the_op_with_its_tensors() -> None:
     assert "coreai_opt::fused_fake_quantize(" in graph
     assert "_fused_fake_quantize_bound" not in graph
     torch.testing.assert_close(traced(x), fq(x), rtol=0, atol=0)
+
+
+def test_a_fake_quantizer_saved_before_bindings_existed_still_runs() -> None:
+    """A whole-model save from before this attribute existed unpickles without it."""
+    fq = _fake_quantizer()
+    x = torch.randn(4, 8)
+    fq(x)
+    state = fq.__getstate__()
+    del state["_bound_args"]
+    old = type(fq).__new__(type(fq))
+    old.__setstate__(state)
+    old._args_key = (x.shape, x.dtype, _state_epoch.EPOCH[0])  # as if the key still matched
+    old._packed_args = old._fused_args(x)
+    old.enable_observer(False)
+    fq.enable_observer(False)
+    torch.testing.assert_close(old(x), fq(x), rtol=0, atol=0)

@@ -437,6 +437,10 @@ class FakeQuantize(_QuantizerCommon):
     # attribute) still compiles.
     _trace_plan: tuple[object, ...] | None = None
 
+    # The packed arguments bound in C++ (owner, handle): what the eager hot path calls. A
+    # class default for the same reason as _trace_plan.
+    _bound_args: tuple[torch.ScriptObject, int] | None = None
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """Same arguments as the common constructor (see ``_QuantizerCommon.__init__``)."""
         super().__init__(*args, **kwargs)
@@ -448,8 +452,7 @@ class FakeQuantize(_QuantizerCommon):
         self.register_buffer("_unused_minval", torch.empty(0), persistent=False)
         self._args_key: tuple[object, ...] | None = None
         self._packed_args: tuple[object, ...] = ()
-        # The packed arguments bound in C++ (owner, handle): what the eager hot path calls.
-        self._bound_args: tuple[torch.ScriptObject, int] | None = None
+        self._bound_args = None
         self._version_cache: tuple[object, torch.Tensor | None, tuple[int, ...]] | None = None
 
     def _size_extra_state(self, qshape: tuple[int, ...]) -> None:
