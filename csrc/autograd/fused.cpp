@@ -16,6 +16,7 @@
 
 #include "autograd/state_copy.h"
 #include "ops/checks.h"
+#include "ops/fused_op_handle.h"
 #include "ops/schemas.h"
 
 namespace coreai_opt::autograd {
@@ -35,11 +36,7 @@ NodePtr make_node(A&&... args) {
 }
 
 // The ops the mask forms call.
-using CachemaskSig = std::tuple<at::Tensor, at::Tensor>(
-    const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-    const at::Tensor&, const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef, c10::ScalarType,
-    int64_t, int64_t, bool, bool, bool, c10::string_view, double, std::optional<double>,
-    std::optional<double>);
+using CachemaskSig = ops::FusedSignature<std::tuple<at::Tensor, at::Tensor>>;
 using MaskBackwardSig = at::Tensor(const at::Tensor&, const at::Tensor&);
 
 // Arguments of fused_fake_quantize (one gradient slot each in a Function's backward).

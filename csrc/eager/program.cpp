@@ -5,14 +5,11 @@
 #include <c10/util/SmallVector.h>
 #include <torch/csrc/autograd/graph_task.h>
 
-#include <atomic>
 #include <cmath>
-#include <mutex>
-#include <shared_mutex>
-#include <unordered_map>
 
 #include "eager/frames.h"
 #include "ops/fused_op_handle.h"
+#include "ops/handle_table.h"
 
 namespace coreai_opt::eager {
 
@@ -46,28 +43,19 @@ std::optional<double> pinned(double v) {
   return std::isnan(v) ? std::nullopt : std::optional<double>(v);
 }
 
-std::shared_mutex g_programs_mutex;
-std::unordered_map<int64_t, EagerProgram*> g_programs;
-std::atomic<int64_t> g_next_handle{1};
+ops::HandleTable<EagerProgram> g_programs;
 
 }  // namespace
 
-EagerProgram::EagerProgram() : handle_(g_next_handle++) {
-  std::unique_lock<std::shared_mutex> lock(g_programs_mutex);
-  g_programs[handle_] = this;
-}
+EagerProgram::EagerProgram() : handle_(g_programs.add(this)) {}
 
-EagerProgram::~EagerProgram() {
-  std::unique_lock<std::shared_mutex> lock(g_programs_mutex);
-  g_programs.erase(handle_);
-}
+EagerProgram::~EagerProgram() { g_programs.remove(handle_); }
 
 EagerProgram& EagerProgram::from_handle(int64_t handle) {
-  std::shared_lock<std::shared_mutex> lock(g_programs_mutex);
-  const auto it = g_programs.find(handle);
-  TORCH_CHECK(it != g_programs.end(), "coreai_opt eager: no EagerProgram with handle ", handle,
+  EagerProgram* program = g_programs.find(handle);
+  TORCH_CHECK(program != nullptr, "coreai_opt eager: no EagerProgram with handle ", handle,
               " (the prepared model's tables were freed)");
-  return *it->second;
+  return *program;
 }
 
 int64_t EagerProgram::add_native_slot(std::vector<at::Tensor> state, std::vector<int64_t> pattern,

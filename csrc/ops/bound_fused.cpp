@@ -13,15 +13,12 @@
 #include <torch/custom_class.h>
 #include <torch/library.h>
 
-#include <atomic>
-#include <mutex>
 #include <optional>
-#include <shared_mutex>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "ops/fused_op_handle.h"
+#include "ops/handle_table.h"
 #include "ops/schemas.h"
 
 namespace coreai_opt::ops {
@@ -41,9 +38,7 @@ struct FusedArgs {
 };
 
 // The bound arguments by handle (a plain int is what the per-call op takes).
-std::shared_mutex g_bound_mutex;
-std::unordered_map<int64_t, const FusedArgs*> g_bound;
-std::atomic<int64_t> g_next_handle{1};
+HandleTable<const FusedArgs> g_bound;
 
 }  // namespace
 
@@ -51,14 +46,8 @@ std::atomic<int64_t> g_next_handle{1};
 // handle stays valid while this object lives.
 class BoundFusedArgs : public torch::CustomClassHolder {
  public:
-  explicit BoundFusedArgs(FusedArgs args) : args_(std::move(args)), handle_(g_next_handle++) {
-    std::unique_lock<std::shared_mutex> lock(g_bound_mutex);
-    g_bound[handle_] = &args_;
-  }
-  ~BoundFusedArgs() override {
-    std::unique_lock<std::shared_mutex> lock(g_bound_mutex);
-    g_bound.erase(handle_);
-  }
+  explicit BoundFusedArgs(FusedArgs args) : args_(std::move(args)), handle_(g_bound.add(&args_)) {}
+  ~BoundFusedArgs() override { g_bound.remove(handle_); }
   BoundFusedArgs(const BoundFusedArgs&) = delete;
   BoundFusedArgs& operator=(const BoundFusedArgs&) = delete;
   int64_t handle() const { return handle_; }
@@ -99,14 +88,9 @@ c10::intrusive_ptr<BoundFusedArgs> bind_fused_fake_quantize(
 }
 
 at::Tensor fused_fake_quantize_bound(const at::Tensor& x, int64_t handle) {
-  const FusedArgs* a = nullptr;
-  {
-    std::shared_lock<std::shared_mutex> lock(g_bound_mutex);
-    const auto it = g_bound.find(handle);
-    TORCH_CHECK(it != g_bound.end(), "coreai_opt::_fused_fake_quantize_bound: no bound arguments ",
-                "with handle ", handle, " (their BoundFusedArgs object was freed)");
-    a = it->second;
-  }
+  const FusedArgs* a = g_bound.find(handle);
+  TORCH_CHECK(a != nullptr, "coreai_opt::_fused_fake_quantize_bound: no bound arguments ",
+              "with handle ", handle, " (their BoundFusedArgs object was freed)");
   // The object that owns *a stays alive for the call: its Python owner is on the stack.
   return fused_fake_quantize_op().call(
       x, a->observer_on, a->fake_quant_on, a->running_min, a->running_max, a->scale, a->zero_point,

@@ -1,6 +1,7 @@
-// The typed dispatcher handle of coreai_opt::fused_fake_quantize, for the C++ callers that
-// keep its arguments themselves: eager mode's native slots (eager/program.cpp) and the
-// bound arguments of Python fake-quantizers (ops/bound_fused.cpp).
+// The signature of the fused family's forward ops and the typed dispatcher handle of
+// coreai_opt::fused_fake_quantize, for the C++ callers that keep its arguments themselves:
+// eager mode's native slots (eager/program.cpp), the bound arguments of Python
+// fake-quantizers (ops/bound_fused.cpp) and the Autograd kernel (autograd/fused.cpp).
 #pragma once
 
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -9,12 +10,14 @@
 
 namespace coreai_opt::ops {
 
-using FusedFakeQuantizeSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                        const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                        const at::Tensor&, const at::Tensor&, c10::SymIntArrayRef,
-                                        c10::ScalarType, int64_t, int64_t, bool, bool, bool,
-                                        c10::string_view, double, std::optional<double>,
-                                        std::optional<double>);
+// The C++ signature of an op that takes fused_fake_quantize's arguments, returning R
+// (fused_fake_quantize itself: a tensor; its cachemask variant: (y, mask)).
+template <typename R>
+using FusedSignature = R(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                         const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                         c10::SymIntArrayRef, c10::ScalarType, int64_t, int64_t, bool, bool, bool,
+                         c10::string_view, double, std::optional<double>, std::optional<double>);
+using FusedFakeQuantizeSig = FusedSignature<at::Tensor>;
 
 inline const c10::TypedOperatorHandle<FusedFakeQuantizeSig>& fused_fake_quantize_op() {
   static const auto handle = c10::Dispatcher::singleton()
