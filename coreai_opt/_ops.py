@@ -235,6 +235,16 @@ def fused_fake_quantize_bound(x: torch.Tensor, handle: int) -> torch.Tensor:
     return _BOUND_DIRECT(x, handle)
 
 
+def fused_fake_quantize_bound_traced(
+    x: torch.Tensor, handle: int, block_size: Sequence[int | torch.SymInt]
+) -> torch.Tensor:
+    """``fused_fake_quantize(x, <the arguments bound under handle>)`` with ``block_size``
+    given per call: what a fake-quantizer records under torch.compile (its trace plan holds
+    the handle), so the compiled graph takes ``x`` alone. The state it writes is not
+    declared in the schema: only for graphs in which nothing else reads it."""
+    return _ops._fused_fake_quantize_bound_traced(x, handle, list(block_size))
+
+
 def fused_fake_quantize_backward(
     grad: torch.Tensor,
     x: torch.Tensor,

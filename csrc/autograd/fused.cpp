@@ -36,7 +36,6 @@ NodePtr make_node(A&&... args) {
 }
 
 // The ops the mask forms call.
-using CachemaskSig = ops::FusedSignature<std::tuple<at::Tensor, at::Tensor>>;
 using MaskBackwardSig = at::Tensor(const at::Tensor&, const at::Tensor&);
 
 // Arguments of fused_fake_quantize (one gradient slot each in a Function's backward).
@@ -46,8 +45,7 @@ constexpr size_t kFusedArgs = 19;
 // (y, mask).
 template <typename... A>
 std::tuple<at::Tensor, at::Tensor> cachemask_below(const A&... args) {
-  static const auto masked = op_handle<CachemaskSig>("fused_fake_quantize_cachemask");
-  return call_below(masked, args...);
+  return call_below(ops::fused_fake_quantize_cachemask_op(), args...);
 }
 
 // fake_quantize_mask_backward, the out-of-place backward both mask forms run.
@@ -213,10 +211,42 @@ at::Tensor fused_fake_quantize_autograd(
       averaging_constant, range_min, range_max);
 }
 
+// The bound form under tracing (ops/bound_fused.cpp): the mask form above, with the bound
+// cachemask op, whatever x's dtype and device (its reference kernel serves every device).
+class BoundMaskFakeQuantize : public torch::autograd::Function<BoundMaskFakeQuantize> {
+ public:
+  using CachemaskSig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, int64_t,
+                                                          c10::SymIntArrayRef);
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, int64_t handle,
+                            c10::SymIntArrayRef block_size) {
+    static const auto masked = op_handle<CachemaskSig>("_fused_fake_quantize_bound_cachemask");
+    auto [y, mask] = call_below(masked, x, handle, block_size);
+    ctx->save_for_backward({mask});
+    return y;
+  }
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    const auto s = ctx->get_saved_variables();
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return {mask_backward_op().call(grads[0], s[0]), at::Tensor(), at::Tensor()};
+  }
+};
+
+at::Tensor fused_fake_quantize_bound_traced_autograd(const at::Tensor& x, int64_t handle,
+                                                     c10::SymIntArrayRef block_size) {
+  if (at::GradMode::is_enabled() && requires_grad(x)) {
+    return BoundMaskFakeQuantize::apply(x, handle, block_size);
+  }
+  using Sig = at::Tensor(const at::Tensor&, int64_t, c10::SymIntArrayRef);
+  static const auto plain = op_handle<Sig>("_fused_fake_quantize_bound_traced");
+  return call_below(plain, x, handle, block_size);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(coreai_opt, Autograd, m) {
   m.impl("fused_fake_quantize", &fused_fake_quantize_autograd);
+  m.impl("_fused_fake_quantize_bound_traced", &fused_fake_quantize_bound_traced_autograd);
+  COREAI_OPT_NON_DIFFERENTIABLE(_fused_fake_quantize_bound_cachemask)
   COREAI_OPT_NON_DIFFERENTIABLE(fused_fake_quantize_backward)
   COREAI_OPT_NON_DIFFERENTIABLE(fused_fake_quantize_cachemask)
   COREAI_OPT_NON_DIFFERENTIABLE(fake_quantize_mask_backward)

@@ -1,5 +1,5 @@
 // fused_fake_quantize with its 18 non-input arguments bound once: the eager hot path of a
-// Python fake-quantizer module.
+// Python fake-quantizer module, and what torch.compile records for it.
 //
 // Calling fused_fake_quantize from Python converts each of its 19 arguments against the
 // schema (a SymInt list, a ScalarType, a string, optional floats, ...): about 4 us of the
@@ -8,13 +8,27 @@
 // shape, dtype and state epoch) and then calls _fused_fake_quantize_bound(x, handle), which
 // converts one tensor and one int. The bound arguments hold references to the module's
 // state tensors, as the Python tuple they replace did; the handle object frees them.
+//
+// Under torch.compile a fake-quantizer calls _fused_fake_quantize_bound_traced(x, handle,
+// block_size) instead (its trace plan holds the handle): the compiled graph then takes x
+// alone, not the seven state and switch tensors, which Dynamo would otherwise guard before
+// every call of the compiled model (a TENSOR_MATCH each), and the compiled code converts
+// three arguments per call instead of sixteen. The state the op writes is hidden from the
+// graph, which is sound because nothing else in a graph reads it: the op is opaque to
+// Inductor, AOTAutograd never recomputes an op outside torch's allowlist, and two calls
+// under one handle are ordered by data (graph mode calls one fake-quantizer twice only
+// across a rank-reducing op, and only a call of the planned rank is recorded this way).
+// block_size is an argument because it follows x's (possibly symbolic) shape.
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/ops/empty_like.h>
 #include <c10/util/Exception.h>
+#include <torch/csrc/autograd/variable.h>
 #include <torch/custom_class.h>
 #include <torch/library.h>
 
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "ops/fused_op_handle.h"
@@ -87,15 +101,67 @@ c10::intrusive_ptr<BoundFusedArgs> bind_fused_fake_quantize(
   return c10::make_intrusive<BoundFusedArgs>(std::move(a));
 }
 
-at::Tensor fused_fake_quantize_bound(const at::Tensor& x, int64_t handle) {
+// The arguments bound under handle, or an error naming op. The object that owns them stays
+// alive for the call: its Python owner is held by the caller (the fake-quantizer).
+const FusedArgs& bound_args(int64_t handle, const char* op) {
   const FusedArgs* a = g_bound.find(handle);
-  TORCH_CHECK(a != nullptr, "coreai_opt::_fused_fake_quantize_bound: no bound arguments ",
-              "with handle ", handle, " (their BoundFusedArgs object was freed)");
-  // The object that owns *a stays alive for the call: its Python owner is on the stack.
-  return fused_fake_quantize_op().call(
-      x, a->observer_on, a->fake_quant_on, a->running_min, a->running_max, a->scale, a->zero_point,
-      a->minval, a->block_size, a->dtype, a->quant_min, a->quant_max, a->symmetric, a->use_minval,
-      a->e8m0, a->method, a->averaging_constant, a->range_min, a->range_max);
+  TORCH_CHECK(a != nullptr, "coreai_opt::", op, ": no bound arguments with handle ", handle,
+              " (their BoundFusedArgs object was freed)");
+  return *a;
+}
+
+// op(x, <the bound arguments>, block_size): fused_fake_quantize or its cachemask variant.
+template <typename Sig>
+auto call_bound(const c10::TypedOperatorHandle<Sig>& op, const at::Tensor& x, const FusedArgs& a,
+                c10::SymIntArrayRef block_size) {
+  return op.call(x, a.observer_on, a.fake_quant_on, a.running_min, a.running_max, a.scale,
+                 a.zero_point, a.minval, block_size, a.dtype, a.quant_min, a.quant_max, a.symmetric,
+                 a.use_minval, a.e8m0, a.method, a.averaging_constant, a.range_min, a.range_max);
+}
+
+at::Tensor fused_fake_quantize_bound(const at::Tensor& x, int64_t handle) {
+  const FusedArgs& a = bound_args(handle, "_fused_fake_quantize_bound");
+  return call_bound(fused_fake_quantize_op(), x, a, a.block_size);
+}
+
+// The traced forms run below autograd (their Autograd kernels see to that), where nothing
+// bumps the version counters of the state the fused op writes: done here, as the fused op's
+// own Autograd kernel does, so a reader that compares versions (a fake-quantizer's version
+// cache) sees the write. Inference tensors keep no version.
+void bump_state_versions(const FusedArgs& a) {
+  for (const at::Tensor* t : {&a.running_min, &a.running_max, &a.scale, &a.zero_point, &a.minval}) {
+    if (!t->is_inference()) torch::autograd::impl::bump_version(*t);
+  }
+}
+
+at::Tensor fused_fake_quantize_bound_traced(const at::Tensor& x, int64_t handle,
+                                            c10::SymIntArrayRef block_size) {
+  const FusedArgs& a = bound_args(handle, "_fused_fake_quantize_bound_traced");
+  at::Tensor y = call_bound(fused_fake_quantize_op(), x, a, block_size);
+  bump_state_versions(a);
+  return y;
+}
+
+std::tuple<at::Tensor, at::Tensor> fused_fake_quantize_bound_cachemask(
+    const at::Tensor& x, int64_t handle, c10::SymIntArrayRef block_size) {
+  const FusedArgs& a = bound_args(handle, "_fused_fake_quantize_bound_cachemask");
+  auto out = call_bound(fused_fake_quantize_cachemask_op(), x, a, block_size);
+  bump_state_versions(a);
+  return out;
+}
+
+// Meta kernels (what torch.compile traces with): outputs in x's layout, as every device
+// gives them. The handle must be live; the device kernel checks the arguments.
+at::Tensor fused_fake_quantize_bound_traced_meta(const at::Tensor& x, int64_t handle,
+                                                 c10::SymIntArrayRef /*block_size*/) {
+  bound_args(handle, "_fused_fake_quantize_bound_traced");
+  return at::empty_like(x);
+}
+
+std::tuple<at::Tensor, at::Tensor> fused_fake_quantize_bound_cachemask_meta(
+    const at::Tensor& x, int64_t handle, c10::SymIntArrayRef /*block_size*/) {
+  bound_args(handle, "_fused_fake_quantize_bound_cachemask");
+  return {at::empty_like(x), at::empty_like(x, x.options().dtype(at::kBool))};
 }
 
 }  // namespace
@@ -117,6 +183,29 @@ void define_bound_fused(torch::Library& m) {
   //   autograd runs through fused_fake_quantize's own. Eager plumbing: never traced (a
   //   fake-quantizer under torch.compile / export calls fused_fake_quantize itself).
   m.def("_fused_fake_quantize_bound(Tensor x, int handle) -> Tensor", &fused_fake_quantize_bound);
+  // _fused_fake_quantize_bound_traced(x, handle, block_size) -> y
+  //   fused_fake_quantize(x, <the arguments bound under handle, block_size replaced>): what
+  //   a fake-quantizer under torch.compile records (not under torch.export, whose graph
+  //   keeps the state tensors). Writes the bound state without declaring it (see the top
+  //   of this file). Autograd: the straight-through mask of
+  //   _fused_fake_quantize_bound_cachemask (autograd/fused.cpp).
+  def_layout_preserving(
+      m, "_fused_fake_quantize_bound_traced(Tensor x, int handle, SymInt[] block_size) -> Tensor");
+  // _fused_fake_quantize_bound_cachemask(x, handle, block_size) -> (y, mask)
+  //   fused_fake_quantize_cachemask with the bound arguments, block_size replaced.
+  def_layout_preserving(m,
+                        "_fused_fake_quantize_bound_cachemask(Tensor x, int handle, "
+                        "SymInt[] block_size) -> (Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(coreai_opt, CompositeExplicitAutograd, m) {
+  m.impl("_fused_fake_quantize_bound_traced", &fused_fake_quantize_bound_traced);
+  m.impl("_fused_fake_quantize_bound_cachemask", &fused_fake_quantize_bound_cachemask);
+}
+
+TORCH_LIBRARY_IMPL(coreai_opt, Meta, m) {
+  m.impl("_fused_fake_quantize_bound_traced", &fused_fake_quantize_bound_traced_meta);
+  m.impl("_fused_fake_quantize_bound_cachemask", &fused_fake_quantize_bound_cachemask_meta);
 }
 
 }  // namespace coreai_opt::ops

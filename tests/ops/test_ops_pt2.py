@@ -41,9 +41,10 @@ def test_op_list_is_complete() -> None:
     # Not numerical ops: the ISA query, eager mode's interceptor plumbing (frames,
     # registration, and the two schemas whose kernels are Python functions), which never
     # appear in a traced graph (an eager-prepared model refuses torch.compile / export), and
-    # the bound-arguments form of fused_fake_quantize that fake-quantizers call outside
-    # tracing (ops/bound_fused.cpp).
+    # the bound-arguments forms of fused_fake_quantize, which need a binding and have their
+    # own opcheck and compile tests (test_ops_bound_fused.py).
     plumbing = {"cpu_kernel_isa", "_bind_fused_fake_quantize", "_fused_fake_quantize_bound"}
+    plumbing |= {"_fused_fake_quantize_bound_traced", "_fused_fake_quantize_bound_cachemask"}
     plumbing |= {n for n in registered if n.startswith("_eager_")}
     assert registered - plumbing == set(OP_NAMES)
 

@@ -36,6 +36,7 @@ _UNWATCHED = frozenset(
         "_bound_args",
         "_version_cache",
         "_trace_plan",
+        "_trace_binding",
         "_lsq_initialized",
         "training",
     }
@@ -89,14 +90,22 @@ class StateEpochMixin(torch.nn.Module):
         # (.half(), .to(torch.float64), ...): only the device follows, taken from what *fn*
         # gives, and the original tensor is moved (never converted to the model's dtype and
         # back, which would round the qparams). The kernels compute qparams in float32.
-        # Only tensors move: _attr_version stays (nothing derived from attributes changes).
+        # _attr_version moves when one of this module's own tensors is replaced (moved to
+        # another device), since a fake-quantizer's trace plan binds them; a cast that keeps
+        # every tensor (qparam state on the same device) leaves it, and compiled models
+        # with it.
         bump()
 
         def keep_dtype(t: torch.Tensor) -> torch.Tensor:
             out = fn(t)
             return out if out.dtype == t.dtype else t.to(device=out.device)
 
-        return super()._apply(keep_dtype, recurse)
+        before = [*self._buffers.values(), *self._parameters.values()]
+        result = super()._apply(keep_dtype, recurse)
+        after = [*self._buffers.values(), *self._parameters.values()]
+        if len(before) != len(after) or any(a is not b for a, b in zip(before, after, strict=True)):
+            self.__dict__["_attr_version"] = self._attr_version + 1
+        return result
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)

@@ -421,10 +421,13 @@ class FakeQuantize(_QuantizerCommon):
     calculator has no ``zero_point`` / ``minval``; the fused op receives unused
     non-persistent placeholders instead. Qparams are float32 whatever the input dtype.
 
-    Under ``torch.compile`` the constant arguments of the fused op come from a trace plan
-    (an eager forward builds it, graph mode's prepare re-keys it: ``refresh_trace_plan``)
-    while it matches the attribute versions of this module and its calculator, so Dynamo
-    guards one tuple instead of each attribute; otherwise they are read from the attributes.
+    Under ``torch.compile`` (not ``torch.export``) a fake-quantizer with a trace plan (an
+    eager forward builds it, graph mode's prepare re-keys it: ``refresh_trace_plan``) that
+    matches the attribute versions of this module and its calculator records
+    ``_fused_fake_quantize_bound_traced(x, handle, block_size)``: its switches, state and
+    constant arguments are bound in C++ under the plan's handle, so Dynamo guards one tuple
+    instead of each attribute and state tensor, and the compiled graph takes x alone.
+    Otherwise the attributes and tensors are read and the fused op recorded with them.
     """
 
     # Set by graph mode's prepare on fake-quantizers at a convolution's input or output
@@ -432,10 +435,15 @@ class FakeQuantize(_QuantizerCommon):
     # input is asked for channels_last, the layout Inductor gives the convolutions.
     _compile_channels_last: bool = False
 
-    # What torch.compile reads instead of the attributes (see _build_trace_plan); None until
-    # built. A class default, so that one unpickled from an older save (which has no such
-    # attribute) still compiles.
+    # What torch.compile reads instead of the attributes and state (see _set_trace_plan);
+    # None until built. A class default, so that one unpickled from an older save (which has
+    # no such attribute) still compiles.
     _trace_plan: tuple[object, ...] | None = None
+
+    # The C++ binding whose handle the trace plan holds, as (owner, handle): the handle is
+    # valid while the owner lives. A tuple, as _bound_args, so that torch.export does not
+    # take the owner for a constant of the module. Never copied (a copy binds its own state).
+    _trace_binding: tuple[torch.ScriptObject, int] | None = None
 
     # The packed arguments bound in C++ (owner, handle): what the eager hot path calls. A
     # class default for the same reason as _trace_plan.
@@ -480,15 +488,16 @@ class FakeQuantize(_QuantizerCommon):
 
     def _usable_trace_plan(self, x: torch.Tensor) -> tuple[Any, ...] | None:
         # Under torch.compile (not export): the trace plan when it was built for x's dtype
-        # and rank and for the current attributes. Dynamo then reads one tuple of constants
-        # instead of about thirty attributes, each of which it would guard: fewer guards to
-        # check before every call of the compiled model.
+        # and rank and for the current attributes and state tensors. Dynamo then reads one
+        # tuple of constants instead of about thirty attributes and seven tensors, each of
+        # which it would guard: fewer guards to check before every call of the compiled
+        # model. torch.export's graph keeps the state tensors (one fused node per FQ).
         plan = self._trace_plan
         if (
             plan is not None
             and not torch.compiler.is_exporting()
-            and len(plan[2]) == x.dim()
-            and plan[0] == (x.dtype, self._attr_version, self.qparams_calculator._attr_version)
+            and len(plan[1]) == x.dim()
+            and plan[0] == self._trace_plan_key(x.dtype)
         ):
             return plan
         return None
@@ -520,7 +529,8 @@ class FakeQuantize(_QuantizerCommon):
             self._packed_args = self._fused_args(x)
             self._bound_args = _ops.bind_fused_fake_quantize(self._packed_args)
             self._args_key = args_key
-            self._trace_plan = self._build_trace_plan(x.dtype)
+            if not self._trace_plan_is_current(x.dtype):
+                self._set_trace_plan(x.dtype)
         bound = self._bound_args
         if bound is not None and _tracing_state() is None:
             y = _ops.fused_fake_quantize_bound(x, bound[1])
@@ -539,7 +549,16 @@ class FakeQuantize(_QuantizerCommon):
         state = super().__getstate__()
         state["_bound_args"] = None
         state["_args_key"] = None
+        state["_trace_binding"] = None  # the copy's plan is rebound in __setstate__
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        # The plan came with the original's handle: bind this copy's own state tensors (its
+        # submodules are complete by now, deepcopy and unpickling build them first).
+        plan = self._trace_plan
+        if plan is not None:
+            self._set_trace_plan(plan[0][0])  # type: ignore[index]
 
     def _state_versions(self) -> tuple[int, ...] | None:
         # The versions of the state tensors in the packed arguments (running range,
@@ -612,43 +631,53 @@ class FakeQuantize(_QuantizerCommon):
             *self._constant_args(x.dtype),
         )
 
-    def _build_trace_plan(self, x_dtype: torch.dtype) -> tuple[object, ...] | None:
-        # Everything _forward_planned needs besides the state tensors, as one nested tuple
-        # of literals: ((x dtype, own _attr_version, calculator's _attr_version), constant
-        # arguments, block pattern, channels_last request, export mode, float format).
-        # Dynamo guards the tuple by value (one check) and the two versions, which move on
-        # every change that could alter these values (StateEpochMixin), so a stale plan is
-        # never used: the compiled model recompiles and reads the attributes instead.
+    def _trace_plan_key(self, x_dtype: torch.dtype) -> tuple[object, ...]:
+        return (x_dtype, self._attr_version, self.qparams_calculator._attr_version)
+
+    def _trace_plan_is_current(self, x_dtype: torch.dtype) -> bool:
+        plan = self._trace_plan
+        return plan is not None and plan[0] == self._trace_plan_key(x_dtype)
+
+    def _set_trace_plan(self, x_dtype: torch.dtype) -> None:
+        # What _forward_planned needs, as one tuple of literals: (key: (x dtype, own
+        # _attr_version, calculator's _attr_version), block pattern, channels_last request,
+        # handle). The handle names the fused op's other arguments (switches, state
+        # tensors, format and method constants), bound in C++ while _trace_binding holds
+        # its owner. Dynamo guards the tuple by value and the two versions, which move on
+        # every change that could alter those arguments (StateEpochMixin: attributes set,
+        # state tensors replaced), so a stale plan is never used: the compiled model
+        # recompiles and reads the attributes instead. Rebuilt only when stale, so that
+        # the handle (and with it the compiled graphs that hold it) outlives eager calls
+        # of other shapes.
         if self._disabled or self._pattern is None or self._method is None or self.is_stateless:
-            return None
-        constants = self._constant_args(x_dtype)
-        key = (x_dtype, self._attr_version, self.qparams_calculator._attr_version)
-        return (
-            key,
-            constants,
+            self._trace_plan, self._trace_binding = None, None
+            return
+        is_float = bool(self.is_float)
+        observer_on = self._observer_off if self._export_mode else self.observer_enabled
+        state = self._kernel_state_for(is_float)
+        # block_size is bound empty: the traced op takes it per call, from x's shape.
+        args = (observer_on, self.fake_quant_enabled, *state, [], *self._constant_args(x_dtype))
+        self._trace_binding = _ops.bind_fused_fake_quantize(args)
+        self._trace_plan = (
+            self._trace_plan_key(x_dtype),
             tuple(self._pattern),
             bool(self._compile_channels_last),
-            bool(self._export_mode),
-            bool(self.is_float),
+            self._trace_binding[1],
         )
 
     def refresh_trace_plan(self) -> None:
         """Rebuild the trace plan (what torch.compile reads instead of this module's
-        attributes) from the current attributes, for the input dtype it was built for;
-        nothing without a plan. An eager forward builds one; graph mode's prepare calls this
-        last, after the attributes it sets."""
+        attributes and state) from the current attributes, for the input dtype it was built
+        for; nothing without a plan. An eager forward builds one; graph mode's prepare calls
+        this last, after the attributes it sets."""
         plan = self._trace_plan
         if plan is not None:
-            self._trace_plan = self._build_trace_plan(plan[0][0])  # type: ignore[index]
+            self._set_trace_plan(plan[0][0])  # type: ignore[index]
 
     def _forward_planned(self, x: torch.Tensor, plan: tuple[Any, ...]) -> torch.Tensor:
-        _, constants, pattern, channels_last, export_mode, is_float = plan
+        _, pattern, channels_last, handle = plan
         x = _compile_layout(x, channels_last)
-        observer_on = self._observer_off if export_mode else self.observer_enabled
-        state = self._kernel_state_for(is_float)
-        block_size = _block_size_of(x.shape, pattern)
-        args = (observer_on, self.fake_quant_enabled, *state, block_size, *constants)
-        return _ops.fused_fake_quantize_packed(x, args)
+        return _ops.fused_fake_quantize_bound_traced(x, handle, _block_size_of(x.shape, pattern))
 
     def _forward_traceable(self, x: torch.Tensor) -> torch.Tensor:
         # What torch.compile / torch.export trace: no caches, no attribute writes.

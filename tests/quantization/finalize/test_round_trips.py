@@ -103,6 +103,7 @@ _CACHE_ATTRS = frozenset(
         "_bound_args",
         "_version_cache",
         "_trace_plan",
+        "_trace_binding",
         "_attr_version",
         "_code",
     }

@@ -1,7 +1,8 @@
-"""Trace plans: under torch.compile a prepared model's fake-quantizers read their constant
-arguments from one tuple built at prepare (FakeQuantize.refresh_trace_plan, called last by
-graph mode's prepare), keyed on the attribute versions of the fake-quantizer and its
-calculator."""
+"""Trace plans: under torch.compile a prepared model's fake-quantizers read one tuple built
+at prepare (FakeQuantize.refresh_trace_plan, called last by graph mode's prepare), keyed on
+the attribute versions of the fake-quantizer and its calculator, and record the fused op
+with its other arguments bound in C++ under the plan's handle
+(_fused_fake_quantize_bound_traced), so the compiled graph takes no state tensor."""
 
 from __future__ import annotations
 
@@ -43,6 +44,16 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], Callable[[], torch.Tensor]]] = 
 
 def _fqs(model: nn.Module) -> list[FakeQuantize]:
     return [m for m in model.modules() if isinstance(m, FakeQuantize)]
+
+
+def _fq_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state_dict entries of the model's fake-quantizers."""
+    return {
+        f"{name}.{key}": value
+        for name, module in model.named_modules()
+        if isinstance(module, FakeQuantize)
+        for key, value in module.state_dict().items()
+    }
 
 
 def _plan_is_valid(fq: FakeQuantize, dtype: torch.dtype = torch.float32) -> bool:
@@ -116,6 +127,33 @@ def test_dynamo_guards_the_plan_instead_of_the_attributes() -> None:
     assert [s for s in unplanned if s.endswith(covered)]
     assert [s for s in planned if s.endswith("_trace_plan")]
     assert len(planned) < len(unplanned)
+    # No switch or state tensor of a planned fake-quantizer is guarded (or a graph input).
+    assert not [s for s in planned if "activation_post_process" in s and "_buffers" in s]
+    assert [s for s in unplanned if "activation_post_process" in s and "_buffers" in s]
+
+
+def _graph_inputs(model: nn.Module, x: torch.Tensor) -> int:
+    """Placeholders of the FX graph Dynamo hands its backend."""
+    counts: list[int] = []
+
+    def backend(gm: torch.fx.GraphModule, example_inputs: list) -> Callable:
+        counts.append(len([n for n in gm.graph.nodes if n.op == "placeholder"]))
+        return gm.forward
+
+    torch._dynamo.reset()
+    torch.compile(model, backend=backend, fullgraph=True)(x)
+    return counts[0]
+
+
+def test_the_compiled_graph_takes_no_fake_quantizer_state() -> None:
+    """Planned: x and the model's parameters and buffers that are not fake-quantizer state;
+    unplanned: also the seven switch and state tensors of each activation fake-quantizer."""
+    _, gm, x = _prepared("linears")
+    fqs = _fqs(gm)
+    planned = _graph_inputs(gm, x)
+    for fq in fqs:
+        fq._trace_plan = None
+    assert _graph_inputs(gm, x) == planned + 7 * len(fqs)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -197,3 +235,87 @@ def test_a_planned_model_compiles_with_dynamic_shapes() -> None:
             xb = torch.randn(batch, 16)
             assert torch.equal(compiled(xb), reference(xb))
     assert counter.frame_count == 1
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_a_copy_binds_its_own_state(how: str) -> None:
+    """A copy's plan names its own state tensors: compiling and stepping the copy updates
+    the copy as the uncompiled model updates itself, and leaves the original alone."""
+    _, gm, x = _prepared("conv-bn")
+    copied = copy.deepcopy(gm) if how == "deepcopy" else pickle.loads(pickle.dumps(gm))
+    original_handles = {fq._trace_plan[-1] for fq in _fqs(gm)}  # type: ignore[index]
+    copied_handles = {fq._trace_plan[-1] for fq in _fqs(copied)}  # type: ignore[index]
+    assert all(_plan_is_valid(fq) for fq in _fqs(copied))
+    assert not original_handles & copied_handles
+    reference = copy.deepcopy(gm)
+    before = copy.deepcopy(gm.state_dict())
+    torch._dynamo.reset()
+    compiled = torch.compile(copied, backend="aot_eager", fullgraph=True)
+    q_copy = Quantizer(ConvBnHead(), QuantizerConfig())
+    q_reference = Quantizer(ConvBnHead(), QuantizerConfig())
+    with q_copy.training_mode(copied), q_reference.training_mode(reference):
+        for scale in (1.0, 3.0):
+            torch.testing.assert_close(compiled(x * scale), reference(x * scale), rtol=0, atol=0)
+    # The fake-quantizers' state (batch norm's running statistics are summed in another
+    # order by the compiled graph).
+    state, expected = _fq_state(copied), _fq_state(reference)
+    assert all(torch.equal(state[k], expected[k]) for k in expected)
+    assert all(torch.equal(gm.state_dict()[k], before[k]) for k in before)
+    assert not all(torch.equal(state[k], before[k]) for k in state)
+
+
+def test_replacing_state_tensors_invalidates_the_plan() -> None:
+    """A move that replaces the state tensors (as .to(device) does) moves the versions on:
+    the compiled model reads the new tensors, and a refresh binds them."""
+    q, gm, x = _prepared("linears")
+    reference = copy.deepcopy(gm)
+    gm._apply(lambda t: t.clone())
+    assert not any(_plan_is_valid(fq) for fq in _fqs(gm))
+    torch._dynamo.reset()
+    compiled = torch.compile(gm, backend="aot_eager", fullgraph=True)
+    q_reference = Quantizer(TwoBlocks(), QuantizerConfig())
+    with q.training_mode(gm), q_reference.training_mode(reference):
+        torch.testing.assert_close(compiled(x * 2), reference(x * 2), rtol=0, atol=0)
+    state, expected = gm.state_dict(), reference.state_dict()
+    assert all(torch.equal(state[k], expected[k]) for k in expected)
+    for fq in _fqs(gm):
+        fq.refresh_trace_plan()
+    assert all(_plan_is_valid(fq) for fq in _fqs(gm))
+
+
+def test_eager_calls_of_another_shape_keep_the_plan_and_the_compiled_model() -> None:
+    """Rebinding the eager arguments for a new input shape leaves the trace plan (and its
+    handle) alone, so the compiled model is not recompiled."""
+    _, gm, x = _prepared("linears")
+    handles = [fq._trace_plan[-1] for fq in _fqs(gm)]  # type: ignore[index]
+    counter = torch._dynamo.testing.CompileCounter()
+    torch._dynamo.reset()
+    compiled = torch.compile(gm, backend=counter)
+    with torch.no_grad():
+        expected = gm(x)
+        torch.testing.assert_close(compiled(x), expected, rtol=0, atol=0)
+        gm(torch.randn(7, 16))
+        torch.testing.assert_close(compiled(x), expected, rtol=0, atol=0)
+    assert counter.frame_count == 1
+    assert [fq._trace_plan[-1] for fq in _fqs(gm)] == handles  # type: ignore[index]
+
+
+def test_a_plan_saved_in_the_older_layout_is_rebuilt_on_load() -> None:
+    """A fake-quantizer pickled with the six-field plan of earlier releases (constants
+    instead of a handle) gets a current plan when it is unpickled."""
+    _, gm, _ = _prepared("linears")
+    fq = _fqs(gm)[0]
+    state = fq.__getstate__()
+    key, pattern, channels_last, _ = fq._trace_plan  # type: ignore[misc]
+    state["_trace_plan"] = (
+        key,
+        fq._constant_args(torch.float32),
+        pattern,
+        channels_last,
+        False,
+        False,
+    )
+    old = type(fq).__new__(type(fq))
+    old.__setstate__(state)
+    assert _plan_is_valid(old) and len(old._trace_plan) == 4  # type: ignore[arg-type]
+    assert old._trace_plan[-1] != fq._trace_plan[-1]  # type: ignore[index]
