@@ -319,3 +319,30 @@ def test_a_plan_saved_in_the_older_layout_is_rebuilt_on_load() -> None:
     old.__setstate__(state)
     assert _plan_is_valid(old) and len(old._trace_plan) == 4  # type: ignore[arg-type]
     assert old._trace_plan[-1] != fq._trace_plan[-1]  # type: ignore[index]
+
+
+def test_switches_flipped_after_compiling_are_seen_without_recompiling() -> None:
+    """The bound switches are the fake-quantizers' own tensors: turning the observers off
+    (in place, as calibration_mode / training_mode / a QAT schedule do) freezes the state
+    of the compiled model, and turning fake-quant off gives what the uncompiled model gives
+    with the same switches."""
+    _, gm, x = _prepared("linears")
+    counter = torch._dynamo.testing.CompileCounterWithBackend("aot_eager")
+    torch._dynamo.reset()
+    compiled = torch.compile(gm, backend=counter)
+    with torch.no_grad():
+        compiled(x * 2)
+        for fq in _fqs(gm):
+            fq.disable_observer()
+        frozen = copy.deepcopy(_fq_state(gm))
+        compiled(x * 5)
+        state = _fq_state(gm)
+        assert all(torch.equal(state[k], frozen[k]) for k in frozen)
+        quantized = compiled(x)
+        for fq in _fqs(gm):
+            fq.disable_fake_quant()
+        unquantized = compiled(x)
+    assert counter.frame_count == 1
+    assert not torch.equal(quantized, unquantized)
+    with torch.no_grad():
+        torch.testing.assert_close(unquantized, copy.deepcopy(gm)(x), rtol=0, atol=0)
