@@ -7,6 +7,7 @@ import copy
 import gc
 import io
 import pickle
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -34,6 +35,22 @@ def _args(x: torch.Tensor, q_shape: list[int], fmt: FusedFormat, method: str) ->
     return schema_args(ops.fused_fake_quantize.default, kwargs)[1:]
 
 
+def _assert_calls_match_the_op(
+    xs: list[torch.Tensor], direct: tuple, call: Callable[[torch.Tensor], torch.Tensor]
+) -> None:
+    """call(x) for each x in turn gives the output and gradient of fused_fake_quantize with
+    the arguments *direct* (each side updating its own state)."""
+    for x in xs:
+        xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+        ya = ops.fused_fake_quantize(xa, *direct)
+        yb = call(xb)
+        torch.testing.assert_close(yb, ya, rtol=0, atol=0)
+        g = torch.randn_like(x)
+        ya.backward(g)
+        yb.backward(g)
+        torch.testing.assert_close(xb.grad, xa.grad, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("fmt", [INT8, UINT4_MINVAL, FP8], ids=["int8", "uint4-minval", "fp8"])
 @pytest.mark.parametrize("method", ["moving_average", "static"])
 def test_bound_call_matches_the_op(fmt: FusedFormat, method: str) -> None:
@@ -43,15 +60,7 @@ def test_bound_call_matches_the_op(fmt: FusedFormat, method: str) -> None:
     direct = _args(xs[0], [6, 1], fmt, method)
     bound_args = _args(xs[0], [6, 1], fmt, method)
     owner, handle = _ops.bind_fused_fake_quantize(bound_args)
-    for x in xs:
-        xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
-        ya = ops.fused_fake_quantize(xa, *direct)
-        yb = _ops.fused_fake_quantize_bound(xb, handle)
-        torch.testing.assert_close(yb, ya, rtol=0, atol=0)
-        g = torch.randn_like(x)
-        ya.backward(g)
-        yb.backward(g)
-        torch.testing.assert_close(xb.grad, xa.grad, rtol=0, atol=0)
+    _assert_calls_match_the_op(xs, direct, lambda x: _ops.fused_fake_quantize_bound(x, handle))
     for a, b in zip(direct[2:7], bound_args[2:7], strict=True):
         torch.testing.assert_close(b, a, rtol=0, atol=0)
     del owner
@@ -175,15 +184,9 @@ def test_traced_form_matches_the_op(fmt: FusedFormat, dtype: torch.dtype) -> Non
     direct = _args(xs[0], [6, 1], fmt, "moving_average")
     bound = _args(xs[0], [6, 1], fmt, "moving_average")
     owner, handle = _bind_for_tracing(bound)
-    for x in xs:
-        xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
-        ya = ops.fused_fake_quantize(xa, *direct)
-        yb = _ops.fused_fake_quantize_bound_traced(xb, handle, [1, 8])
-        torch.testing.assert_close(yb, ya, rtol=0, atol=0)
-        g = torch.randn_like(x)
-        ya.backward(g)
-        yb.backward(g)
-        torch.testing.assert_close(xb.grad, xa.grad, rtol=0, atol=0)
+    _assert_calls_match_the_op(
+        xs, direct, lambda x: _ops.fused_fake_quantize_bound_traced(x, handle, [1, 8])
+    )
     for a, b in zip(direct[2:7], bound[2:7], strict=True):
         torch.testing.assert_close(b, a, rtol=0, atol=0)
         assert b._version == a._version
