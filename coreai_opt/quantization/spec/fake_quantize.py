@@ -552,6 +552,16 @@ class FakeQuantize(_QuantizerCommon):
         state["_trace_binding"] = None  # the copy's plan is rebound in __setstate__
         return state
 
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Any:
+        result = super()._apply(fn, recurse)
+        # State tensors moved (.to(device), .cuda()) are new tensors, which moved the
+        # versions on: bind them, so that a model compiled after the move still records
+        # the bound op. (The calculator moved first, as a child.)
+        plan = self._trace_plan
+        if plan is not None and not self._trace_plan_is_current(plan[0][0]):  # type: ignore[index]
+            self._set_trace_plan(plan[0][0])  # type: ignore[index]
+        return result
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         # The plan came with the original's handle: bind this copy's own state tensors (its

@@ -264,23 +264,44 @@ def test_a_copy_binds_its_own_state(how: str) -> None:
     assert not all(torch.equal(state[k], before[k]) for k in state)
 
 
-def test_replacing_state_tensors_invalidates_the_plan() -> None:
-    """A move that replaces the state tensors (as .to(device) does) moves the versions on:
-    the compiled model reads the new tensors, and a refresh binds them."""
+def test_moving_the_state_rebinds_the_plan() -> None:
+    """A move that replaces the state tensors (as .to(device) does) binds the new ones: the
+    plans stay valid, with new handles, and the compiled model updates the moved state."""
     q, gm, x = _prepared("linears")
+    handles = [fq._trace_plan[-1] for fq in _fqs(gm)]  # type: ignore[index]
     reference = copy.deepcopy(gm)
     gm._apply(lambda t: t.clone())
+    assert all(_plan_is_valid(fq) for fq in _fqs(gm))
+    assert not set(handles) & {fq._trace_plan[-1] for fq in _fqs(gm)}  # type: ignore[index]
+    _assert_compiled_matches(q, gm, reference, x)
+
+
+def test_a_state_tensor_replaced_behind_the_plan_is_read_not_bound() -> None:
+    """The calculator's tensors replaced on their own (the fake-quantizer's plan cannot
+    rebind them): the plan is stale, and the compiled model reads the new tensors."""
+    q, gm, x = _prepared("linears")
+    reference = copy.deepcopy(gm)
+    for fq in _fqs(gm):
+        fq.qparams_calculator._apply(lambda t: t.clone())
     assert not any(_plan_is_valid(fq) for fq in _fqs(gm))
+    _assert_compiled_matches(q, gm, reference, x)
+    for fq in _fqs(gm):
+        fq.refresh_trace_plan()
+    assert all(_plan_is_valid(fq) for fq in _fqs(gm))
+
+
+def _assert_compiled_matches(
+    q: Quantizer, gm: torch.fx.GraphModule, reference: torch.fx.GraphModule, x: torch.Tensor
+) -> None:
+    """A compiled step of gm and an uncompiled one of reference (same float model) give the
+    same output and fake-quantizer state."""
     torch._dynamo.reset()
     compiled = torch.compile(gm, backend="aot_eager", fullgraph=True)
     q_reference = Quantizer(TwoBlocks(), QuantizerConfig())
     with q.training_mode(gm), q_reference.training_mode(reference):
         torch.testing.assert_close(compiled(x * 2), reference(x * 2), rtol=0, atol=0)
-    state, expected = gm.state_dict(), reference.state_dict()
+    state, expected = _fq_state(gm), _fq_state(reference)
     assert all(torch.equal(state[k], expected[k]) for k in expected)
-    for fq in _fqs(gm):
-        fq.refresh_trace_plan()
-    assert all(_plan_is_valid(fq) for fq in _fqs(gm))
 
 
 def test_eager_calls_of_another_shape_keep_the_plan_and_the_compiled_model() -> None:
