@@ -557,9 +557,7 @@ class FakeQuantize(_QuantizerCommon):
         # State tensors moved (.to(device), .cuda()) are new tensors, which moved the
         # versions on: bind them, so that a model compiled after the move still records
         # the bound op. (The calculator moved first, as a child.)
-        plan = self._trace_plan
-        if plan is not None and not self._trace_plan_is_current(plan[0][0]):  # type: ignore[index]
-            self._set_trace_plan(plan[0][0])  # type: ignore[index]
+        self.refresh_trace_plan()
         return result
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -678,10 +676,11 @@ class FakeQuantize(_QuantizerCommon):
     def refresh_trace_plan(self) -> None:
         """Rebuild the trace plan (what torch.compile reads instead of this module's
         attributes and state) from the current attributes, for the input dtype it was built
-        for; nothing without a plan. An eager forward builds one; graph mode's prepare calls
-        this last, after the attributes it sets."""
+        for, when they changed since; nothing without a plan. An eager forward builds one;
+        graph mode's prepare calls this last, after the attributes it sets. A current plan
+        is kept, with its handle, so that compiled models that hold it stay valid."""
         plan = self._trace_plan
-        if plan is not None:
+        if plan is not None and not self._trace_plan_is_current(plan[0][0]):  # type: ignore[index]
             self._set_trace_plan(plan[0][0])  # type: ignore[index]
 
     def _forward_planned(self, x: torch.Tensor, plan: tuple[Any, ...]) -> torch.Tensor:

@@ -7,6 +7,7 @@ with its other arguments bound in C++ under the plan's handle
 from __future__ import annotations
 
 import copy
+import gc
 import pickle
 from collections.abc import Callable
 from typing import Any
@@ -367,3 +368,26 @@ def test_switches_flipped_after_compiling_are_seen_without_recompiling() -> None
     assert not torch.equal(quantized, unquantized)
     with torch.no_grad():
         torch.testing.assert_close(unquantized, copy.deepcopy(gm)(x), rtol=0, atol=0)
+
+
+def test_a_rebound_plan_recompiles_instead_of_calling_a_freed_handle() -> None:
+    """A compiled graph holds its plan's handle; rebinding (as a copy's __setstate__ does)
+    frees it. Dynamo guards the handle with the plan, so the compiled model recompiles with
+    the new one. A refresh of a current plan keeps the handle and the compiled graph."""
+    _, gm, x = _prepared("linears")
+    counter = torch._dynamo.testing.CompileCounterWithBackend("aot_eager")
+    torch._dynamo.reset()
+    compiled = torch.compile(gm, backend=counter)
+    with torch.no_grad():
+        expected = compiled(x)
+        handles = [fq._trace_plan[-1] for fq in _fqs(gm)]  # type: ignore[index]
+        for fq in _fqs(gm):
+            fq.refresh_trace_plan()
+        assert [fq._trace_plan[-1] for fq in _fqs(gm)] == handles  # type: ignore[index]
+        torch.testing.assert_close(compiled(x), expected, rtol=0, atol=0)
+        assert counter.frame_count == 1
+        for fq in _fqs(gm):
+            fq._set_trace_plan(torch.float32)
+        gc.collect()
+        torch.testing.assert_close(compiled(x), expected, rtol=0, atol=0)
+    assert counter.frame_count == 2
