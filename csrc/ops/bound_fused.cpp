@@ -22,7 +22,6 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/empty_like.h>
 #include <c10/util/Exception.h>
-#include <torch/csrc/autograd/variable.h>
 #include <torch/custom_class.h>
 #include <torch/library.h>
 
@@ -31,6 +30,7 @@
 #include <tuple>
 #include <vector>
 
+#include "autograd/differentiable.h"
 #include "ops/fused_op_handle.h"
 #include "ops/handle_table.h"
 #include "ops/schemas.h"
@@ -110,44 +110,42 @@ const FusedArgs& bound_args(int64_t handle, const char* op) {
   return *a;
 }
 
-// op(x, <the bound arguments>, block_size): fused_fake_quantize or its cachemask variant.
-template <typename Sig>
-auto call_bound(const c10::TypedOperatorHandle<Sig>& op, const at::Tensor& x, const FusedArgs& a,
-                c10::SymIntArrayRef block_size) {
-  return op.call(x, a.observer_on, a.fake_quant_on, a.running_min, a.running_max, a.scale,
-                 a.zero_point, a.minval, block_size, a.dtype, a.quant_min, a.quant_max, a.symmetric,
-                 a.use_minval, a.e8m0, a.method, a.averaging_constant, a.range_min, a.range_max);
+// call(x, <the bound arguments>, block_size): the fused op's argument list, written once
+// for every form below.
+template <typename Call>
+auto with_bound_args(const at::Tensor& x, const FusedArgs& a, c10::SymIntArrayRef block_size,
+                     Call&& call) {
+  return call(x, a.observer_on, a.fake_quant_on, a.running_min, a.running_max, a.scale,
+              a.zero_point, a.minval, block_size, a.dtype, a.quant_min, a.quant_max, a.symmetric,
+              a.use_minval, a.e8m0, a.method, a.averaging_constant, a.range_min, a.range_max);
 }
 
+// The eager form is a composite kernel: the fused op's own Autograd kernel records the graph.
 at::Tensor fused_fake_quantize_bound(const at::Tensor& x, int64_t handle) {
   const FusedArgs& a = bound_args(handle, "_fused_fake_quantize_bound");
-  return call_bound(fused_fake_quantize_op(), x, a, a.block_size);
+  return with_bound_args(x, a, a.block_size, [](const auto&... args) {
+    return fused_fake_quantize_op().call(args...);
+  });
 }
 
-// The traced forms run below autograd (their Autograd kernels see to that), where nothing
-// bumps the version counters of the state the fused op writes: done here, as the fused op's
-// own Autograd kernel does, so a reader that compares versions (a fake-quantizer's version
-// cache) sees the write. Inference tensors keep no version.
-void bump_state_versions(const FusedArgs& a) {
-  for (const at::Tensor* t : {&a.running_min, &a.running_max, &a.scale, &a.zero_point, &a.minval}) {
-    if (!t->is_inference()) torch::autograd::impl::bump_version(*t);
-  }
-}
-
+// The traced forms run below autograd (their Autograd kernels see to that). autograd's
+// call_below runs the fused op there and bumps the version counters of the state its schema
+// marks as written, as the fused op's own Autograd kernel does, so a reader that compares
+// versions (a fake-quantizer's version cache) sees the write.
 at::Tensor fused_fake_quantize_bound_traced(const at::Tensor& x, int64_t handle,
                                             c10::SymIntArrayRef block_size) {
   const FusedArgs& a = bound_args(handle, "_fused_fake_quantize_bound_traced");
-  at::Tensor y = call_bound(fused_fake_quantize_op(), x, a, block_size);
-  bump_state_versions(a);
-  return y;
+  return with_bound_args(x, a, block_size, [](const auto&... args) {
+    return autograd::call_below(fused_fake_quantize_op(), args...);
+  });
 }
 
 std::tuple<at::Tensor, at::Tensor> fused_fake_quantize_bound_cachemask(
     const at::Tensor& x, int64_t handle, c10::SymIntArrayRef block_size) {
   const FusedArgs& a = bound_args(handle, "_fused_fake_quantize_bound_cachemask");
-  auto out = call_bound(fused_fake_quantize_cachemask_op(), x, a, block_size);
-  bump_state_versions(a);
-  return out;
+  return with_bound_args(x, a, block_size, [](const auto&... args) {
+    return autograd::call_below(fused_fake_quantize_cachemask_op(), args...);
+  });
 }
 
 // Meta kernels (what torch.compile traces with): outputs in x's layout, as every device

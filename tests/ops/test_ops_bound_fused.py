@@ -295,3 +295,25 @@ def test_traced_form_with_a_freed_handle_fails_while_tracing() -> None:
     torch._dynamo.reset()
     with pytest.raises(Exception, match=rf"no bound arguments with handle {handle} "):
         torch.compile(f, backend="aot_eager", fullgraph=True)(x)
+
+
+def test_traced_form_treats_inference_state_as_the_op_does() -> None:
+    """State created under torch.inference_mode cannot be written outside it: the traced
+    form raises the op's own error there, and runs inside inference mode."""
+    x = torch.randn(6, 8)
+    with torch.inference_mode():
+        direct = _args(x, [6, 1], INT8, "moving_average")
+        bound = _args(x, [6, 1], INT8, "moving_average")
+    owner, handle = _bind_for_tracing(bound)
+    with pytest.raises(RuntimeError, match="inference tensor outside InferenceMode"):
+        ops.fused_fake_quantize(x, *direct)
+    with pytest.raises(RuntimeError, match="inference tensor outside InferenceMode"):
+        _ops.fused_fake_quantize_bound_traced(x, handle, [1, 8])
+    with torch.inference_mode():
+        torch.testing.assert_close(
+            _ops.fused_fake_quantize_bound_traced(x, handle, [1, 8]),
+            ops.fused_fake_quantize(x, *direct),
+            rtol=0,
+            atol=0,
+        )
+    del owner

@@ -22,14 +22,12 @@ from typing import Any, ClassVar
 
 import torch
 
-__all__ = ["EPOCH", "StateEpochMixin", "bump"]
+__all__ = ["CACHE_ATTRS", "EPOCH", "StateEpochMixin", "bump"]
 
 EPOCH = [0]
 """The counter (a one-element list so that readers can hold the list)."""
 
-# Attributes whose change cannot affect what the kernels are given: the caches that
-# depend on the epoch themselves, and the train/eval flag.
-_UNWATCHED = frozenset(
+CACHE_ATTRS = frozenset(
     {
         "_args_key",
         "_packed_args",
@@ -37,10 +35,14 @@ _UNWATCHED = frozenset(
         "_version_cache",
         "_trace_plan",
         "_trace_binding",
-        "_lsq_initialized",
-        "training",
     }
 )
+"""Fake-quantizer attributes that are caches derived from the state and the other
+attributes (argument tuples, C++ bindings, trace plans), rebuilt on demand."""
+
+# Attributes whose change cannot affect what the kernels are given: the caches, which
+# depend on the epoch themselves, and the train/eval flag.
+_UNWATCHED = CACHE_ATTRS | {"_lsq_initialized", "training"}
 
 
 def bump() -> None:

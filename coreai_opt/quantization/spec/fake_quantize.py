@@ -529,8 +529,7 @@ class FakeQuantize(_QuantizerCommon):
             self._packed_args = self._fused_args(x)
             self._bound_args = _ops.bind_fused_fake_quantize(self._packed_args)
             self._args_key = args_key
-            if not self._trace_plan_is_current(x.dtype):
-                self._set_trace_plan(x.dtype)
+            self._ensure_trace_plan(x.dtype)
         bound = self._bound_args
         if bound is not None and _tracing_state() is None:
             y = _ops.fused_fake_quantize_bound(x, bound[1])
@@ -585,13 +584,9 @@ class FakeQuantize(_QuantizerCommon):
     def kernel_state(self) -> list[torch.Tensor]:
         """running_min, running_max, scale, zero_point, minval as the fused op takes them
         (float formats get placeholders for the integer offsets)."""
-        return self._kernel_state_for(self.is_float)
-
-    def _kernel_state_for(self, is_float: bool) -> list[torch.Tensor]:
-        # kernel_state with the format kind given (a trace plan holds it as a literal).
         calc = self.qparams_calculator
-        zero_point = self._unused_zero_point if is_float else calc.zero_point
-        minval = self._unused_minval if is_float else calc.minval
+        zero_point = self._unused_zero_point if self.is_float else calc.zero_point
+        minval = self._unused_minval if self.is_float else calc.minval
         return [calc.running_min, calc.running_max, calc.scale, zero_point, minval]
 
     def kernel_format(self) -> tuple[torch.dtype, int, int, bool, bool, bool]:
@@ -614,9 +609,22 @@ class FakeQuantize(_QuantizerCommon):
         lo, hi = calc.effective_float_range(x_dtype)
         return (*self.kernel_format(), self._method, calc.averaging_constant_value, lo, hi)
 
+    def _op_args(
+        self, state: Sequence[torch.Tensor], block_size: list[int], x_dtype: torch.dtype
+    ) -> tuple[object, ...]:
+        # fused_fake_quantize's arguments after x, in schema order, with these state tensors
+        # and block size, for an input of x_dtype.
+        observer_on = self._observer_off if self._export_mode else self.observer_enabled
+        return (
+            observer_on,
+            self.fake_quant_enabled,
+            *state,
+            block_size,
+            *self._constant_args(x_dtype),
+        )
+
     def _fused_args(self, x: torch.Tensor) -> tuple[object, ...]:
         calc = self.qparams_calculator
-        observer_on = self._observer_off if self._export_mode else self.observer_enabled
         state = self.kernel_state()
         if self._pattern is not None and len(self._pattern) != x.dim():
             # A per-tensor FQ shared by tensors of several ranks (graph mode calls one FQ on
@@ -631,20 +639,18 @@ class FakeQuantize(_QuantizerCommon):
             block_size = list(x.shape)
         else:
             block_size = self._block_size(x.shape)
-        return (
-            observer_on,
-            self.fake_quant_enabled,
-            *state,
-            block_size,
-            *self._constant_args(x.dtype),
-        )
+        return self._op_args(state, block_size, x.dtype)
 
     def _trace_plan_key(self, x_dtype: torch.dtype) -> tuple[object, ...]:
         return (x_dtype, self._attr_version, self.qparams_calculator._attr_version)
 
-    def _trace_plan_is_current(self, x_dtype: torch.dtype) -> bool:
+    def _ensure_trace_plan(self, x_dtype: torch.dtype) -> None:
+        # A plan for inputs of x_dtype, built anew only when missing or stale, so that the
+        # handle (and with it the compiled graphs that hold it) outlives eager calls of
+        # other shapes and redundant refreshes.
         plan = self._trace_plan
-        return plan is not None and plan[0] == self._trace_plan_key(x_dtype)
+        if plan is None or plan[0] != self._trace_plan_key(x_dtype):
+            self._set_trace_plan(x_dtype)
 
     def _set_trace_plan(self, x_dtype: torch.dtype) -> None:
         # What _forward_planned needs, as one tuple of literals: (key: (x dtype, own
@@ -654,17 +660,12 @@ class FakeQuantize(_QuantizerCommon):
         # its owner. Dynamo guards the tuple by value and the two versions, which move on
         # every change that could alter those arguments (StateEpochMixin: attributes set,
         # state tensors replaced), so a stale plan is never used: the compiled model
-        # recompiles and reads the attributes instead. Rebuilt only when stale, so that
-        # the handle (and with it the compiled graphs that hold it) outlives eager calls
-        # of other shapes.
+        # recompiles and reads the attributes instead.
         if self._disabled or self._pattern is None or self._method is None or self.is_stateless:
             self._trace_plan, self._trace_binding = None, None
             return
-        is_float = bool(self.is_float)
-        observer_on = self._observer_off if self._export_mode else self.observer_enabled
-        state = self._kernel_state_for(is_float)
         # block_size is bound empty: the traced op takes it per call, from x's shape.
-        args = (observer_on, self.fake_quant_enabled, *state, [], *self._constant_args(x_dtype))
+        args = self._op_args(self.kernel_state(), [], x_dtype)
         self._trace_binding = _ops.bind_fused_fake_quantize(args)
         self._trace_plan = (
             self._trace_plan_key(x_dtype),
@@ -680,8 +681,8 @@ class FakeQuantize(_QuantizerCommon):
         graph mode's prepare calls this last, after the attributes it sets. A current plan
         is kept, with its handle, so that compiled models that hold it stay valid."""
         plan = self._trace_plan
-        if plan is not None and not self._trace_plan_is_current(plan[0][0]):  # type: ignore[index]
-            self._set_trace_plan(plan[0][0])  # type: ignore[index]
+        if plan is not None:
+            self._ensure_trace_plan(plan[0][0])  # type: ignore[index]
 
     def _forward_planned(self, x: torch.Tensor, plan: tuple[Any, ...]) -> torch.Tensor:
         _, pattern, channels_last, handle = plan

@@ -69,6 +69,7 @@ from coreai_opt.quantization.spec import (
     PerBlockGranularity,
     PerChannelGranularity,
     QuantizationSpec,
+    _state_epoch,
 )
 from coreai_opt.quantization.spec.fake_quantize import FakeQuantizeImplBase
 
@@ -96,18 +97,7 @@ ROUND_TRIPS = ("save_load", "state_dict", "deepcopy")
 # Attributes that are caches derived from the state (rebuilt on demand), change counters
 # (a copy made by load_state_dict counts its own prepare's changes), or the generated code of
 # a GraphModule (re-generated, with other node names, when it is unpickled).
-_CACHE_ATTRS = frozenset(
-    {
-        "_args_key",
-        "_packed_args",
-        "_bound_args",
-        "_version_cache",
-        "_trace_plan",
-        "_trace_binding",
-        "_attr_version",
-        "_code",
-    }
-)
+_CACHE_ATTRS = _state_epoch.CACHE_ATTRS | {"_attr_version", "_code"}
 
 # -- known failures: causes outside coreai_opt/quantization/finalize ----------------------
 
