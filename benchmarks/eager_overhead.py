@@ -31,6 +31,12 @@ c) The same models under :class:`PythonInterceptor`, a Python TorchFunctionMode 
    ``QuantizationComponentFactory`` from the same preset specs on every quantizable input
    and output of the registry ops and on the weights they read.
 
+d) The same models with the same fake-quantizers called by the model's own forward code
+   (:class:`HandPlacedCNN`, :class:`HandPlacedPreLN`): no interceptor, no hooks, FQs where
+   both interceptors put them (checked: the output equals the Python interceptor's). Its
+   added time is what the fake-quantizers cost by themselves, so ``Python added / FQs in
+   forward added`` bounds the ratio any interceptor applying them can reach.
+
 Targets: ≤ 5 µs per intercepted op; forward and QAT step ≤ 1.3x float on both models;
 eager's added time (over float) at least 2x less than the Python interceptor's. The
 reference (coreai-opt 0.3.0, same kind of machine) measured forward 3.1x (CNN) / 3.4x
@@ -242,8 +248,15 @@ class PythonInterceptor(TorchFunctionMode):
         return QuantizationComponentFactory.create_fake_quantizer(self.act_spec, "activation")
 
     def prepare(self, example_inputs: tuple[Any, ...]) -> PythonInterceptor:
-        """Insert the fake-quantizers, install the hooks, calibrate once."""
-        ops = record_ops(self.model, example_inputs)
+        """Insert the fake-quantizers, install the hooks, calibrate once.
+
+        As eager prepare (behaviour.md §5): the recording and the calibration run in eval
+        mode without gradients, the calibration with observers on and fake-quant off.
+        """
+        training = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            ops = record_ops(self.model, example_inputs)
         originals = list(self.model.modules())
         weight_fqs: dict[str, nn.Module] = {}
         for op in ops:
@@ -277,8 +290,8 @@ class PythonInterceptor(TorchFunctionMode):
         for module in originals:
             module.register_forward_pre_hook(self._pre_hook)
             module.register_forward_hook(self._post_hook, always_call=True)
-        with torch.no_grad():
-            self(*example_inputs)
+        calibrate(self, self.model, example_inputs)
+        self.model.train(training)
         return self
 
     def _pre_hook(self, module: nn.Module, args: Any) -> None:
@@ -361,6 +374,136 @@ class PythonInterceptor(TorchFunctionMode):
         for i, fq in plan.outputs:
             items[i] = fq(items[i])
         return type(out)(items)
+
+
+# -- the floor: fake-quantizers written into the model's code ----------------------------
+
+
+class _HandPlaced(nn.Module):
+    """A benchmark model whose forward calls its W8A8 fake-quantizers itself.
+
+    No interceptor and no hooks: the FQs sit where eager mode and the Python interceptor
+    put them (each quantized op's inputs and outputs, the weights it reads), built from
+    the same specs and calibrated on one forward as both do. What this model adds over
+    float is the fake-quantizers' own cost, the least any interceptor that applies them
+    can add; ``Python added / this added`` is then the most "less added time than the
+    Python interceptor" that any interceptor can reach.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        act_spec: QuantizationSpec,
+        weight_spec: QuantizationSpec,
+        acts: Iterable[str],
+        weights: Iterable[str],
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.act = nn.ModuleDict(
+            {
+                name: QuantizationComponentFactory.create_fake_quantizer(act_spec, "activation")
+                for name in acts
+            }
+        )
+        self.weight = nn.ModuleDict()
+        for name in weights:
+            owner = model.get_submodule(name)
+            spec = _resolve_weight_spec(weight_spec, owner)
+            self.weight[name] = QuantizationComponentFactory.create_fake_quantizer(spec, "weight")
+
+    def calibrate(self, x: torch.Tensor) -> _HandPlaced:
+        """Initialise the qparams as eager prepare does (:func:`calibrate`)."""
+        training = self.training
+        self.eval()
+        calibrate(self, self, (x,))
+        return self.train(training)
+
+    def linear(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """``model.<name>`` (an nn.Linear) with input, weight and output fake-quantized."""
+        m = self.model.get_submodule(name)
+        a = self.act
+        y = F.linear(a[f"{name}_in"](x), self.weight[name](m.weight), m.bias)
+        return a[f"{name}_out"](y)
+
+    def add(self, name: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``x + y`` with both inputs and the output fake-quantized."""
+        a = self.act
+        return a[f"{name}_out"](a[f"{name}_in0"](x) + a[f"{name}_in1"](y))
+
+
+class HandPlacedCNN(_HandPlaced):
+    """:class:`CNN` with its 12 activation and 4 weight fake-quantizers in its forward."""
+
+    ACTS = tuple(
+        f"{op}_{end}"
+        for op in ("conv1", "pool1", "conv2", "pool2", "fc1", "fc2")
+        for end in ("in", "out")
+    )
+    WEIGHTS = ("conv1", "conv2", "fc1", "fc2")
+
+    def __init__(self, model: CNN, act_spec: QuantizationSpec, weight_spec: QuantizationSpec):
+        """FQs for *model* (used, not copied) from the two specs."""
+        super().__init__(model, act_spec, weight_spec, self.ACTS, self.WEIGHTS)
+
+    def conv(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """``model.<name>`` (a 3x3 conv, padding 1) with input, weight and output FQs."""
+        m = self.model.get_submodule(name)
+        a = self.act
+        y = F.conv2d(a[f"{name}_in"](x), self.weight[name](m.weight), m.bias, padding=1)
+        return a[f"{name}_out"](y)
+
+    def pool(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """2x2 max pooling with input and output fake-quantized."""
+        a = self.act
+        return a[f"{name}_out"](F.max_pool2d(a[f"{name}_in"](x), 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """CNN.forward with the fake-quantizers."""
+        m = self.model
+        x = self.pool("pool1", torch.relu(m.bn1(self.conv("conv1", x))))
+        x = self.pool("pool2", torch.relu(m.bn2(self.conv("conv2", x))))
+        return self.linear("fc2", torch.relu(self.linear("fc1", x.flatten(1))))
+
+
+class HandPlacedPreLN(_HandPlaced):
+    """:class:`PreLN` with its 14 activation and 4 weight fake-quantizers in its forward."""
+
+    ACTS = tuple(
+        f"{op}_{end}" for op in ("qkv", "proj", "fc1", "fc2") for end in ("in", "out")
+    ) + tuple(f"{op}_{end}" for op in ("add1", "add2") for end in ("in0", "in1", "out"))
+    WEIGHTS = ("qkv", "proj", "fc1", "fc2")
+
+    def __init__(self, model: PreLN, act_spec: QuantizationSpec, weight_spec: QuantizationSpec):
+        """FQs for *model* (used, not copied) from the two specs."""
+        super().__init__(model, act_spec, weight_spec, self.ACTS, self.WEIGHTS)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """PreLN.forward with the fake-quantizers."""
+        m = self.model
+        assert isinstance(m, PreLN)
+        b, t, d = x.shape
+        qkv = self.linear("qkv", m.ln1(x)).view(b, t, 3, m.heads, d // m.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, d)
+        x = self.add("add1", x, self.linear("proj", a))
+        h = self.linear("fc2", F.gelu(self.linear("fc1", m.ln2(x))))
+        return self.add("add2", x, h)
+
+
+HAND_PLACED: dict[str, Callable[[Any, QuantizationSpec, QuantizationSpec], _HandPlaced]] = {
+    "CNN": HandPlacedCNN,
+    "PreLN": HandPlacedPreLN,
+}
+
+
+def calibrate(run: Callable[..., Any], model: nn.Module, inputs: tuple[Any, ...]) -> None:
+    """One ``run(*inputs)`` without gradients, observers on and fake-quant off, as eager
+    prepare's pass (behaviour.md §5); then observers off and fake-quant on."""
+    set_switches(model, observer=True, fake_quant=False)
+    with torch.no_grad():
+        run(*inputs)
+    set_switches(model, observer=False, fake_quant=True)
 
 
 def set_switches(model: nn.Module, observer: bool, fake_quant: bool) -> None:
@@ -489,6 +632,26 @@ def interception_rows(s: Settings) -> list[str]:
     return rows
 
 
+def check_same_outputs(
+    name: str, x: torch.Tensor, **models: Callable[[torch.Tensor], torch.Tensor] | None
+) -> None:
+    """Raise unless the given models (eval, observers off) give bit-identical outputs.
+
+    All three quantize the same tensors with qparams from the same calibration, so any
+    difference means that their fake-quantizers are not placed alike.
+    """
+    with torch.no_grad():
+        outputs = {label: m(x) for label, m in models.items() if m is not None}
+    (first, y), *rest = outputs.items()
+    for label, other in rest:
+        if not torch.equal(y, other):
+            diff = (y - other).abs().max().item()
+            raise AssertionError(
+                f"{name}: {first} and {label} differ (max |difference| {diff:.3g}); "
+                "their fake-quantizers are not placed alike"
+            )
+
+
 def model_rows(name: str, make: Callable[[], nn.Module], x: torch.Tensor, s: Settings) -> list[str]:
     """Tables (b) and (c) for one model: forward and QAT step of float, eager, Python."""
     torch.manual_seed(0)
@@ -499,6 +662,7 @@ def model_rows(name: str, make: Callable[[], nn.Module], x: torch.Tensor, s: Set
     weight_spec = preset.op_state_spec["weight"]
     python = PythonInterceptor(copy.deepcopy(base), act_spec, weight_spec).prepare((x,))
     bare = PythonInterceptor(copy.deepcopy(base), None, None).prepare((x,))
+    hand = HAND_PLACED[name](copy.deepcopy(base), act_spec, weight_spec).calibrate(x)
     quantizer, prepared = (None, None)
     if s.eager:
         quantizer, prepared = eager_prepare(copy.deepcopy(base), w8a8_eager(), (x,))
@@ -508,16 +672,20 @@ def model_rows(name: str, make: Callable[[], nn.Module], x: torch.Tensor, s: Set
     python.model.eval()
     bare.model.eval()
     set_switches(python.model, observer=False, fake_quant=True)
+    hand.eval()
+    set_switches(hand, observer=False, fake_quant=True)
     fwd: dict[str, Callable[[], None]] = {
         "float": _nograd(f_model, x),
         "python": _nograd(python, x),
         "bare": _nograd(bare, x),
+        "hand": _nograd(hand, x),
     }
     if quantizer is not None and prepared is not None:
         prepared.eval()
         quantizer.disable_observer()
         quantizer.enable_fake_quant()
         fwd["eager"] = _nograd(prepared, x)
+    check_same_outputs(name, x, hand=hand, python=python, eager=prepared)
     t_fwd = medians(fwd, s.rounds, s.warmup)
 
     # QAT step: train mode, observers and fake-quant on.
@@ -532,6 +700,10 @@ def model_rows(name: str, make: Callable[[], nn.Module], x: torch.Tensor, s: Set
     bare.model.train()
     bare_opt = torch.optim.SGD(bare.model.parameters(), lr=1e-3)
     steps["bare"] = lambda: qat_step(bare.model, bare, x, bare_opt)
+    hand.train()
+    set_switches(hand, observer=True, fake_quant=True)
+    hand_opt = torch.optim.SGD(hand.parameters(), lr=1e-3)
+    steps["hand"] = lambda: qat_step(hand, hand, x, hand_opt)
     context: AbstractContextManager[Any] = nullcontext()
     if quantizer is not None and prepared is not None:
         p_opt = torch.optim.SGD(prepared.parameters(), lr=1e-3)
@@ -546,6 +718,8 @@ def model_rows(name: str, make: Callable[[], nn.Module], x: torch.Tensor, s: Set
         ("QAT step", t_step, REFERENCE[name][1]),
     ):
         py_added = t["python"] - t["float"]
+        hand_added = t["hand"] - t["float"]
+        reachable = py_added / hand_added if hand_added > 0 else float("inf")
         if "eager" in t:
             ratio = t["eager"] / t["float"]
             added = t["eager"] - t["float"]
@@ -561,6 +735,7 @@ def model_rows(name: str, make: Callable[[], nn.Module], x: torch.Tensor, s: Set
             f"| {name} | {label} | {t['float'] * 1e3:.2f} ms | {eager_cells}"
             f"| {t['python'] * 1e3:.2f} ms | {t['python'] / t['float']:.2f}x "
             f"| {t['bare'] / t['float']:.2f}x | {less_cells}"
+            f"| {t['hand'] / t['float']:.2f}x | {reachable:.1f}x "
             f"| {ref:.1f}x |"
         )
     return rows
@@ -600,8 +775,9 @@ def main() -> None:
         part_bc = [
             "| model | measure | float | W8A8 eager | eager/float | ≤ 1.3x | Python interceptor "
             "| Python/float | Python without FQs/float | Python added / eager added | ≥ 2x "
+            "| FQs in forward/float | Python added / FQs in forward added "
             "| 0.3.0 reference |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         part_bc += model_rows("CNN", CNN, CNN.example_input(), settings)
         part_bc += model_rows("PreLN", PreLN, PreLN.example_input(), settings)
@@ -623,7 +799,10 @@ def main() -> None:
         f"CNN: 2x conv-bn-relu 3→16→32, max pool, linear 512→64→10, batch 32x3x16x16; "
         f"PreLN: d=256, 4 heads (F.scaled_dot_product_attention), MLP 1024, batch 16x64. "
         f"Forward: eval, no_grad, observers off; QAT step: train, forward + backward + SGD. "
-        f"Python interceptor: a TorchFunctionMode with the same W8A8 fake-quantizers.\n"
+        f"Python interceptor: a TorchFunctionMode with the same W8A8 fake-quantizers. "
+        f"FQs in forward: the same fake-quantizers called by the model's forward code, no "
+        f"interceptor; Python added / FQs in forward added is the most any interceptor "
+        f"applying these fake-quantizers can reach against the Python one.\n"
     )
     text = header + "\n" + "\n".join(part_a) + "\n\n" + "\n".join(part_bc) + "\n"
     print(text)
