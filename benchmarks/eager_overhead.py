@@ -412,6 +412,16 @@ class _HandPlaced(nn.Module):
             owner = model.get_submodule(name)
             spec = _resolve_weight_spec(weight_spec, owner)
             self.weight[name] = QuantizationComponentFactory.create_fake_quantizer(spec, "weight")
+        # Per op, what its forward code needs, found with one dict lookup per call:
+        # (owning module or None, weight FQ or None, input FQs..., output FQ).
+        self._sites: dict[str, tuple[Any, ...]] = {}
+        for key in self.act:
+            op = key.rsplit("_", 1)[0]
+            if op not in self._sites:
+                fqs = tuple(self.act[k] for k in self.act if k.rsplit("_", 1)[0] == op)
+                weighted = op in self.weight
+                owner = model.get_submodule(op) if weighted else None
+                self._sites[op] = (owner, self.weight[op] if weighted else None, *fqs)
 
     def calibrate(self, x: torch.Tensor) -> _HandPlaced:
         """Initialise the qparams as eager prepare does (:func:`calibrate`)."""
@@ -422,15 +432,13 @@ class _HandPlaced(nn.Module):
 
     def linear(self, name: str, x: torch.Tensor) -> torch.Tensor:
         """``model.<name>`` (an nn.Linear) with input, weight and output fake-quantized."""
-        m = self.model.get_submodule(name)
-        a = self.act
-        y = F.linear(a[f"{name}_in"](x), self.weight[name](m.weight), m.bias)
-        return a[f"{name}_out"](y)
+        m, w, fq_in, fq_out = self._sites[name]
+        return fq_out(F.linear(fq_in(x), w(m.weight), m.bias))
 
     def add(self, name: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``x + y`` with both inputs and the output fake-quantized."""
-        a = self.act
-        return a[f"{name}_out"](a[f"{name}_in0"](x) + a[f"{name}_in1"](y))
+        _, _, fq_x, fq_y, fq_out = self._sites[name]
+        return fq_out(fq_x(x) + fq_y(y))
 
 
 class HandPlacedCNN(_HandPlaced):
@@ -449,15 +457,13 @@ class HandPlacedCNN(_HandPlaced):
 
     def conv(self, name: str, x: torch.Tensor) -> torch.Tensor:
         """``model.<name>`` (a 3x3 conv, padding 1) with input, weight and output FQs."""
-        m = self.model.get_submodule(name)
-        a = self.act
-        y = F.conv2d(a[f"{name}_in"](x), self.weight[name](m.weight), m.bias, padding=1)
-        return a[f"{name}_out"](y)
+        m, w, fq_in, fq_out = self._sites[name]
+        return fq_out(F.conv2d(fq_in(x), w(m.weight), m.bias, padding=1))
 
     def pool(self, name: str, x: torch.Tensor) -> torch.Tensor:
         """2x2 max pooling with input and output fake-quantized."""
-        a = self.act
-        return a[f"{name}_out"](F.max_pool2d(a[f"{name}_in"](x), 2))
+        _, _, fq_in, fq_out = self._sites[name]
+        return fq_out(F.max_pool2d(fq_in(x), 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """CNN.forward with the fake-quantizers."""
