@@ -9,10 +9,13 @@ input's size (per index) or size / block (per block); a 0-d tensor means per-ten
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import ctypes
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+
+from coreai_opt._loader import _library_path
 
 _ops = torch.ops.coreai_opt
 
@@ -405,6 +408,24 @@ def eager_frame_ops() -> tuple[Any, Any]:
     run on every hooked module call.
     """
     return _direct(_ops._eager_push_frame.default), _direct(_ops._eager_pop_frame.default)
+
+
+def eager_frame_c_calls() -> tuple[Callable[[int, int], int], Callable[[int, int], int]]:
+    """The ``(push, pop)`` frame calls as the op library's C functions, each called as
+    ``fn(program_handle, module_index)`` through ctypes with the GIL held.
+
+    A third of the ops' cost (no dispatcher, no argument boxing), for the forward hooks
+    that run on every hooked module call. Each returns 0, or 1 when the call failed before
+    changing anything: repeat it through :func:`eager_frame_ops` to raise its error.
+    """
+    library = ctypes.PyDLL(str(_library_path()))
+    calls = []
+    for name in ("coreai_opt_eager_push_frame", "coreai_opt_eager_pop_frame"):
+        fn = getattr(library, name)
+        fn.argtypes = (ctypes.c_int64, ctypes.c_int64)
+        fn.restype = ctypes.c_int
+        calls.append(fn)
+    return calls[0], calls[1]
 
 
 def eager_refuse_tracing() -> None:

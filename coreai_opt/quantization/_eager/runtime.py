@@ -36,6 +36,7 @@ _ids = itertools.count()
 _EPOCH = _state_epoch.EPOCH
 _RANGE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _PUSH, _POP = _ops.eager_frame_ops()
+_PUSH_C, _POP_C = _ops.eager_frame_c_calls()
 _dispatch_modes = torch._C._len_torch_dispatch_stack
 
 
@@ -150,13 +151,13 @@ class _FrameHooks:
             # which restores the dispatch-key TLS when the op returns (the scope would be
             # lost): call the program directly, bypassing the dispatcher.
             runtime.program.push_frame(self.index)
-        else:
-            _PUSH(runtime.handle, self.index)
+        elif _PUSH_C(runtime.handle, self.index):
+            _PUSH(runtime.handle, self.index)  # failed unchanged: the op raises the error
 
     def post(self, module: nn.Module, args: Any, output: Any) -> None:
         if _dispatch_modes():
             self.runtime.program.pop_frame(self.index)
-        else:
+        elif _POP_C(self.runtime.handle, self.index):
             _POP(self.runtime.handle, self.index)
 
 

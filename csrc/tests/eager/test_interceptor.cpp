@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "eager/frames.h"
+#include "eager/frames_c_api.h"
 #include "eager/interceptor.h"
 #include "eager/key.h"
 #include "eager/program.h"
@@ -85,6 +86,25 @@ TEST_CASE("module frames pop in order and open the scope", "[eager]") {
   CHECK_FALSE(included());
   CHECK(&eager::EagerProgram::from_handle(program.handle()) == &program);
   CHECK_THROWS(eager::EagerProgram::from_handle(-5));
+}
+
+TEST_CASE("the C frame calls return 1 on a failed check and change nothing", "[eager]") {
+  eager::EagerProgram program;
+  const int64_t h = program.handle();
+  CHECK(coreai_opt_eager_push_frame(-5, 0) == 1);  // no such program
+  CHECK(eager::frame_depth() == 0);
+  CHECK(eager::scope_depth() == 0);
+  CHECK(coreai_opt_eager_pop_frame(h, 0) == 1);  // empty stack
+  REQUIRE(coreai_opt_eager_push_frame(h, 0) == 0);
+  REQUIRE(coreai_opt_eager_push_frame(h, 3) == 0);
+  CHECK(included());
+  CHECK(coreai_opt_eager_pop_frame(h, 0) == 1);  // 3 is innermost
+  CHECK(eager::frame_depth() == 2);
+  CHECK(eager::scope_depth() == 2);
+  CHECK(coreai_opt_eager_pop_frame(h, 3) == 0);
+  CHECK(coreai_opt_eager_pop_frame(h, 0) == 0);
+  CHECK(eager::frame_depth() == 0);
+  CHECK_FALSE(included());
 }
 
 TEST_CASE("an intercepted op's output goes through its slot, counted per module call", "[eager]") {
