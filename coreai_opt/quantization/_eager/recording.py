@@ -11,6 +11,7 @@ that runs the prepared model, so names always agree.
 from __future__ import annotations
 
 import contextlib
+import threading
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,6 +29,10 @@ __all__ = ["ModuleCall", "OpArg", "OpCall", "Recording", "module_index", "record
 
 _lib = torch.library.Library("coreai_opt", "IMPL")
 _ACTIVE: list[_Recorder] = []
+# Threads running the recording pass, with their nesting depth. A prepared model's
+# FramedForward (runtime.py) pushes no frame on them: the recording's own frames name the
+# ops, as they did when the model's frames were hooks that the recording frame followed.
+RECORDING_THREADS: dict[int, int] = {}
 
 
 @dataclass
@@ -225,6 +230,8 @@ def record(
     program = _ops.eager_program()
     program.set_recording(True)
     _ACTIVE.append(recorder)
+    thread = threading.get_ident()
+    RECORDING_THREADS[thread] = RECORDING_THREADS.get(thread, 0) + 1
     try:
         with restore_training_flags(model):
             model.eval()
@@ -232,4 +239,8 @@ def record(
                 model(*example_inputs, **kwargs)
     finally:
         _ACTIVE.pop()
+        if RECORDING_THREADS[thread] == 1:
+            del RECORDING_THREADS[thread]
+        else:
+            RECORDING_THREADS[thread] -= 1
     return Recording(recorder.ops, recorder.module_calls, recorder.root_call, recorder.paths)

@@ -1,12 +1,18 @@
-"""The module-frame push / pop that forward hooks call through ctypes (csrc/eager/frames_c_api.cpp).
+"""Module frames of eager mode (runtime.FramedForward, csrc/eager/frames_c_api.cpp).
 
-The C functions cannot raise: a failed call returns 1 and leaves the frame stack and the
-interception scope as they were, and the hook repeats it through the op, which raises the
-error with its message. These tests drive both functions directly and through a prepared
-model's hooks.
+Each hooked module's ``forward`` is replaced by a FramedForward that pushes the module's
+frame, runs the module's own forward and pops the frame; hooks of the module run outside
+it, as in the recording pass. The push and pop are C functions called through ctypes. They
+cannot raise: a failed call returns 1 and leaves the frame stack and the interception
+scope as they were, and FramedForward repeats it through the op, which raises the error
+with its message.
 """
 
 from __future__ import annotations
+
+import copy
+import inspect
+import pickle
 
 import pytest
 import torch
@@ -104,4 +110,124 @@ def test_hooks_balance_frames_across_calls() -> None:
     first = model(x)
     assert_clean_eager_state()
     torch.testing.assert_close(model(x), first, rtol=0, atol=0)
+    assert_clean_eager_state()
+
+
+# -- FramedForward: the frame push / pop around each hooked module's forward --------------
+
+
+class Square(nn.Module):
+    """x * x, recording the frame depth its forward runs at."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.depths: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.depths.append(_ops.eager_frame_depth())
+        return torch.mul(x, x)
+
+
+class SquareTimesInput(nn.Module):
+    """sq(x) * x; ``hook=True`` adds a forward hook on sq that squares its output (an op
+    of a quantized type that runs outside sq's forward)."""
+
+    def __init__(self, hook: bool = False) -> None:
+        super().__init__()
+        self.sq = Square()
+        if hook:
+            self.sq.register_forward_hook(lambda module, args, out: torch.mul(out, out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.mul(self.sq(x), x)
+
+
+def test_forward_runs_inside_the_frame_and_hooks_outside() -> None:
+    """The module's forward sees its own frame on top of its parent's; hooks added after
+    prepare run in the parent's frame."""
+    x = torch.randn(3, 4)
+    _, model = prepare_eager(SquareTimesInput(), (x,))
+    seen: list[tuple[str, int]] = []
+    model.sq.register_forward_pre_hook(lambda m, a: seen.append(("pre", _ops.eager_frame_depth())))
+    model.sq.register_forward_hook(lambda m, a, o: seen.append(("post", _ops.eager_frame_depth())))
+    model.sq.depths.clear()
+    model(x)
+    assert model.sq.depths == [2]
+    assert seen == [("pre", 1), ("post", 1)]
+    assert_clean_eager_state()
+
+
+def test_ops_of_a_hook_are_named_as_the_recording_named_them() -> None:
+    """A forward hook's op is counted in the parent's frame both while recording and when
+    the prepared model runs, so every op meets the fake-quantizers planned for it."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 4)
+    quantizer, model = prepare_eager(SquareTimesInput(hook=True), (x,))
+    fqs = {n for n, m in model.named_modules() if type(m).__name__ == "FakeQuantize"}
+    assert {n.split("_quantize_")[0] for n in fqs} == {"sq.mul", "mul", "mul_1"}
+    model.eval()
+    quantizer.disable_observer()
+    with torch.no_grad():
+        got = model(x)
+
+        def mul(owner: nn.Module, op: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            q = {
+                n.split("_quantize_")[1]: m
+                for n, m in owner.named_children()
+                if n.startswith(f"{op}_quantize_")
+            }
+            return q["output_0"](q["input"](a) * q["other"](b))
+
+        h = mul(model.sq, "mul", x, x)  # sq's own op
+        h = mul(model, "mul", h, h)  # the hook's op, in the root's frame
+        expected = mul(model, "mul_1", h, x)  # the root's op
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    assert_clean_eager_state()
+
+
+def test_forward_keeps_the_signature_and_code_of_the_wrapped_one() -> None:
+    """inspect.signature and ``__code__`` (which torch.export reads) see the module's own
+    forward."""
+    x = torch.randn(3, 4)
+    _, model = prepare_eager(SquareTimesInput(), (x,))
+    own = type(model.sq).forward
+    assert inspect.signature(model.sq.forward) == inspect.signature(own.__get__(model.sq))
+    assert model.sq.forward.__code__ is own.__code__
+    assert model.sq.forward.__name__ == "forward"
+
+
+def test_a_forward_set_on_the_instance_is_wrapped() -> None:
+    """A forward the user set on the instance before prepare still runs, inside the frame."""
+    x = torch.randn(3, 4)
+    model = SquareTimesInput()
+    depths: list[int] = []
+
+    def cube(t: torch.Tensor) -> torch.Tensor:
+        depths.append(_ops.eager_frame_depth())
+        return t * t * t
+
+    model.sq.forward = cube
+    _, model = prepare_eager(model, (x,))
+    depths.clear()
+    model.eval()
+    with torch.no_grad():
+        model(x)
+    assert depths == [2]
+    assert model.sq.forward.inner is cube
+    assert_clean_eager_state()
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_copies_frame_their_own_modules(how: str) -> None:
+    """Each copied module's forward wraps the copy, with the copy's runtime."""
+    x = torch.randn(3, 4)
+    _, model = prepare_eager(SquareTimesInput(), (x,))
+    copied = copy.deepcopy(model) if how == "deepcopy" else pickle.loads(pickle.dumps(model))
+    runtime = get_runtime(copied)
+    assert runtime is not None and runtime is not get_runtime(model)
+    for module in (copied, copied.sq):
+        framed = module.__dict__["forward"]
+        assert framed.module is module
+        assert framed.runtime is runtime
+    torch.testing.assert_close(copied(x), model(x), rtol=0, atol=0)
     assert_clean_eager_state()

@@ -307,6 +307,11 @@ def metadata(model: nn.Module) -> dict[str, object]:
         found[f"{path}:<class>"] = module_class(module)
         found[f"{path}:<forward pre-hooks>"] = hook_names(module._forward_pre_hooks)
         found[f"{path}:<forward hooks>"] = hook_names(module._forward_hooks)
+        # eager mode's FramedForward (an instance attribute): kept, and bound to the copy
+        own = module.__dict__.get("forward")
+        found[f"{path}:<forward>"] = None if own is None else type(own).__qualname__
+        if own is not None and getattr(own, "module", None) is not module:
+            found[f"{path}:<forward bound elsewhere>"] = True
         found[f"{path}:<non-persistent>"] = sorted(module._non_persistent_buffers_set)
         for attr, value in vars(module).items():
             if attr not in _CACHE_ATTRS and plain_value(value):
