@@ -11,7 +11,8 @@ a) Interception cost. A module doing N tiny ``torch.add`` calls (4-element tenso
    ``global_config=None`` (nothing quantized; the op names are still counted) and W8A8 with
    ``op_type_config={"add": None}`` (the mul is quantized, so the module is surely
    instrumented). Added µs per hooked module: a chain of 64 modules each doing one add,
-   (prepared - float) / 64, and the same minus one op's cost ("hooks only").
+   (prepared - float) / 64, and the same minus one op's cost ("frame only": eager mode's
+   FramedForward around the module's forward, the Python interceptor's two hooks).
 b) W8A8 (``QuantizerConfig.presets.w8a8(execution_mode=EAGER)``) forward (eval,
    ``no_grad``; observers off, fake-quant on) and QAT step (train, forward + backward + SGD,
    inside ``quantizer.training_mode()``) against the float model, on
@@ -587,8 +588,8 @@ def _interception_table(label: str, t: dict[str, float], s: Settings) -> list[st
     def hooks(kind: str) -> str:
         if kind not in kinds:
             return "n/a"
-        hooks_only = module_added[kind] - op_added[kind]
-        return f"{_us(module_added[kind])} ({_us(hooks_only)} hooks only)"
+        frame_only = module_added[kind] - op_added[kind]
+        return f"{_us(module_added[kind])} ({_us(frame_only)} frame only)"
 
     return [
         f"| per intercepted op ({s.adds} adds, slope) | {label} | {_us(slope['float'])} "
