@@ -43,6 +43,8 @@ _RANGE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _PUSH, _POP = _ops.eager_frame_ops()
 _PUSH_C, _POP_C = _ops.eager_frame_c_calls()
 _dispatch_modes = torch._C._len_torch_dispatch_stack
+_is_compiling = torch.compiler.is_compiling
+_is_exporting = torch.compiler.is_exporting
 
 
 def _apply_python_fake_quantizer(x: torch.Tensor, fq_id: int) -> torch.Tensor:
@@ -194,6 +196,13 @@ class FramedForward:
         return getattr(self.target(), name)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if _is_compiling() or _is_exporting():
+            # Compiled or exported, a module (the root or any submodule) would run without
+            # its fake-quantizers: the interception is not traced. A Python raise inside
+            # code Dynamo traces becomes a graph break (this would then rerun eagerly);
+            # the refusal is an op that fails wherever it runs, fake-tensor propagation
+            # included, which Dynamo reports as an error.
+            _ops.eager_refuse_tracing()
         module = self.module
         if RECORDING_THREADS and threading.get_ident() in RECORDING_THREADS:
             return self._run(module, args, kwargs)
@@ -275,14 +284,6 @@ class _BoundaryHooks:
         return self._apply(module, output, self.outputs)
 
 
-def _refuse_tracing(module: nn.Module, args: Any) -> None:
-    # A Python raise inside code Dynamo traces becomes a graph break (the hook then reruns
-    # eagerly, where nothing is compiling): the refusal is an op that fails wherever it
-    # runs, fake-tensor propagation included, which Dynamo reports as an error.
-    if torch.compiler.is_compiling() or torch.compiler.is_exporting():
-        _ops.eager_refuse_tracing()
-
-
 class EagerRuntime:
     """Hooks and C++ tables of one eager-prepared model (see the module docstring)."""
 
@@ -304,9 +305,8 @@ class EagerRuntime:
     # -- hooks ---------------------------------------------------------------------------
 
     def install_hooks(self) -> None:
-        """Give every hooked module its :class:`FramedForward` (with its boundary
-        fake-quantizers), and the root the refusal to be traced (a forward pre-hook)."""
-        self._handles.append(self.model.register_forward_pre_hook(_refuse_tracing))
+        """Give every hooked module (the root included) its :class:`FramedForward`, with
+        its boundary fake-quantizers and the refusal to be compiled or exported."""
         boundaries = {
             path: _BoundaryHooks(inputs, outputs)
             for path, (inputs, outputs) in self.boundaries.items()

@@ -231,3 +231,22 @@ def test_copies_frame_their_own_modules(how: str) -> None:
         assert framed.runtime is runtime
     torch.testing.assert_close(copied(x), model(x), rtol=0, atol=0)
     assert_clean_eager_state()
+
+
+def test_compiling_or_exporting_a_submodule_is_refused() -> None:
+    """Every module's FramedForward refuses torch.compile and torch.export (the interception
+    is not traced, so a compiled submodule would drop its fake-quantizers)."""
+    x = torch.randn(3, 4)
+    _, model = prepare_eager(SquareTimesInput(), (x,))
+    before = model.sq(x)  # observers are off after prepare: the same output every call
+    torch._dynamo.reset()
+    try:
+        with pytest.raises(Exception, match="execution_mode='graph'"):
+            torch.compile(model.sq, backend="aot_eager")(x)
+    finally:
+        torch._dynamo.reset()
+    assert_clean_eager_state()
+    with pytest.raises(RuntimeError, match="execution_mode='graph'"):
+        torch.export.export(model.sq, (x,))
+    assert_clean_eager_state()
+    assert torch.equal(model.sq(x), before)  # still runs, and quantizes, eagerly
