@@ -13,6 +13,7 @@ model working. A deepcopy / unpickle drops the C++ object and rebuilds it on fir
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import itertools
 import math
@@ -206,7 +207,15 @@ class FramedForward:
             _ops.eager_refuse_tracing()
         module = self.module
         if RECORDING_THREADS and threading.get_ident() in RECORDING_THREADS:
-            return self._run(module, args, kwargs)
+            output = self._run(module, args, kwargs)
+        else:
+            output = self._run_in_frame(module, args, kwargs)
+        boundary = self.boundary
+        if boundary is not None and boundary.outputs:
+            output = boundary.post(module, args, output)
+        return output
+
+    def _run_in_frame(self, module: nn.Module, args: Any, kwargs: Any) -> Any:
         runtime = self.runtime
         if runtime.bound_epoch != _EPOCH[0]:
             # Bookkeeping, not computation: under torch.jit.trace the tracer would refuse
@@ -228,19 +237,21 @@ class FramedForward:
             program.push_frame(index)
             try:
                 output = self._run(module, args, kwargs)
-            finally:
-                program.pop_frame(index)
-        else:
-            if _PUSH_C(handle, index):
-                _PUSH(handle, index)  # failed unchanged: the op raises the error
-            try:
-                output = self._run(module, args, kwargs)
-            finally:
-                if _POP_C(handle, index):
-                    _POP(handle, index)
-        boundary = self.boundary
-        if boundary is not None and boundary.outputs:
-            output = boundary.post(module, args, output)
+            except BaseException:
+                with contextlib.suppress(Exception):  # the forward's error is the one to see
+                    program.pop_frame(index)
+                raise
+            program.pop_frame(index)
+            return output
+        if _PUSH_C(handle, index):
+            _PUSH(handle, index)  # failed unchanged: the op raises the error
+        try:
+            output = self._run(module, args, kwargs)
+        except BaseException:
+            _POP_C(handle, index)  # the forward's error is the one to see
+            raise
+        if _POP_C(handle, index):
+            _POP(handle, index)
         return output
 
     def _run(self, module: nn.Module, args: Any, kwargs: Any) -> Any:
@@ -251,11 +262,6 @@ class FramedForward:
         if self.inner is not None:
             return self.inner(*args, **kwargs)
         return type(module).forward(module, *args, **kwargs)
-
-
-def is_framed_forward(value: object) -> bool:
-    """Whether *value* (a module's ``forward`` attribute) is eager mode's wrapper."""
-    return isinstance(value, FramedForward)
 
 
 class _BoundaryHooks:
