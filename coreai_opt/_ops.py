@@ -414,9 +414,10 @@ def eager_frame_c_calls() -> tuple[Callable[[int, int], int], Callable[[int, int
     """The ``(push, pop)`` frame calls as the op library's C functions, each called as
     ``fn(program_handle, module_index)`` through ctypes with the GIL held.
 
-    A third of the ops' cost (no dispatcher, no argument boxing), for the forward hooks
-    that run on every hooked module call. Each returns 0, or 1 when the call failed before
-    changing anything: repeat it through :func:`eager_frame_ops` to raise its error.
+    A third of the ops' cost (no dispatcher, no argument boxing), for eager mode's
+    FramedForward, which runs on every call of a prepared module. Each returns 0, or 1
+    when the call failed before changing anything: repeat it through
+    :func:`eager_frame_ops` to raise its error.
     """
     library = ctypes.PyDLL(str(_library_path()))
     calls = []

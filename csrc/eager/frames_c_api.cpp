@@ -11,20 +11,25 @@
 
 #include "eager/program.h"
 
-COREAI_OPT_C_API int coreai_opt_eager_push_frame(int64_t program, int64_t module) noexcept {
+namespace {
+
+// 0 after call(program) returned, 1 if it threw (its checks run before any change).
+template <typename Call>
+int status_of(int64_t program, const Call& call) noexcept {
   try {
-    coreai_opt::eager::EagerProgram::from_handle(program).push_frame(module);
+    call(coreai_opt::eager::EagerProgram::from_handle(program));
     return 0;
   } catch (...) {
     return 1;
   }
 }
 
+}  // namespace
+
+COREAI_OPT_C_API int coreai_opt_eager_push_frame(int64_t program, int64_t module) noexcept {
+  return status_of(program, [module](auto& p) { p.push_frame(module); });
+}
+
 COREAI_OPT_C_API int coreai_opt_eager_pop_frame(int64_t program, int64_t module) noexcept {
-  try {
-    coreai_opt::eager::EagerProgram::from_handle(program).pop_frame(module);
-    return 0;
-  } catch (...) {
-    return 1;
-  }
+  return status_of(program, [module](auto& p) { p.pop_frame(module); });
 }

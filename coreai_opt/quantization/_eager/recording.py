@@ -204,8 +204,9 @@ def _recording_hooks(model: nn.Module, recorder: _Recorder, program: Any) -> Ite
             call.outputs = _flat_tensors(output)
 
         handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
-        # prepend: on an eager-prepared model the recording frame, pushed after the
-        # model's own, must pop before it.
+        # The pre-hook comes after the module's own hooks and the post-hook (prepended)
+        # before them, so their ops are named outside the module's frame, as the prepared
+        # model's FramedForward names them at run time.
         handles.append(
             module.register_forward_hook(post, with_kwargs=True, always_call=True, prepend=True)
         )

@@ -145,7 +145,6 @@ _FORWARDED = frozenset(
         "__defaults__",
         "__kwdefaults__",
         "__annotations__",
-        "__module__",
     }
 )
 

@@ -27,21 +27,36 @@ PUSH_OP, POP_OP = _ops.eager_frame_ops()
 UNKNOWN_HANDLE = 1 << 40
 
 
-class TwoLinears(nn.Module):
-    """fc1 → fc2: three hooked modules (the root and both linears)."""
+class Square(nn.Module):
+    """x * x, recording the frame depth its forward runs at."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(4, 4)
-        self.fc2 = nn.Linear(4, 4)
+        self.depths: list[int] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.fc1(x))
+        self.depths.append(_ops.eager_frame_depth())
+        return torch.mul(x, x)
+
+
+class SquareTimesInput(nn.Module):
+    """sq(x) * x; ``hook=True`` adds a forward hook on sq that squares its output (an op
+    of a quantized type that runs outside sq's forward)."""
+
+    def __init__(self, hook: bool = False) -> None:
+        super().__init__()
+        self.sq = Square()
+        if hook:
+            self.sq.register_forward_hook(lambda module, args, out: torch.mul(out, out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.mul(self.sq(x), x)
 
 
 def prepared_handle() -> tuple[nn.Module, int]:
-    """A prepared :class:`TwoLinears` (bound by one forward) and its program's handle."""
-    _, model = prepare_eager(TwoLinears(), (torch.randn(2, 4),))
+    """A prepared :class:`SquareTimesInput` (bound by one forward; two hooked modules) and
+    its program's handle."""
+    _, model = prepare_eager(SquareTimesInput(), (torch.randn(2, 4),))
     model(torch.randn(2, 4))
     runtime = get_runtime(model)
     assert runtime is not None
@@ -89,11 +104,9 @@ def test_pop_out_of_order_fails_and_keeps_the_stack() -> None:
     assert POP_C(handle, 0) == 1  # empty stack
 
 
-# The post hooks (always_call) fail the same way; torch reports theirs as a warning.
-@pytest.mark.filterwarnings("ignore:module forward hook with ``always_call=True``")
-def test_hook_on_a_freed_program_raises_the_ops_error() -> None:
-    """A hook whose program handle is stale raises the op's error (not a silent no-op),
-    and the model leaves no scope open."""
+def test_forward_on_a_freed_program_raises_the_ops_error() -> None:
+    """A FramedForward whose program handle is stale raises the op's error (not a silent
+    no-op), and the model leaves no scope open."""
     model, _ = prepared_handle()
     runtime = get_runtime(model)
     assert runtime is not None
@@ -103,7 +116,7 @@ def test_hook_on_a_freed_program_raises_the_ops_error() -> None:
     assert_clean_eager_state()
 
 
-def test_hooks_balance_frames_across_calls() -> None:
+def test_calls_balance_frames() -> None:
     """Forward calls through the C path leave the stack empty and give the same output."""
     model, _ = prepared_handle()
     x = torch.randn(2, 4)
@@ -111,35 +124,6 @@ def test_hooks_balance_frames_across_calls() -> None:
     assert_clean_eager_state()
     torch.testing.assert_close(model(x), first, rtol=0, atol=0)
     assert_clean_eager_state()
-
-
-# -- FramedForward: the frame push / pop around each hooked module's forward --------------
-
-
-class Square(nn.Module):
-    """x * x, recording the frame depth its forward runs at."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.depths: list[int] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.depths.append(_ops.eager_frame_depth())
-        return torch.mul(x, x)
-
-
-class SquareTimesInput(nn.Module):
-    """sq(x) * x; ``hook=True`` adds a forward hook on sq that squares its output (an op
-    of a quantized type that runs outside sq's forward)."""
-
-    def __init__(self, hook: bool = False) -> None:
-        super().__init__()
-        self.sq = Square()
-        if hook:
-            self.sq.register_forward_hook(lambda module, args, out: torch.mul(out, out))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.mul(self.sq(x), x)
 
 
 def test_forward_runs_inside_the_frame_and_hooks_outside() -> None:
